@@ -1,0 +1,479 @@
+"""A WebSocket connection on an :class:`asyncio.Protocol`, shared by client and server.
+
+The transport calls :meth:`Connection.data_received`; the bytes go to the
+sans-I/O engine; its events go to the application; its output goes back to the
+transport. This layer adds only what needs a loop: waiting, timers and flow
+control. Every protocol rule lives in :mod:`rapidws.core`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any, Generic, TypeVar
+
+from ..core.frames import Close
+from ..core.http11 import Request, Response
+from ..core.limits import CLOSE_TIMEOUT, MAX_QUEUE, PING_INTERVAL, PING_TIMEOUT, WRITE_LIMIT
+from ..core.protocol import CLOSED, OPEN, Ping, Pong, Protocol, State
+from ..exceptions import (
+    ConcurrencyError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidState,
+)
+
+__all__ = ["Connection", "Data"]
+
+Data = str | bytes
+P = TypeVar("P", bound=Protocol)
+
+_OK_CODES = frozenset((1000, 1001, 1005))
+
+
+class Connection(asyncio.Protocol, Generic[P]):
+    """A WebSocket connection: send and receive messages, ping, close.
+
+    Created by :func:`~rapidws.asyncio.server.serve` and
+    :func:`~rapidws.asyncio.client.connect`, not directly.
+    """
+
+    def __init__(
+        self,
+        protocol: P,
+        *,
+        ping_interval: float | None = PING_INTERVAL,
+        ping_timeout: float | None = PING_TIMEOUT,
+        close_timeout: float | None = CLOSE_TIMEOUT,
+        max_queue: int | tuple[int, int] | None = MAX_QUEUE,
+        write_limit: int | tuple[int, int] = WRITE_LIMIT,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        if isinstance(max_queue, int):
+            max_queue = (max_queue, max_queue // 4)
+        self._queue_high, self._queue_low = max_queue if max_queue is not None else (None, 0)
+        if isinstance(write_limit, int):
+            write_limit = (write_limit, write_limit // 4)
+        self._write_high, self._write_low = write_limit
+        self.logger = logger or logging.getLogger("rapidws")
+
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._messages: collections.deque[Data] = collections.deque()
+        self._recv_waiter: asyncio.Future[Data] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._send_lock: asyncio.Lock | None = None  # only while sending fragments
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._closed: asyncio.Future[None] = self.loop.create_future()
+        self._lost = False
+        #: The round-trip time of the latest ping, in seconds.
+        self.latency = 0.0
+
+    # Public API.
+
+    @property
+    def state(self) -> State:
+        """The state of the connection: CONNECTING, OPEN, CLOSING or CLOSED."""
+        return self.protocol.state
+
+    @property
+    def request(self) -> Request | None:
+        """The opening handshake's request (path, query, headers)."""
+        return getattr(self.protocol, "request", None)
+
+    @property
+    def response(self) -> Response | None:
+        """The opening handshake's response."""
+        return getattr(self.protocol, "response", None)
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The negotiated subprotocol, if any."""
+        return getattr(self.protocol, "subprotocol", None)
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address, as the socket reports it (``(host, port)`` for TCP)."""
+        return None if self.transport is None else self.transport.get_extra_info("peername")
+
+    @property
+    def local_address(self) -> Any:
+        """This side's address, as the socket reports it."""
+        return None if self.transport is None else self.transport.get_extra_info("sockname")
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection is closed (1006 without a close frame)."""
+        return self._closed_exc().code if self._lost else None
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason once the connection is closed."""
+        return self._closed_exc().reason if self._lost else None
+
+    async def recv(self) -> Data:
+        """Receive the next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises:
+            ConnectionClosedOK: after a normal closing handshake.
+            ConnectionClosedError: after an abnormal closure.
+            ConcurrencyError: when another coroutine is already waiting in ``recv()``.
+        """
+        if self._messages:
+            message = self._messages.popleft()
+            if self._reading_paused and len(self._messages) <= self._queue_low:
+                self._resume_reading()
+            return message
+        if self._recv_waiter is not None:
+            raise ConcurrencyError("another coroutine is already waiting for the next message")
+        if self._lost:
+            raise self._closed_exc()
+        waiter = self.loop.create_future()
+        self._recv_waiter = waiter
+        try:
+            return await waiter
+        finally:
+            self._recv_waiter = None
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Data]:
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    async def send(
+        self,
+        message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+    ) -> None:
+        """Send a message: ``str`` as text, bytes-like as binary.
+
+        An iterable or async iterable of ``str`` (or of bytes-like) is sent as one
+        fragmented message, a frame per item. Waits when the write buffer is
+        above its high-water mark, until it drains below the low-water mark.
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+            TypeError: for an unsupported message type, or mixed fragment types.
+        """
+        if self._send_lock is not None:
+            async with self._send_lock:
+                pass
+        kind = type(message)
+        try:
+            if kind is str:
+                self.protocol.send_text(message)  # type: ignore[arg-type]
+            elif kind is bytes or isinstance(message, (bytes, bytearray, memoryview)):
+                self.protocol.send_binary(message)  # type: ignore[arg-type]
+            elif isinstance(message, str):
+                self.protocol.send_text(message)
+            elif isinstance(message, (Iterable, AsyncIterable)):
+                await self._send_fragments(message)
+                return
+            else:
+                raise TypeError(f"cannot send {kind.__name__}: send str, bytes or an iterable")
+        except InvalidState:
+            raise self._closed_exc() from None
+        self._write_pending()
+        if self._writing_paused:
+            await self._drain()
+
+    async def _send_fragments(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
+        self._send_lock = lock = asyncio.Lock()
+        sent_any = False
+        try:
+            async with lock:
+                kind: type | None = None
+                # Each fragment is held back until the next arrives, to know
+                # whether it is the last one (FIN).
+                pending: Data | None = None
+                async for fragment in _aiter(fragments):
+                    fragment_kind = str if isinstance(fragment, str) else bytes
+                    if fragment_kind is bytes and not isinstance(
+                        fragment, (bytes, bytearray, memoryview)
+                    ):
+                        raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
+                    if kind is None:
+                        kind = fragment_kind
+                    elif fragment_kind is not kind:
+                        raise TypeError("all the fragments of a message must be of one type")
+                    if pending is not None:
+                        self._send_fragment(pending, first=not sent_any, fin=False)
+                        sent_any = True
+                        if self._writing_paused:
+                            await self._drain()
+                    pending = fragment
+                if pending is not None:
+                    self._send_fragment(pending, first=not sent_any, fin=True)
+        except InvalidState:
+            raise self._closed_exc() from None
+        except BaseException:
+            if sent_any and self.protocol.state is OPEN:
+                # Half a message is on the wire: the peer cannot make sense of
+                # anything after it.
+                self.protocol.fail(1011, "error while sending a fragmented message")
+                self._write_pending()
+            raise
+        finally:
+            self._send_lock = None
+
+    def _send_fragment(self, data: Data, *, first: bool, fin: bool) -> None:
+        protocol = self.protocol
+        if not first:
+            protocol.send_continuation(data, fin)
+        elif isinstance(data, str):
+            protocol.send_text(data, fin)
+        else:
+            protocol.send_binary(data, fin)
+        self._write_pending()
+
+    def ping(self, data: str | bytes | None = None) -> asyncio.Future[float]:
+        """Send a ping; return a future that resolves to the round-trip time in seconds.
+
+        ``rtt = await ws.ping()`` waits for the pong. The ping is sent at once,
+        whether the future is awaited or not.
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+            ValueError: when ``data`` is over 125 bytes or matches a pending ping.
+        """
+        if data is None:
+            data = os.urandom(4)
+            while data in self._pings:
+                data = os.urandom(4)
+        elif isinstance(data, str):
+            data = data.encode()
+        if data in self._pings:
+            raise ValueError("a ping with the same data is already waiting for its pong")
+        try:
+            self.protocol.send_ping(data)
+        except InvalidState:
+            raise self._closed_exc() from None
+        waiter: asyncio.Future[float] = self.loop.create_future()
+        self._pings[data] = (waiter, self.loop.time())
+        self._write_pending()
+        return waiter
+
+    async def pong(self, data: str | bytes = b"") -> None:
+        """Send an unsolicited pong, a one-way heartbeat."""
+        try:
+            self.protocol.send_pong(data.encode() if isinstance(data, str) else data)
+        except InvalidState:
+            raise self._closed_exc() from None
+        self._write_pending()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with a closing handshake, and wait until it is closed.
+
+        Waits at most ``close_timeout`` for the peer, then drops the connection.
+        Does nothing more when the connection is already closing.
+        """
+        if self.protocol.state is OPEN:
+            self.protocol.send_close(code, reason)
+            self._write_pending()
+        elif self.transport is not None and self.protocol.state is not CLOSED:
+            self._write_pending()
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        await asyncio.shield(self._closed)
+
+    # Internals shared with subclasses.
+
+    def _closed_exc(self) -> ConnectionClosed:
+        protocol = self.protocol
+        rcvd, sent = protocol.close_rcvd, protocol.close_sent
+        args = (rcvd, sent, protocol.close_rcvd_then_sent)
+        if rcvd is not None and sent is not None and rcvd.code in _OK_CODES and sent.code in _OK_CODES:
+            return ConnectionClosedOK(*args)
+        return ConnectionClosedError(*args)
+
+    def _write_pending(self) -> None:
+        """Write what the engine produced; arm the close timer when due."""
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+        if self._close_timer is None and not self._lost and self.protocol.close_expected():
+            self._stop_keepalive()
+            if self.close_timeout is not None:
+                self._close_timer = self.loop.call_later(self.close_timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        if self.transport is not None:
+            self.logger.debug("closing handshake timed out; dropping the connection")
+            self.transport.abort()
+
+    def _process_events(self) -> None:
+        for event in self.protocol.events_received():
+            kind = type(event)
+            if kind is str or kind is bytes:
+                self._message_received(event)  # type: ignore[arg-type]
+            elif kind is Pong:
+                self._pong_received(event)  # type: ignore[arg-type]
+            elif kind is Ping or kind is Close:
+                continue
+            else:
+                self._handshake_event(event)  # type: ignore[arg-type]
+        self._write_pending()
+
+    def _handshake_event(self, event: Request | Response) -> None:
+        raise NotImplementedError
+
+    def _message_received(self, message: Data) -> None:
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            self._recv_waiter = None
+            waiter.set_result(message)
+            return
+        self._messages.append(message)
+        if (
+            self._queue_high is not None
+            and len(self._messages) >= self._queue_high
+            and not self._reading_paused
+            and self.transport is not None
+        ):
+            # Read-side flow control: let TCP push back on the peer.
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        if self.transport is not None and not self._lost:
+            self.transport.resume_reading()
+
+    def _pong_received(self, data: bytes) -> None:
+        if data not in self._pings:
+            return
+        now = self.loop.time()
+        # A pong acknowledges its ping and every earlier one (RFC 6455 5.5.3).
+        for key in list(self._pings):
+            waiter, sent_at = self._pings.pop(key)
+            if not waiter.done():
+                waiter.set_result(now - sent_at)
+            if key == data:
+                self.latency = now - sent_at
+                break
+
+    def _start_keepalive(self) -> None:
+        if self.ping_interval is not None:
+            self._keepalive_timer = self.loop.call_later(self.ping_interval, self._keepalive)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+
+    def _keepalive(self) -> None:
+        if self.protocol.state is not OPEN:
+            return
+        waiter = self.ping()
+        waiter.add_done_callback(_consume_exception)
+        if self.ping_timeout is not None:
+            timeout = self.loop.call_later(self.ping_timeout, self._ping_timed_out, waiter)
+            waiter.add_done_callback(lambda _: timeout.cancel())
+        self._start_keepalive()
+
+    def _ping_timed_out(self, waiter: asyncio.Future[float]) -> None:
+        if waiter.done() or self.protocol.state is not OPEN:
+            return
+        self.logger.info("no pong within %s s: closing the connection", self.ping_timeout)
+        self.protocol.fail(1011, "keepalive ping timeout")
+        self._write_pending()
+
+    # asyncio.Protocol callbacks.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start using the transport (called by asyncio)."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(self._write_high, self._write_low)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed received bytes to the engine (called by asyncio)."""
+        self.protocol.receive_data(data)
+        self._process_events()
+
+    def eof_received(self) -> None:
+        """Handle the peer's half-close (called by asyncio); the transport then closes."""
+        self.protocol.receive_eof()
+        self._process_events()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Wake everything waiting on this connection (called by asyncio)."""
+        self._lost = True
+        self.protocol.receive_eof()
+        self._process_events()
+        self._stop_keepalive()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        closed = self._closed_exc()
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(closed)
+        for ping_waiter, _ in self._pings.values():
+            if not ping_waiter.done():
+                ping_waiter.set_exception(closed)
+        self._pings.clear()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        """Stop ``send()`` at the high-water mark (called by asyncio)."""
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        """Let ``send()`` go on below the low-water mark (called by asyncio)."""
+        self._writing_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._drain_waiter = None
+
+    async def _drain(self) -> None:
+        if self._lost:
+            raise self._closed_exc()
+        waiter = self._drain_waiter
+        if waiter is None:
+            waiter = self._drain_waiter = self.loop.create_future()
+        await asyncio.shield(waiter)
+        if self._lost:
+            raise self._closed_exc()
+
+
+async def _aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[Data]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

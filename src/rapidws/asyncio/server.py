@@ -1,0 +1,372 @@
+"""The asyncio WebSocket server: ``serve(handler, host, port)``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from types import TracebackType
+from typing import Any
+
+from ..core.extensions.base import ServerExtensionFactory
+from ..core.http11 import Request, Response
+from ..core.limits import (
+    CLOSE_TIMEOUT,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_LINE,
+    MAX_MESSAGE_SIZE,
+    MAX_QUEUE,
+    OPEN_TIMEOUT,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    WRITE_LIMIT,
+)
+from ..core.protocol import CONNECTING, OPEN
+from ..core.server import SERVER, SelectSubprotocol, ServerProtocol
+from ..exceptions import ConnectionClosed
+from .connection import Connection
+
+__all__ = ["ProcessRequest", "ProcessResponse", "Server", "ServerConnection", "serve"]
+
+logger = logging.getLogger("rapidws.server")
+
+#: A hook run before the upgrade: return a :class:`Response` to answer the
+#: request with it (and not upgrade), or ``None`` to go on. May be async.
+ProcessRequest = Callable[
+    ["ServerConnection", Request], "Response | None | Awaitable[Response | None]"
+]
+#: A hook run on the response before it is sent: return a replacement or ``None``.
+ProcessResponse = Callable[
+    ["ServerConnection", Request, Response], "Response | None | Awaitable[Response | None]"
+]
+Handler = Callable[["ServerConnection"], Awaitable[Any]]
+
+
+class ServerConnection(Connection[ServerProtocol]):
+    """A connection accepted by a :class:`Server`; the argument of the handler."""
+
+    def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
+        super().__init__(protocol, logger=logger, **kwargs)
+        self.server = server
+        self.handler_task: asyncio.Task[None] | None = None
+        self._open_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register with the server and bound the handshake time (called by asyncio)."""
+        super().connection_made(transport)
+        self.server.connections.add(self)
+        if self.server.open_timeout is not None:
+            # Slowloris: a handshake that does not complete in time is dropped.
+            self._open_timer = self.loop.call_later(self.server.open_timeout, self._open_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Unregister from the server (called by asyncio)."""
+        super().connection_lost(exc)
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+        if self.handler_task is None:
+            self.server.connections.discard(self)
+
+    def _open_timed_out(self) -> None:
+        if self.protocol.state is CONNECTING and self.transport is not None:
+            self.logger.info("opening handshake timed out")
+            self.transport.abort()
+
+    def _handshake_event(self, event: Request | Response) -> None:
+        assert isinstance(event, Request)
+        server = self.server
+        if server.process_request is None and server.process_response is None:
+            self._send_response(self.protocol.accept(event))
+        else:
+            self.loop.create_task(self._run_hooks(event))
+
+    async def _run_hooks(self, request: Request) -> None:
+        server = self.server
+        try:
+            response = None
+            if server.process_request is not None:
+                response = await _maybe_await(server.process_request(self, request))
+            if response is None:
+                response = self.protocol.accept(request)
+                if server.process_response is not None:
+                    replacement = await _maybe_await(
+                        server.process_response(self, request, response)
+                    )
+                    response = replacement or response
+        except Exception:
+            self.logger.error("handshake hook failed", exc_info=True)
+            response = self.protocol.reject(500, "internal server error")
+        if self.protocol.state is CONNECTING and not self._lost:
+            self._send_response(response)
+
+    def _send_response(self, response: Response) -> None:
+        self.protocol.send_response(response)
+        if response.status == 101:
+            if self._open_timer is not None:
+                self._open_timer.cancel()
+                self._open_timer = None
+            self.handler_task = self.loop.create_task(self._run_handler())
+            self._start_keepalive()
+        self._process_events()
+
+    async def _run_handler(self) -> None:
+        try:
+            await self.server.handler(self)
+        except ConnectionClosed:
+            pass  # the peer went away while the handler was using the connection
+        except Exception:
+            self.logger.error("connection handler failed", exc_info=True)
+            if self.protocol.state is OPEN:
+                self.protocol.send_close(1011, "internal error")
+                self._write_pending()
+        try:
+            await self.close()
+        finally:
+            self.server.connections.discard(self)
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class Server:
+    """A running WebSocket server.
+
+    Use it as an async context manager, or call :meth:`close` and
+    :meth:`wait_closed`. :attr:`connections` holds the open connections.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        process_request: ProcessRequest | None,
+        process_response: ProcessResponse | None,
+        open_timeout: float | None,
+        close_timeout: float | None,
+        protocol_options: dict[str, Any],
+        connection_options: dict[str, Any],
+    ) -> None:
+        self.handler = handler
+        self.process_request = process_request
+        self.process_response = process_response
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self._protocol_options = protocol_options
+        self._connection_options = connection_options
+        self.connections: set[ServerConnection] = set()
+        self.server: asyncio.Server | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    def _new_connection(self) -> ServerConnection:
+        protocol = ServerProtocol(**self._protocol_options)
+        return ServerConnection(self, protocol, **self._connection_options)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets."""
+        return () if self.server is None else tuple(self.server.sockets)
+
+    @property
+    def port(self) -> int:
+        """The port of the first listening TCP socket (handy with ``port=0``)."""
+        return int(self.sockets[0].getsockname()[1])
+
+    def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stop accepting connections and close every open one with ``code``.
+
+        Returns at once; :meth:`wait_closed` waits until everything is closed.
+        """
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        assert self.server is not None
+        self.server.close()
+        for connection in list(self.connections):
+            if connection.protocol.state is OPEN:
+                connection.protocol.send_close(code, reason)
+                connection._write_pending()
+            elif connection.protocol.state is CONNECTING and connection.transport is not None:
+                connection.transport.abort()
+        await self.server.wait_closed()
+        # Each connection ends within its close timeout; handlers see
+        # ConnectionClosed and return.
+        tasks = [c.handler_task for c in self.connections if c.handler_task is not None]
+        await asyncio.gather(*(c.wait_closed() for c in list(self.connections)), *tasks)
+
+    async def wait_closed(self) -> None:
+        """Wait until the server is closed and every connection with it."""
+        if self._closing is None:
+            self.close()
+        assert self._closing is not None
+        await asyncio.shield(self._closing)
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled; then close the server."""
+        assert self.server is not None
+        try:
+            await self.server.serve_forever()
+        except asyncio.CancelledError:
+            self.close()
+            await self.wait_closed()
+            raise
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+class serve:  # noqa: N801 - used like a function, as asyncio's own start_server
+    """Start a WebSocket server; ``await`` it or use it with ``async with``.
+
+    ``handler(connection)`` runs once per connection; the connection closes with
+    1000 when it returns, and with 1011 (and a log record) when it raises.
+
+    Args:
+        handler: the coroutine function that serves a connection.
+        host: the address to listen on (``None`` for every interface).
+        port: the TCP port; 0 picks a free one (see :attr:`Server.port`).
+        sock: a listening socket to use instead of ``host`` and ``port``.
+        path: a Unix socket path to listen on instead of ``host`` and ``port``.
+        ssl: an :class:`ssl.SSLContext` with the certificate, for ``wss://``.
+        reuse_port: let several processes listen on the same port (SO_REUSEPORT).
+        backlog: the listen backlog.
+        origins: the accepted ``Origin`` values (403 otherwise); ``None`` for any.
+        subprotocols: the supported subprotocols, in order of preference.
+        select_subprotocol: a callable ``(request, offered) -> str | None``.
+        extensions: server extension factories.
+        process_request: a hook ``(connection, request)`` that may answer with a
+            :class:`Response` instead of upgrading.
+        process_response: a hook ``(connection, request, response)`` that may
+            replace the response.
+        server_header: the ``Server`` header; ``None`` omits it.
+        open_timeout: seconds for a client to complete the handshake.
+        ping_interval: seconds between keepalive pings; ``None`` disables them.
+        ping_timeout: seconds to wait for a pong before closing with 1011.
+        close_timeout: seconds to wait for the closing handshake.
+        max_size: the largest message in bytes (1009 above it); ``None`` for any.
+        max_frame_size: the largest frame in bytes; ``None`` for any.
+        max_queue: received messages buffered before reading pauses, or a
+            ``(high, low)`` pair; ``None`` for no limit.
+        write_limit: the write buffer's high-water mark, or ``(high, low)``.
+        max_line: the longest request or header line (414 or 431 above it).
+        max_headers: the most header fields (431 above it).
+        max_header_bytes: the largest request head (431 above it).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str | Sequence[str] | None = None,
+        port: int | None = None,
+        *,
+        sock: socket.socket | None = None,
+        path: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        reuse_port: bool | None = None,
+        backlog: int = 1024,
+        # WebSocket
+        origins: Sequence[str | None] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: SelectSubprotocol | None = None,
+        extensions: Sequence[ServerExtensionFactory] = (),
+        # HTTP
+        process_request: ProcessRequest | None = None,
+        process_response: ProcessResponse | None = None,
+        server_header: str | None = SERVER,
+        # Timeouts
+        open_timeout: float | None = OPEN_TIMEOUT,
+        ping_interval: float | None = PING_INTERVAL,
+        ping_timeout: float | None = PING_TIMEOUT,
+        close_timeout: float | None = CLOSE_TIMEOUT,
+        # Limits
+        max_size: int | None = MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        max_queue: int | tuple[int, int] | None = MAX_QUEUE,
+        write_limit: int | tuple[int, int] = WRITE_LIMIT,
+        max_line: int | None = MAX_LINE,
+        max_headers: int | None = MAX_HEADERS,
+        max_header_bytes: int | None = MAX_HEADER_BYTES,
+    ) -> None:
+        self._server = Server(
+            handler,
+            process_request=process_request,
+            process_response=process_response,
+            open_timeout=open_timeout,
+            close_timeout=close_timeout,
+            protocol_options=dict(
+                origins=origins,
+                subprotocols=subprotocols,
+                select_subprotocol=select_subprotocol,
+                extensions=extensions,
+                max_message_size=max_size,
+                max_frame_size=max_frame_size,
+                max_line=max_line,
+                max_headers=max_headers,
+                max_header_bytes=max_header_bytes,
+                server_header=server_header,
+            ),
+            connection_options=dict(
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                close_timeout=close_timeout,
+                max_queue=max_queue,
+                write_limit=write_limit,
+            ),
+        )
+        self._listen: dict[str, Any] = dict(
+            host=host, port=port, sock=sock, path=path, ssl=ssl,
+            reuse_port=reuse_port, backlog=backlog,
+        )  # fmt: skip
+
+    async def _start(self) -> Server:
+        loop = asyncio.get_running_loop()
+        options = self._listen
+        factory = self._server._new_connection
+        if options["path"] is not None:
+            server = await loop.create_unix_server(
+                factory, options["path"], ssl=options["ssl"], backlog=options["backlog"]
+            )
+        elif options["sock"] is not None and options["sock"].family == socket.AF_UNIX:
+            server = await loop.create_unix_server(
+                factory, sock=options["sock"], ssl=options["ssl"], backlog=options["backlog"]
+            )
+        else:
+            server = await loop.create_server(
+                factory,
+                options["host"],
+                options["port"],
+                sock=options["sock"],
+                ssl=options["ssl"],
+                reuse_port=options["reuse_port"],
+                backlog=options["backlog"],
+            )
+        self._server.server = server
+        return self._server
+
+    def __await__(self) -> Generator[Any, None, Server]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self._start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._server.__aexit__(exc_type, exc_value, traceback)

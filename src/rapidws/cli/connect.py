@@ -1,0 +1,141 @@
+"""``rapidws connect URL``: an interactive client in the habits of wscat."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ssl
+import sys
+import threading
+from typing import Any
+
+from ..asyncio.client import ClientConnection, connect
+from ..asyncio.connection import Data
+from ..exceptions import ConnectionClosed, WebSocketError
+
+__all__ = ["add_connect_command", "format_message"]
+
+
+def add_connect_command(commands: Any) -> None:
+    """Add the ``connect`` command to the subcommands of the ``rapidws`` parser."""
+    parser = commands.add_parser(
+        "connect",
+        help="connect to a WebSocket server",
+        description="Send each line of standard input as a text message and print "
+        "received messages after '< '.",
+    )
+    parser.add_argument("url", help="ws:// or wss:// URL")
+    parser.add_argument(
+        "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
+        help="add a request header (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-s", "--subprotocol", action="append", default=[], metavar="NAME",
+        help="offer a subprotocol (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("-o", "--origin", help="send this Origin header")
+    parser.add_argument(
+        "-k", "--insecure", action="store_true", help="do not verify the server's TLS certificate"
+    )
+    parser.add_argument(
+        "-x", "--execute", metavar="MESSAGE", help="send MESSAGE, print the reply, and exit"
+    )
+    parser.add_argument(
+        "-w", "--wait", type=float, default=10.0, metavar="SECONDS",
+        help="with --execute, how long to wait for the reply (default: %(default)s)",
+    )  # fmt: skip
+    parser.set_defaults(run=run_connect)
+
+
+def format_message(message: Data) -> str:
+    """Format a received message for the terminal: text as is, binary as hex."""
+    if isinstance(message, str):
+        return message
+    return f"(binary, {len(message)} bytes) {message.hex(' ')}"
+
+
+def run_connect(args: argparse.Namespace) -> int:
+    """Run ``rapidws connect``; return the exit status."""
+    headers = []
+    for header in args.header:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            print(f"rapidws connect: invalid header {header!r}, use 'Name: value'", file=sys.stderr)
+            return 2
+        headers.append((name.strip(), value.strip()))
+    context = None
+    if args.insecure and args.url.startswith("wss:"):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        client = connect(
+            args.url,
+            additional_headers=headers,
+            subprotocols=args.subprotocol or None,
+            origin=args.origin,
+            ssl=context,
+        )
+        return asyncio.run(_session(client, args))
+    except (OSError, WebSocketError, asyncio.TimeoutError) as exc:
+        print(f"rapidws connect: {_describe(exc, args.url)}", file=sys.stderr)
+        return 1
+
+
+def _describe(exc: BaseException, url: str) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"timed out connecting to {url}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate of {url} not trusted: {exc.verify_message} (use --insecure to skip)"
+    if isinstance(exc, OSError) and not str(exc):
+        return f"cannot connect to {url}: {type(exc).__name__}"
+    return str(exc)
+
+
+async def _session(client: connect, args: argparse.Namespace) -> int:
+    async with client as ws:
+        if args.execute is not None:
+            await ws.send(args.execute)
+            reply = await asyncio.wait_for(ws.recv(), args.wait)
+            print(f"< {format_message(reply)}", flush=True)
+            return 0
+        print(f"connected to {args.url} (end input with Ctrl+D)", file=sys.stderr, flush=True)
+        sender = asyncio.get_running_loop().create_task(_send_lines(ws))
+        try:
+            async for message in ws:
+                print(f"< {format_message(message)}", flush=True)
+        except ConnectionClosed:
+            pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sender
+    code = ws.close_code
+    print(f"disconnected (code: {code}, reason: {ws.close_reason!r})", file=sys.stderr)
+    return 0 if code in (1000, 1001) else 1
+
+
+async def _send_lines(ws: ClientConnection) -> None:
+    lines = _stdin_lines()
+    while True:
+        line = await lines.get()
+        if line is None:
+            # End of input: close normally, as wscat does.
+            await ws.close()
+            return
+        await ws.send(line.rstrip("\r\n"))
+
+
+def _stdin_lines() -> asyncio.Queue[str | None]:
+    # A daemon thread reads stdin, so that a blocked read never delays exit.
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=read, name="rapidws-stdin", daemon=True).start()
+    return queue

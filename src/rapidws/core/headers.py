@@ -1,0 +1,210 @@
+"""HTTP headers: a case-insensitive multi-map, and the header grammars of RFC 6455.
+
+RFC 7230 section 3.2.6 defines tokens and quoted strings; RFC 6455 section 9.1
+the ``Sec-WebSocket-Extensions`` grammar built from them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+
+from ..exceptions import InvalidHandshake
+
+__all__ = [
+    "ExtensionHeader",
+    "ExtensionParameter",
+    "Headers",
+    "HeadersLike",
+    "parse_extensions",
+    "parse_token_list",
+    "serialize_extensions",
+]
+
+
+class Headers:
+    """HTTP headers: names are case-insensitive; a name may repeat.
+
+    ``headers["Name"]`` gives the value, or every value joined with ``", "``
+    when the name repeats (RFC 7230 section 3.2.2), and raises ``KeyError`` when
+    it is absent; :meth:`get_all` gives the values one by one. Setting an item
+    replaces every value; :meth:`add` appends one.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: HeadersLike | None = None) -> None:
+        self._items: list[tuple[str, str]] = []
+        if items is not None:
+            self.update(items)
+
+    def update(self, items: HeadersLike) -> None:
+        """Append every header of ``items`` (a mapping, pairs or ``Headers``)."""
+        pairs = items.items() if isinstance(items, (Headers, Mapping)) else items
+        for name, value in pairs:
+            self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header, keeping any earlier one with the same name."""
+        self._items.append((name, value))
+
+    def get_all(self, name: str) -> list[str]:
+        """Return every value of the header ``name``, in order."""
+        key = name.lower()
+        return [v for n, v in self._items if n.lower() == key]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Return the value of ``name`` as ``headers[name]`` does, or ``default``."""
+        values = self.get_all(name)
+        return ", ".join(values) if values else default
+
+    def items(self) -> list[tuple[str, str]]:
+        """Return the headers as ``(name, value)`` pairs, in order."""
+        return list(self._items)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __setitem__(self, name: str, value: str) -> None:
+        del self[name]
+        self._items.append((name, value))
+
+    def __delitem__(self, name: str) -> None:
+        key = name.lower()
+        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(n.lower() == name.lower() for n, _ in self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(n.lower(), v) for n, v in self._items] == [
+            (n.lower(), v) for n, v in other._items
+        ]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def serialize(self) -> bytes:
+        """Serialize the headers as HTTP/1.1 header lines, each ending in CRLF."""
+        return "".join(f"{n}: {v}\r\n" for n, v in self._items).encode("latin-1")
+
+
+HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
+
+# RFC 7230 section 3.2.6.
+_TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_TOKEN_RE = re.compile(_TOKEN)
+_QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_OWS_RE = re.compile(r"[ \t]*")
+
+
+def is_token(value: str) -> bool:
+    """Tell whether ``value`` is an RFC 7230 token."""
+    return _TOKEN_RE.fullmatch(value) is not None
+
+
+def parse_token_list(values: Iterable[str], *, lower: bool = False) -> list[str]:
+    """Parse comma-separated token lists (``Connection``, ``Upgrade``, subprotocols).
+
+    Empty elements are skipped, as RFC 7230 section 7 requires. An element with
+    a protocol version (``websocket/13``) is kept whole.
+
+    Raises:
+        InvalidHandshake: when an element is not a token.
+    """
+    tokens: list[str] = []
+    for value in values:
+        for element in value.split(","):
+            token = element.strip(" \t")
+            if not token:
+                continue
+            if not all(is_token(part) for part in token.split("/", 1)):
+                raise InvalidHandshake(f"invalid token {token!r} in header value {value!r}")
+            tokens.append(token.lower() if lower else token)
+    return tokens
+
+
+ExtensionParameter = tuple[str, str | None]
+ExtensionHeader = tuple[str, list[ExtensionParameter]]
+
+
+def parse_extensions(values: Iterable[str]) -> list[ExtensionHeader]:
+    """Parse ``Sec-WebSocket-Extensions`` values into ``(name, parameters)`` offers.
+
+    ``"permessage-deflate; client_max_window_bits, x-foo; a=1"`` gives
+    ``[("permessage-deflate", [("client_max_window_bits", None)]), ("x-foo",
+    [("a", "1")])]``. A quoted parameter value is unquoted; it must then be a
+    token (RFC 6455 section 9.1).
+
+    Raises:
+        InvalidHandshake: when a value does not follow the grammar.
+    """
+    result: list[ExtensionHeader] = []
+    for value in values:
+        pos = _skip(value, 0)
+        while pos < len(value):
+            name, pos = _token(value, pos)
+            params: list[ExtensionParameter] = []
+            pos = _skip(value, pos)
+            while pos < len(value) and value[pos] == ";":
+                pos = _skip(value, pos + 1)
+                pname, pos = _token(value, pos)
+                pvalue: str | None = None
+                pos = _skip(value, pos)
+                if pos < len(value) and value[pos] == "=":
+                    pos = _skip(value, pos + 1)
+                    pvalue, pos = _param_value(value, pos)
+                    pos = _skip(value, pos)
+                params.append((pname, pvalue))
+            result.append((name, params))
+            if pos < len(value):
+                if value[pos] != ",":
+                    raise InvalidHandshake(f"invalid extension header {value!r}")
+                pos = _skip(value, pos + 1)
+    return result
+
+
+def _skip(value: str, pos: int) -> int:
+    match = _OWS_RE.match(value, pos)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _token(value: str, pos: int) -> tuple[str, int]:
+    match = _TOKEN_RE.match(value, pos)
+    if match is None:
+        raise InvalidHandshake(f"expected a token at position {pos} of {value!r}")
+    return match.group(), match.end()
+
+
+def _param_value(value: str, pos: int) -> tuple[str, int]:
+    if value.startswith('"', pos):
+        match = _QUOTED_RE.match(value, pos)
+        if match is None:
+            raise InvalidHandshake(f"unterminated quoted string in {value!r}")
+        unquoted = re.sub(r"\\(.)", r"\1", match.group(1))
+        if not is_token(unquoted):
+            raise InvalidHandshake(f"invalid quoted parameter value in {value!r}")
+        return unquoted, match.end()
+    return _token(value, pos)
+
+
+def serialize_extensions(extensions: Iterable[ExtensionHeader]) -> str:
+    """Serialize ``(name, parameters)`` pairs as a ``Sec-WebSocket-Extensions`` value."""
+    return ", ".join(
+        "; ".join([name, *(p if v is None else f"{p}={v}" for p, v in params)])
+        for name, params in extensions
+    )

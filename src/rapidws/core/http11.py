@@ -1,0 +1,210 @@
+"""The HTTP/1.1 messages of the opening handshake, and their incremental parser.
+
+Only what an upgrade needs: a request line or status line, header fields, and
+(for a refusal) a small body. Every limit is checked as bytes arrive, so a peer
+that sends an endless header line costs at most the limit in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http
+import re
+from urllib.parse import urlsplit
+
+from ..exceptions import InvalidRequest, SecurityError
+from .headers import Headers, HeadersLike, is_token
+from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE
+
+__all__ = ["HeadReader", "Request", "Response"]
+
+
+@dataclasses.dataclass
+class Request:
+    """An HTTP request: the client's opening handshake.
+
+    Attributes:
+        method: the request method, ``GET`` for a WebSocket handshake.
+        target: the request target as sent, path and query (``/chat?room=1``).
+        headers: the request headers.
+        version: the HTTP version, ``(1, 1)``.
+    """
+
+    method: str
+    target: str
+    headers: Headers
+    version: tuple[int, int] = (1, 1)
+
+    @property
+    def path(self) -> str:
+        """The path of the request target, without the query (``/chat``)."""
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> str:
+        """The query of the request target, without ``?`` (``room=1``), or ``""``."""
+        return urlsplit(self.target).query
+
+    def serialize(self) -> bytes:
+        """Serialize the request head."""
+        line = f"{self.method} {self.target} HTTP/{self.version[0]}.{self.version[1]}\r\n"
+        return line.encode("latin-1") + self.headers.serialize() + b"\r\n"
+
+
+class Response:
+    """An HTTP response: the server's answer to the opening handshake.
+
+    ``Response(401, "unauthorized\\n")`` refuses a connection with a plain-text
+    body; a ``str`` body is encoded to UTF-8 and gets a ``Content-Type`` unless
+    ``headers`` has one. ``Content-Length`` is set when the response is sent.
+
+    Attributes:
+        status: the status code.
+        body: the body, as bytes.
+        headers: the response headers.
+        reason: the reason phrase (``Switching Protocols``).
+    """
+
+    __slots__ = ("body", "headers", "reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: str | bytes = b"",
+        headers: HeadersLike | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.status = int(status)
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        if isinstance(body, str):
+            body = body.encode()
+            if "Content-Type" not in self.headers:
+                self.headers["Content-Type"] = "text/plain; charset=utf-8"
+        self.body = body
+        if reason is None:
+            try:
+                reason = http.HTTPStatus(self.status).phrase
+            except ValueError:
+                reason = ""
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {self.body!r}, {self.headers!r})"
+
+    def serialize(self) -> bytes:
+        """Serialize the response, head and body, setting ``Content-Length``."""
+        headers = self.headers
+        if self.status != 101 and "Content-Length" not in headers:
+            headers = Headers(headers)
+            headers["Content-Length"] = str(len(self.body))
+        line = f"HTTP/1.1 {self.status} {self.reason}\r\n".encode("latin-1")
+        return line + headers.serialize() + b"\r\n" + self.body
+
+
+# Field values: visible characters, spaces, tabs and obs-text (RFC 7230 3.2).
+_VALUE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_VERSION_RE = re.compile(r"HTTP/(\d)\.(\d)")
+
+
+class HeadReader:
+    """Read an HTTP head (start line and headers) incrementally, within limits.
+
+    :meth:`feed` returns ``None`` until the blank line that ends the head has
+    arrived, then ``(start_line, headers, rest)``: the raw start line, the
+    headers, and the bytes that followed the head.
+
+    Raises from :meth:`feed`:
+        SecurityError: a limit was exceeded (status 414 for the start line,
+            431 for the headers).
+        InvalidRequest: the head is malformed (status 400).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_line: int | None = MAX_LINE,
+        max_headers: int | None = MAX_HEADERS,
+        max_header_bytes: int | None = MAX_HEADER_BYTES,
+    ) -> None:
+        self.max_line = max_line
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        self._buf = bytearray()
+        self._scanned = 0
+
+    def feed(self, data: bytes) -> tuple[bytes, Headers, bytes] | None:
+        """Add received bytes; return the parsed head once complete."""
+        buf = self._buf
+        buf += data
+        # Resume the search where the last one stopped, so that a peer sending
+        # one byte at a time costs linear, not quadratic, time.
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        if end < 0:
+            self._scanned = len(buf)
+            self._check_partial()
+            return None
+        head, rest = bytes(buf[: end + 2]), bytes(buf[end + 4 :])
+        buf.clear()
+        if self.max_header_bytes is not None and len(head) > self.max_header_bytes:
+            raise SecurityError("HTTP head is too large")
+        lines = head.split(b"\r\n")[:-1]
+        start_line = self._line(lines[0], 414)
+        if self.max_headers is not None and len(lines) - 1 > self.max_headers:
+            raise SecurityError("too many header fields")
+        headers = Headers()
+        for raw in lines[1:]:
+            name, value = self._field(self._line(raw, 431))
+            headers.add(name, value)
+        return start_line, headers, rest
+
+    def _check_partial(self) -> None:
+        buf = self._buf
+        if self.max_header_bytes is not None and len(buf) > self.max_header_bytes:
+            raise SecurityError("HTTP head is too large")
+        if self.max_line is not None:
+            line_start = buf.rfind(b"\n") + 1
+            if len(buf) - line_start > self.max_line:
+                if line_start == 0:
+                    raise SecurityError("request line is too long", 414)
+                raise SecurityError("header line is too long")
+
+    def _line(self, raw: bytes, status: int) -> bytes:
+        if self.max_line is not None and len(raw) > self.max_line:
+            what = "request line" if status == 414 else "header line"
+            raise SecurityError(f"{what} is too long", status)
+        return raw
+
+    @staticmethod
+    def _field(raw: bytes) -> tuple[str, str]:
+        name, colon, value = raw.partition(b":")
+        if not colon:
+            raise InvalidRequest(f"invalid header line: {raw[:64]!r}")
+        name_text = name.decode("latin-1")
+        if not is_token(name_text):
+            # Also catches obs-fold (a line starting with a space): RFC 7230 3.2.4.
+            raise InvalidRequest(f"invalid header name: {name_text[:64]!r}")
+        value = value.strip(b" \t")
+        if not _VALUE_RE.fullmatch(value):
+            raise InvalidRequest(f"invalid value for header {name_text}")
+        return name_text, value.decode("latin-1")
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    """Parse ``HTTP/1.1`` into ``(1, 1)``; ``None`` when it is not a version."""
+    match = _VERSION_RE.fullmatch(text)
+    return None if match is None else (int(match.group(1)), int(match.group(2)))
+
+
+def parse_request_line(line: bytes) -> tuple[str, str, tuple[int, int]]:
+    """Parse a request line into method, target and version.
+
+    Raises:
+        InvalidRequest: when the line is malformed (400).
+    """
+    parts = line.decode("latin-1").split(" ")
+    version = parse_version(parts[2]) if len(parts) == 3 else None
+    if version is None or not is_token(parts[0]) or not parts[1]:
+        raise InvalidRequest(f"invalid request line: {line[:100]!r}")
+    if not parts[1].isprintable() or not parts[1].isascii():
+        raise InvalidRequest("invalid request target")
+    return parts[0], parts[1], version

@@ -1,0 +1,51 @@
+"""Every default limit and timeout of rapidws, with the reason for its value.
+
+Each limit is a keyword argument of the entry point that uses it; ``None``
+disables it. Sizes are in bytes, times in seconds.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "MAX_HEADERS",
+    "MAX_HEADER_BYTES",
+    "MAX_LINE",
+    "MAX_MESSAGE_SIZE",
+    "MAX_QUEUE",
+    "MAX_RESPONSE_BODY",
+    "OPEN_TIMEOUT",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "WRITE_LIMIT",
+]
+
+# Messages: 1 MiB is far above what chat, dashboards and device links send, and
+# low enough that a thousand hostile peers cannot exhaust a server's memory.
+# The check is made on each frame header, before its payload is buffered.
+MAX_MESSAGE_SIZE = 1 << 20
+
+# Handshake: nginx and Node accept 8 KiB lines; 128 headers and 32 KiB in all
+# leave room for large cookies and tokens while bounding a slowloris buffer.
+MAX_LINE = 8192
+MAX_HEADERS = 128
+MAX_HEADER_BYTES = 32768
+
+# The body of a refusal that a client reads to put into its error.
+MAX_RESPONSE_BODY = 65536
+
+# Read-side flow control: received messages that the application has not
+# consumed yet; past it the transport stops reading from the socket.
+MAX_QUEUE = 16
+
+# Write-side flow control: send() waits for the socket to drain once this many
+# bytes are buffered, and resumes below a quarter of it.
+WRITE_LIMIT = 65536
+
+# Timeouts: a handshake or a closing handshake that takes longer is a dead or
+# hostile peer. Keepalive pings every 20 s keep NAT and proxy mappings alive
+# (most drop idle TCP after 30-60 s) and detect vanished peers.
+OPEN_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 10.0
+PING_INTERVAL = 20.0
+PING_TIMEOUT = 20.0

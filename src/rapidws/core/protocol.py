@@ -1,0 +1,505 @@
+"""The sans-I/O WebSocket engine shared by clients and servers (RFC 6455).
+
+Rules that the code below keeps:
+
+1. Bytes go in through :meth:`Protocol.receive_data` and :meth:`receive_eof`;
+   events come out of :meth:`events_received`; bytes to write come out of
+   :meth:`data_to_send`, where ``b""`` asks the I/O layer to half-close.
+2. A peer's fault never raises to the I/O layer. The engine records it in
+   :attr:`parser_exc`, sends a close frame with the matching code, and ignores
+   whatever the peer sends after (RFC 6455 section 7.1.7).
+3. Every frame is judged on its header, before its payload is buffered: a
+   forbidden opcode, RSV bit, mask bit or length fails the connection at once.
+4. Payloads are consumed as they arrive, so a large frame is never held twice
+   and invalid UTF-8 is caught at its first bad byte, even mid-frame.
+5. Messages come out as ``str`` (text) or ``bytes`` (binary) with no wrapper
+   object; control frames come out as :class:`Ping`, :class:`Pong` and
+   :class:`~rapidws.core.frames.Close`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
+
+from ..exceptions import InvalidState, PayloadTooBig, ProtocolError
+from ..speedups import Utf8Decoder, apply_mask, parse_frame_header
+from .frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Close, frame_header
+from .limits import MAX_MESSAGE_SIZE
+
+if TYPE_CHECKING:
+    from .extensions.base import Extension
+    from .http11 import Request, Response
+
+__all__ = ["Event", "Ping", "Pong", "Protocol", "State", "generate_mask"]
+
+
+class State(enum.IntEnum):
+    """The state of a WebSocket connection (RFC 6455 section 4 and 7)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+CONNECTING, OPEN, CLOSING, CLOSED = State
+
+
+class Ping(bytes):
+    """A ping received from the peer; its value is the ping's payload."""
+
+    __slots__ = ()
+
+
+class Pong(bytes):
+    """A pong received from the peer; its value is the pong's payload."""
+
+    __slots__ = ()
+
+
+Event = Union[str, bytes, Ping, Pong, Close, "Request", "Response"]
+
+# Outgoing frames up to this size are joined with their header into one write;
+# larger ones are written as header and payload, to avoid copying the payload.
+_JOIN_LIMIT = 4096
+
+
+def generate_mask() -> bytes:
+    """Return a fresh, unpredictable masking key (RFC 6455 section 5.3).
+
+    Tests patch this one name to make client frames deterministic.
+    """
+    return os.urandom(4)
+
+
+class Protocol:
+    """The WebSocket engine for one connection, on either side.
+
+    Args:
+        is_client: ``True`` for the client side, which masks what it sends and
+            refuses masked frames; ``False`` for the server side.
+        state: the initial state, ``OPEN`` when the handshake is done elsewhere.
+        max_message_size: the largest message, in bytes, that the peer may send;
+            ``None`` for no limit. A larger one fails the connection with 1009.
+        max_frame_size: the largest frame payload, in bytes; ``None`` leaves only
+            ``max_message_size``.
+        extensions: the negotiated extensions, in the order of the handshake.
+    """
+
+    def __init__(
+        self,
+        *,
+        is_client: bool,
+        state: State = OPEN,
+        max_message_size: int | None = MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        extensions: Sequence[Extension] = (),
+    ) -> None:
+        self.is_client = is_client
+        self.state = state
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        self.extensions: list[Extension] = list(extensions)
+        self._allowed_rsv = 0
+        for extension in self.extensions:
+            self._allowed_rsv |= extension.rsv_bits
+
+        #: The close frame received from the peer, if any.
+        self.close_rcvd: Close | None = None
+        #: The close frame sent to the peer, if any.
+        self.close_sent: Close | None = None
+        #: Whether the peer started the close handshake (when both frames exist).
+        self.close_rcvd_then_sent: bool | None = None
+        #: The error that made the engine fail the connection, if any.
+        self.parser_exc: ProtocolError | None = None
+        self.eof_sent = False
+
+        self._events: list[Event] = []
+        self._out: list[bytes] = []
+        self._buf = bytearray()
+        self._discard = False
+        # The frame whose payload is arriving: remaining length, FIN, masking
+        # key and how many payload bytes were unmasked already.
+        self._frame_left = 0
+        self._frame_fin = False
+        self._frame_mask: bytes | None = None
+        self._frame_offset = 0
+        # The message being assembled: its opcode (0 when none), RSV bits, size
+        # so far, pieces, and the UTF-8 decoder of a text message.
+        self._msg_opcode = 0
+        self._msg_rsv = 0
+        self._msg_size = 0
+        self._msg_decoded = 0  # size after the extensions' decoding
+        self._msg_parts: list[bytes] | list[str] = []
+        self._decoder = Utf8Decoder()
+        # The opcode of the message being sent in fragments, 0 when none.
+        self._send_opcode = 0
+
+    # Input.
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes received from the network."""
+        if self._discard or self.state is CLOSED:
+            return
+        if self.state is CONNECTING:
+            self._receive_handshake(data)
+            return
+        buf: bytes | bytearray
+        if self._buf:
+            self._buf += data
+            buf = self._buf
+        else:
+            buf = data
+        pos = self._parse(buf)
+        if buf is self._buf:
+            del buf[:pos]
+        elif pos < len(buf) and not self._discard:
+            self._buf = bytearray(memoryview(buf)[pos:])
+
+    def receive_eof(self) -> None:
+        """Tell the engine that the peer closed its side of the TCP connection."""
+        if self.state is CLOSED:
+            return
+        self._buf.clear()
+        self._discard = True
+        self.state = CLOSED
+        self._receive_eof_hook()
+
+    def _receive_handshake(self, data: bytes) -> None:
+        raise InvalidState("this engine has no opening handshake")
+
+    def _receive_eof_hook(self) -> None:
+        """Let a side react to EOF (a client's half-read response)."""
+
+    # Output.
+
+    def events_received(self) -> list[Event]:
+        """Return the events produced since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        """Return the bytes to write since the last call; ``b""`` means half-close."""
+        out, self._out = self._out, []
+        return out
+
+    def close_expected(self) -> bool:
+        """Tell whether the I/O layer should expect the TCP connection to end soon.
+
+        Once true, the I/O layer closes the connection itself if the peer has
+        not done so within its close timeout.
+        """
+        return self.state is CLOSING or self.state is CLOSED or self.eof_sent
+
+    # Sending.
+
+    def send_text(self, data: str | bytes, fin: bool = True) -> None:
+        """Send a text message, or its first fragment when ``fin`` is false.
+
+        ``bytes`` are sent as they are and must be UTF-8 already.
+        """
+        if isinstance(data, str):
+            data = data.encode()
+        self._send_data(OP_TEXT, data, fin)
+
+    def send_binary(self, data: bytes | bytearray | memoryview, fin: bool = True) -> None:
+        """Send a binary message, or its first fragment when ``fin`` is false."""
+        self._send_data(OP_BINARY, data, fin)
+
+    def send_continuation(self, data: str | bytes | bytearray | memoryview, fin: bool) -> None:
+        """Send the next fragment of a message started with ``fin=False``."""
+        if not self._send_opcode:
+            raise InvalidState("no fragmented message is being sent")
+        if isinstance(data, str):
+            data = data.encode()
+        self._send_data(OP_CONT, data, fin)
+
+    def _send_data(self, opcode: int, data: bytes | bytearray | memoryview, fin: bool) -> None:
+        if self.state is not OPEN:
+            raise InvalidState(f"cannot send a message: connection is {self.state.name}")
+        if opcode == OP_CONT:
+            first = False
+        elif self._send_opcode:
+            raise InvalidState("a fragmented message is being sent; finish it first")
+        else:
+            first = True
+        self._send_opcode = 0 if fin else (opcode or self._send_opcode)
+        rsv = 0
+        for extension in self.extensions:
+            bits, data = extension.encode(bytes(data), first=first, fin=fin)
+            rsv |= bits
+        self._send_frame((0x80 if fin else 0) | rsv | opcode, data)
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Send a ping; ``data`` (at most 125 bytes) comes back in the pong."""
+        self._send_control(OP_PING, data)
+
+    def send_pong(self, data: bytes = b"") -> None:
+        """Send an unsolicited pong (a one-way heartbeat), at most 125 bytes."""
+        self._send_control(OP_PONG, data)
+
+    def _send_control(self, opcode: int, data: bytes) -> None:
+        if self.state is not OPEN:
+            raise InvalidState(f"cannot send a control frame: connection is {self.state.name}")
+        if len(data) > 125:
+            raise ValueError("control frame payloads are limited to 125 bytes")
+        self._send_frame(0x80 | opcode, data)
+
+    def send_close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake, or answer the peer's close frame.
+
+        Args:
+            code: the close code; 1005 sends a close frame without a payload.
+            reason: a short explanation, at most 123 bytes in UTF-8.
+
+        Raises:
+            InvalidState: when a close frame was sent already.
+            ValueError: for an invalid code or an overlong reason.
+        """
+        if self.close_sent is not None or self.state in (CONNECTING, CLOSED):
+            raise InvalidState(f"cannot send a close frame: connection is {self.state.name}")
+        close = Close(code, reason)
+        self._send_frame(0x80 | OP_CLOSE, close.serialize())
+        self.close_sent = close
+        if self.close_rcvd is not None:
+            self.close_rcvd_then_sent = True
+            self._close_handshake_done()
+        self.state = CLOSING
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection (RFC 6455 section 7.1.7).
+
+        Sends a close frame with ``code`` unless one was sent already, stops
+        processing input, and on the server side closes the TCP connection.
+        """
+        if self.close_sent is None and self.state in (OPEN, CLOSING):
+            close = Close(code, reason)
+            self._send_frame(0x80 | OP_CLOSE, close.serialize())
+            self.close_sent = close
+            if self.close_rcvd is not None:
+                self.close_rcvd_then_sent = True
+        if self.state is OPEN:
+            self.state = CLOSING
+        self._discard = True
+        self._buf.clear()
+        # RFC 6455 section 7.1.1: the server closes the TCP connection first.
+        if not self.is_client:
+            self.send_eof()
+
+    def send_eof(self) -> None:
+        """Ask the I/O layer to half-close the TCP connection (once)."""
+        if not self.eof_sent:
+            self.eof_sent = True
+            self._out.append(b"")
+
+    def _send_frame(self, first: int, payload: bytes | bytearray | memoryview) -> None:
+        mask = None
+        if self.is_client:
+            mask = generate_mask()
+            payload = apply_mask(payload, mask)
+        header = frame_header(first, len(payload), mask)
+        if len(payload) <= _JOIN_LIMIT:
+            self._out.append(header + payload)
+        else:
+            self._out.append(header)
+            self._out.append(payload if isinstance(payload, bytes) else bytes(payload))
+
+    def _close_handshake_done(self) -> None:
+        # Both close frames have crossed: the server ends the TCP connection.
+        if not self.is_client:
+            self.send_eof()
+
+    # Parsing.
+
+    def _fail_with(self, exc: ProtocolError) -> None:
+        self.parser_exc = exc
+        # A close reason is at most 123 bytes; cut on a character boundary.
+        reason = str(exc).encode()[:123].decode(errors="ignore")
+        self.fail(exc.code, reason)
+
+    def _parse(self, buf: bytes | bytearray) -> int:
+        """Consume complete frames and arriving payload from ``buf``; return the end."""
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            if self._frame_left:
+                # The payload of a data frame whose header was consumed.
+                take = min(self._frame_left, end - pos)
+                chunk = buf[pos : pos + take]
+                pos += take
+                if self._frame_mask is not None:
+                    chunk = apply_mask(chunk, self._frame_mask, self._frame_offset)
+                self._frame_offset += take
+                self._frame_left -= take
+                self._message_data(chunk, self._frame_fin and not self._frame_left)
+                if self._discard:
+                    return end
+                continue
+
+            header = parse_frame_header(buf, pos)
+            if header is None:
+                break
+            first, second, length, mask, payload_start = header
+            error = self._check_header(first, length, mask)
+            if error is not None:
+                self._fail_with(error)
+                return end
+            opcode = first & 0x0F
+            if opcode >= OP_CLOSE:
+                # Control frames are at most 125 bytes: wait for the whole frame.
+                if payload_start + length > end:
+                    break
+                payload = bytes(buf[payload_start : payload_start + length])
+                if mask is not None:
+                    payload = apply_mask(payload, mask)
+                pos = payload_start + length
+                self._control_frame(opcode, payload)
+                if self._discard:
+                    return end
+                continue
+
+            fin = first & 0x80 != 0
+            if opcode != OP_CONT:
+                self._msg_opcode = opcode
+                self._msg_rsv = first & 0x70
+                self._msg_size = 0
+                self._msg_decoded = 0
+            self._msg_size += length
+            pos = payload_start
+            if payload_start + length <= end and fin and opcode != OP_CONT:
+                # The common case: a whole unfragmented message is here.
+                chunk = buf[pos : pos + length]
+                pos += length
+                if mask is not None:
+                    chunk = apply_mask(chunk, mask)
+                self._message_data(chunk, True)
+                if self._discard:
+                    return end
+                continue
+            self._frame_left = length
+            self._frame_fin = fin
+            self._frame_mask = mask
+            self._frame_offset = 0
+            if not length:
+                self._message_data(b"", fin)
+                if self._discard:
+                    return end
+        return pos
+
+    def _check_header(self, first: int, length: int, mask: bytes | None) -> ProtocolError | None:
+        opcode = first & 0x0F
+        rsv = first & 0x70
+        if opcode >= OP_CLOSE:
+            if opcode > OP_PONG:
+                return ProtocolError(f"reserved opcode {opcode:#x}")
+            if not first & 0x80:
+                return ProtocolError("fragmented control frame")
+            if length > 125:
+                return ProtocolError("control frame payload is longer than 125 bytes")
+            if rsv:
+                return ProtocolError("RSV bits set on a control frame")
+        elif opcode > OP_BINARY:
+            return ProtocolError(f"reserved opcode {opcode:#x}")
+        elif opcode == OP_CONT:
+            if not self._msg_opcode:
+                return ProtocolError("continuation frame without a message to continue")
+            if rsv:
+                return ProtocolError("RSV bits set on a continuation frame")
+        elif self._msg_opcode:
+            return ProtocolError("new data frame before the fragmented message ended")
+        elif rsv & ~self._allowed_rsv:
+            return ProtocolError("RSV bits set without an extension that defines them")
+        if (mask is None) is not self.is_client:
+            if self.is_client:
+                return ProtocolError("masked frame from the server")
+            return ProtocolError("unmasked frame from the client")
+        if length >> 63:
+            return ProtocolError("payload length with the most significant bit set")
+        if opcode < OP_CLOSE:
+            if self.max_frame_size is not None and length > self.max_frame_size:
+                return PayloadTooBig(
+                    f"frame of {length} bytes exceeds the limit of {self.max_frame_size} bytes",
+                    length,
+                    self.max_frame_size,
+                )
+            limit = self.max_message_size
+            size = (self._msg_size if opcode == OP_CONT else 0) + length
+            if limit is not None and size > limit:
+                return PayloadTooBig(
+                    f"message of {size} bytes or more exceeds the limit of {limit} bytes",
+                    size,
+                    limit,
+                )
+        return None
+
+    def _message_data(self, chunk: bytes | bytearray, fin: bool) -> None:
+        """Add a piece of the current message's payload, in order."""
+        if self._msg_rsv:
+            chunk = self._decode_extensions(chunk, fin)
+            if self._discard:
+                return
+        if self._msg_opcode == OP_TEXT:
+            try:
+                text = self._decoder.decode(chunk, fin)
+            except UnicodeDecodeError as exc:
+                self._decoder.reset()
+                self._fail_with(ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", 1007))
+                return
+            if fin and not self._msg_parts:
+                self._events.append(text)
+            else:
+                self._msg_parts.append(text)  # type: ignore[arg-type]
+                if fin:
+                    self._events.append("".join(self._msg_parts))  # type: ignore[arg-type]
+        elif fin and not self._msg_parts:
+            self._events.append(chunk if type(chunk) is bytes else bytes(chunk))
+        else:
+            self._msg_parts.append(chunk)  # type: ignore[arg-type]
+            if fin:
+                self._events.append(b"".join(self._msg_parts))  # type: ignore[arg-type]
+        if fin:
+            self._msg_opcode = 0
+            self._msg_parts = []
+
+    def _decode_extensions(self, chunk: bytes | bytearray, fin: bool) -> bytes:
+        data = bytes(chunk)
+        limit = self.max_message_size
+        max_size = None if limit is None else limit - self._msg_decoded
+        try:
+            for extension in reversed(self.extensions):
+                data = extension.decode(data, rsv=self._msg_rsv, fin=fin, max_size=max_size)
+        except ProtocolError as exc:
+            self._fail_with(exc)
+        self._msg_decoded += len(data)
+        return data
+
+    def _control_frame(self, opcode: int, payload: bytes) -> None:
+        if opcode == OP_PING:
+            self._events.append(Ping(payload))
+            # RFC 6455 section 5.5.2: answer with a pong as soon as practical,
+            # unless the close handshake has begun on our side.
+            if self.close_sent is None:
+                self._send_frame(0x80 | OP_PONG, payload)
+        elif opcode == OP_PONG:
+            self._events.append(Pong(payload))
+        else:
+            try:
+                close = Close.parse(payload)
+            except ProtocolError as exc:
+                self._fail_with(exc)
+                return
+            self.close_rcvd = close
+            self._events.append(close)
+            if self.close_sent is None:
+                # RFC 6455 section 5.5.1: echo the status code received.
+                self.send_close(close.code, close.reason)
+            else:
+                self.close_rcvd_then_sent = False
+                self._close_handshake_done()
+            self.state = CLOSING
+            # Nothing may follow a close frame (RFC 6455 section 5.5.1).
+            self._discard = True
+            self._buf.clear()

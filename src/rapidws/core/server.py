@@ -1,0 +1,273 @@
+"""The server side of the engine: reading and answering the opening handshake.
+
+The flow, for any I/O layer::
+
+    protocol.receive_data(data)          # until a Request event comes out
+    response = hook(request)             # optional: a hook may answer instead
+    response = response or protocol.accept(request)
+    protocol.send_response(response)     # 101 opens; anything else closes
+
+A request too malformed to read (bad request line, oversized headers) is
+answered by the engine itself, with 400, 414 or 431, before any event. A
+readable request that is not a valid WebSocket handshake is answered by
+:meth:`ServerProtocol.accept` with the right status, so that hooks may still
+answer plain HTTP requests (a health check) on the same port.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Sequence
+
+from ..exceptions import InvalidHandshake, InvalidRequest
+from ..version import __version__
+from .extensions.base import Extension, ServerExtensionFactory
+from .handshake import accept_key, is_valid_key
+from .headers import ExtensionHeader, Headers, parse_extensions, parse_token_list, serialize_extensions
+from .http11 import HeadReader, Request, Response, parse_request_line
+from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, MAX_MESSAGE_SIZE
+from .protocol import CLOSED, CONNECTING, OPEN, Protocol
+
+__all__ = ["SelectSubprotocol", "ServerProtocol"]
+
+#: A callable choosing the subprotocol: it gets the request and the subprotocols
+#: the client offered, and returns one of them or ``None``.
+SelectSubprotocol = Callable[[Request, Sequence[str]], "str | None"]
+
+SERVER = f"rapidws/{__version__}"
+
+
+class ServerProtocol(Protocol):
+    """The server side of a WebSocket connection, from the opening handshake on.
+
+    Args:
+        origins: the ``Origin`` values to accept; ``None`` accepts any. Entries may
+            use ``*`` wildcards (``https://*.example.com``); include ``None`` to
+            accept clients that send no ``Origin`` (non-browser clients).
+        subprotocols: the supported subprotocols, in order of preference.
+        select_subprotocol: a callable that chooses the subprotocol instead.
+        extensions: the extension factories, in order of preference.
+        max_message_size: see :class:`~rapidws.core.protocol.Protocol`.
+        max_frame_size: see :class:`~rapidws.core.protocol.Protocol`.
+        max_line: the longest request or header line, in bytes.
+        max_headers: the most header fields.
+        max_header_bytes: the largest request head, in bytes.
+        server_header: the value of the ``Server`` header; ``None`` omits it.
+    """
+
+    def __init__(
+        self,
+        *,
+        origins: Sequence[str | None] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: SelectSubprotocol | None = None,
+        extensions: Sequence[ServerExtensionFactory] = (),
+        max_message_size: int | None = MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        max_line: int | None = MAX_LINE,
+        max_headers: int | None = MAX_HEADERS,
+        max_header_bytes: int | None = MAX_HEADER_BYTES,
+        server_header: str | None = SERVER,
+    ) -> None:
+        super().__init__(
+            is_client=False,
+            state=CONNECTING,
+            max_message_size=max_message_size,
+            max_frame_size=max_frame_size,
+        )
+        self._origins = None if origins is None else [_origin_matcher(o) for o in origins]
+        self.available_subprotocols = list(subprotocols or ())
+        self.select_subprotocol = select_subprotocol
+        self.extension_factories = list(extensions)
+        self.server_header = server_header
+        self._reader: HeadReader | None = HeadReader(
+            max_line=max_line, max_headers=max_headers, max_header_bytes=max_header_bytes
+        )
+        #: The handshake request, once received.
+        self.request: Request | None = None
+        #: The handshake response, once sent.
+        self.response: Response | None = None
+        #: The subprotocol chosen by :meth:`accept`, if any.
+        self.subprotocol: str | None = None
+        #: Why the handshake failed, when it did.
+        self.handshake_exc: InvalidHandshake | None = None
+
+    def _receive_handshake(self, data: bytes) -> None:
+        if self._reader is None:
+            # Bytes after the request (the client did not wait for the 101):
+            # keep them for when the connection opens.
+            self._buf += data
+            return
+        try:
+            head = self._reader.feed(data)
+            if head is None:
+                return
+            start_line, headers, rest = head
+            method, target, version = parse_request_line(start_line)
+        except InvalidRequest as exc:
+            self._reader = None
+            self.handshake_exc = exc
+            self.send_response(self.reject(exc.status, str(exc)))
+            return
+        self._reader = None
+        self._buf += rest
+        self.request = Request(method, target, headers, version)
+        self._events.append(self.request)
+
+    def accept(self, request: Request) -> Response:
+        """Check the handshake request and build the response that answers it.
+
+        Negotiates the subprotocol and the extensions on the way. The response
+        is 101 when the request is a valid WebSocket handshake, else the error
+        response for it: 400, 403 (origin), 405 (method) or 426 (upgrade or
+        version). Send it with :meth:`send_response`.
+        """
+        try:
+            headers = self._check_request(request)
+            self._negotiate(request, headers)
+        except InvalidRequest as exc:
+            self.handshake_exc = exc
+            response = self.reject(exc.status, str(exc))
+            if exc.status == 405:
+                response.headers["Allow"] = "GET"
+            elif exc.status == 426:
+                response.headers["Upgrade"] = "websocket"
+                response.headers["Sec-WebSocket-Version"] = "13"
+            return response
+        key = request.headers["Sec-WebSocket-Key"]
+        headers.update(
+            [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", accept_key(key)),
+            ]
+        )
+        return Response(101, headers=headers)
+
+    def reject(self, status: int, text: str, headers: Headers | None = None) -> Response:
+        """Build a response that refuses the handshake with a plain-text reason."""
+        response = Response(status, f"Failed to open a WebSocket connection: {text}.\n", headers)
+        response.headers["Connection"] = "close"
+        if self.server_header is not None:
+            response.headers["Server"] = self.server_header
+        return response
+
+    def send_response(self, response: Response) -> None:
+        """Send the handshake response: a 101 opens the connection, others close it."""
+        if self.state is not CONNECTING or self.response is not None:
+            raise ValueError("the handshake response was sent already")
+        self.response = response
+        self._out.append(response.serialize())
+        if response.status == 101:
+            self.state = OPEN
+            # Frames that came with the request are parsed now.
+            if self._buf:
+                data = bytes(self._buf)
+                self._buf.clear()
+                self.receive_data(data)
+        else:
+            self.send_eof()
+            self.state = CLOSED
+            self._discard = True
+            self._buf.clear()
+
+    def _check_request(self, request: Request) -> Headers:
+        """Validate the request (RFC 6455 section 4.2.1); return the base headers."""
+        headers = request.headers
+        if request.version < (1, 1):
+            raise InvalidRequest("HTTP/1.1 or later is required")
+        if request.method != "GET":
+            raise InvalidRequest(f"method {request.method} is not allowed, use GET", 405)
+        if len(headers.get_all("Host")) != 1:
+            raise InvalidRequest("missing or repeated Host header")
+        if "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0":
+            raise InvalidRequest("a handshake request cannot have a body")
+        try:
+            upgrade = parse_token_list(headers.get_all("Upgrade"), lower=True)
+            connection = parse_token_list(headers.get_all("Connection"), lower=True)
+        except InvalidHandshake as exc:
+            raise InvalidRequest(str(exc)) from None
+        if "websocket" not in upgrade:
+            raise InvalidRequest("missing Upgrade: websocket header", 426)
+        if "upgrade" not in connection:
+            raise InvalidRequest("missing Connection: Upgrade header", 426)
+        version = headers.get("Sec-WebSocket-Version")
+        if version is None:
+            raise InvalidRequest("missing Sec-WebSocket-Version header", 426)
+        if version.strip() != "13":
+            raise InvalidRequest(f"unsupported Sec-WebSocket-Version {version!r}, use 13", 426)
+        key = headers.get("Sec-WebSocket-Key")
+        if key is None:
+            raise InvalidRequest("missing Sec-WebSocket-Key header")
+        if not is_valid_key(key):
+            raise InvalidRequest(f"invalid Sec-WebSocket-Key header {key!r}")
+        if self._origins is not None:
+            origin = headers.get("Origin")
+            if not any(match(origin) for match in self._origins):
+                raise InvalidRequest(f"origin {origin!r} is not allowed", 403)
+        base = Headers()
+        if self.server_header is not None:
+            base["Server"] = self.server_header
+        return base
+
+    def _negotiate(self, request: Request, headers: Headers) -> None:
+        try:
+            offered = parse_token_list(request.headers.get_all("Sec-WebSocket-Protocol"))
+            offers = parse_extensions(request.headers.get_all("Sec-WebSocket-Extensions"))
+            accepted, extensions = self._negotiate_extensions(offers)
+        except InvalidHandshake as exc:
+            raise InvalidRequest(str(exc)) from None
+        subprotocol = self._choose_subprotocol(request, offered)
+        if subprotocol is not None:
+            headers["Sec-WebSocket-Protocol"] = subprotocol
+        if accepted:
+            headers["Sec-WebSocket-Extensions"] = serialize_extensions(accepted)
+        self.subprotocol = subprotocol
+        self.extensions = extensions
+        self._allowed_rsv = 0
+        for extension in extensions:
+            self._allowed_rsv |= extension.rsv_bits
+
+    def _choose_subprotocol(self, request: Request, offered: list[str]) -> str | None:
+        if self.select_subprotocol is not None:
+            chosen = self.select_subprotocol(request, offered)
+            if chosen is not None and chosen not in offered:
+                raise ValueError(f"select_subprotocol chose {chosen!r}, which was not offered")
+            return chosen
+        if not self.available_subprotocols or not offered:
+            return None
+        for subprotocol in self.available_subprotocols:
+            if subprotocol in offered:
+                return subprotocol
+        raise InvalidRequest(f"none of the subprotocols {', '.join(offered)} is supported")
+
+    def _negotiate_extensions(
+        self, offers: list[ExtensionHeader]
+    ) -> tuple[list[ExtensionHeader], list[Extension]]:
+        # RFC 6455 section 9.1: the client's order is its preference; accept at
+        # most one offer of each extension.
+        accepted: list[ExtensionHeader] = []
+        extensions: list[Extension] = []
+        used: set[str] = set()
+        for name, params in offers:
+            if name in used:
+                continue
+            for factory in self.extension_factories:
+                if factory.name != name:
+                    continue
+                result = factory.negotiate(params)
+                if result is not None:
+                    answer, extension = result
+                    accepted.append((name, answer))
+                    extensions.append(extension)
+                    used.add(name)
+                break
+        return accepted, extensions
+
+
+def _origin_matcher(pattern: str | None) -> Callable[[str | None], bool]:
+    if pattern is None:
+        return lambda origin: origin is None
+    regex = re.compile(fnmatch.translate(pattern.lower()))
+    return lambda origin: origin is not None and regex.match(origin.lower()) is not None

@@ -1,0 +1,59 @@
+"""WebSocket URIs (RFC 6455 section 3)."""
+
+from __future__ import annotations
+
+import dataclasses
+from urllib.parse import urlsplit
+
+from ..exceptions import InvalidURI
+
+__all__ = ["WebSocketURI", "parse_uri"]
+
+
+@dataclasses.dataclass(frozen=True)
+class WebSocketURI:
+    """A parsed ``ws://`` or ``wss://`` URI.
+
+    Attributes:
+        secure: ``True`` for ``wss://``.
+        host: the host name or address, without brackets for IPv6.
+        port: the port, defaulting to 80 or 443.
+        resource: the path and query to send in the request line.
+    """
+
+    secure: bool
+    host: str
+    port: int
+    resource: str
+
+    @property
+    def host_header(self) -> str:
+        """The value of the ``Host`` header: the port only when it is not the default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.secure else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_uri(uri: str) -> WebSocketURI:
+    """Parse and check a WebSocket URI.
+
+    Raises:
+        InvalidURI: when the scheme is not ws or wss, the host is missing, the
+            port is invalid, or the URI has a fragment (RFC 6455 section 3).
+    """
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURI(f"{uri!r} is not a valid URI: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidURI(f"{uri!r} is not a WebSocket URI: the scheme must be ws or wss")
+    if not parts.hostname:
+        raise InvalidURI(f"{uri!r} has no host")
+    if parts.fragment:
+        raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs may not have")
+    secure = parts.scheme == "wss"
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), resource)
