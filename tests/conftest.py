@@ -1,0 +1,50 @@
+"""Test harness: every ``async def`` test runs once on asyncio's loop and once on uvloop.
+
+No plugin is needed: coroutine tests are parametrized with a loop factory and
+run in an :class:`asyncio.Runner`. On CI, uvloop is required (never skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the test extra
+    uvloop = None
+
+if os.environ.get("CI") and uvloop is None:  # pragma: no cover
+    raise RuntimeError("uvloop must be installed on CI: pip install -e .[test]")
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+if uvloop is not None:
+    LOOPS["uvloop"] = uvloop.new_event_loop
+
+# A test's time budget scales with this factor on slow machines.
+TIMEOUT_FACTOR = float(os.environ.get("RAPIDWS_TESTS_TIMEOUT_FACTOR", "1"))
+ASYNC_TEST_TIMEOUT = 30 * TIMEOUT_FACTOR
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if inspect.iscoroutinefunction(metafunc.function):
+        metafunc.fixturenames.append("event_loop_name")
+        metafunc.parametrize("event_loop_name", list(LOOPS))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    function = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(function):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs: dict[str, Any] = {name: pyfuncitem.funcargs[name] for name in names}
+    factory = LOOPS[pyfuncitem.callspec.params["event_loop_name"]]
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(asyncio.wait_for(function(**kwargs), ASYNC_TEST_TIMEOUT))
+    return True
