@@ -10,6 +10,7 @@ for each case (echoing every message until the server closes), then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 import rapidws
@@ -42,10 +43,8 @@ async def run_all(url: str) -> int:
     for case in range(1, count + 1):
         await run_case(url, case)
     async with rapidws.connect(f"{url}/updateReports?agent={AGENT}") as ws:
-        try:
+        with contextlib.suppress(rapidws.ConnectionClosed):
             await ws.recv()
-        except rapidws.ConnectionClosed:
-            pass
     return count
 
 

@@ -69,7 +69,7 @@ class ClientConnection(Connection[ClientProtocol]):
             self._opened.set_exception(error)
 
 
-class connect:  # noqa: N801 - used like a function, as asyncio's own open_connection
+class connect:
     """Open a WebSocket connection; ``await`` it or use it with ``async with``.
 
     ``async with connect(uri) as ws:`` closes the connection when the block ends.
@@ -182,7 +182,8 @@ class connect:  # noqa: N801 - used like a function, as asyncio's own open_conne
             context = self._ssl or ssl_module.create_default_context()
             hostname = self._server_hostname or self.uri.host
         transport: Any
-        if self._path is not None or (self._sock is not None and self._sock.family == socket.AF_UNIX):
+        unix = self._sock is not None and self._sock.family == socket.AF_UNIX
+        if self._path is not None or unix:
             transport, connection = await loop.create_unix_connection(
                 self._factory, self._path, sock=self._sock, ssl=context, server_hostname=hostname
             )

@@ -59,6 +59,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         self.close_timeout = close_timeout
         if isinstance(max_queue, int):
             max_queue = (max_queue, max_queue // 4)
+        self._queue_high: int | None
         self._queue_high, self._queue_low = max_queue if max_queue is not None else (None, 0)
         if isinstance(write_limit, int):
             write_limit = (write_limit, write_limit // 4)
@@ -110,7 +111,7 @@ class Connection(asyncio.Protocol, Generic[P]):
 
     @property
     def local_address(self) -> Any:
-        """This side's address, as the socket reports it."""
+        """The local address, as the socket reports it."""
         return None if self.transport is None else self.transport.get_extra_info("sockname")
 
     @property
@@ -140,12 +141,17 @@ class Connection(asyncio.Protocol, Generic[P]):
             raise ConcurrencyError("another coroutine is already waiting for the next message")
         if self._lost:
             raise self._closed_exc()
+        if self.protocol.failure_pending:
+            # The application handled the messages that preceded a protocol
+            # error; now fail the connection.
+            self._resume_parsing()
         waiter = self.loop.create_future()
         self._recv_waiter = waiter
         try:
-            return await waiter
+            received: Data = await waiter
         finally:
             self._recv_waiter = None
+        return received
 
     def __aiter__(self) -> AsyncIterator[Data]:
         return self._iterate()
@@ -183,7 +189,7 @@ class Connection(asyncio.Protocol, Generic[P]):
             elif isinstance(message, str):
                 self.protocol.send_text(message)
             elif isinstance(message, (Iterable, AsyncIterable)):
-                await self._send_fragments(message)
+                await self._send_fragments(message)  # type: ignore[arg-type]
                 return
             else:
                 raise TypeError(f"cannot send {kind.__name__}: send str, bytes or an iterable")
@@ -283,6 +289,8 @@ class Connection(asyncio.Protocol, Generic[P]):
         Waits at most ``close_timeout`` for the peer, then drops the connection.
         Does nothing more when the connection is already closing.
         """
+        if self.protocol.failure_pending:
+            self._resume_parsing()
         if self.protocol.state is OPEN:
             self.protocol.send_close(code, reason)
             self._write_pending()
@@ -300,7 +308,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         protocol = self.protocol
         rcvd, sent = protocol.close_rcvd, protocol.close_sent
         args = (rcvd, sent, protocol.close_rcvd_then_sent)
-        if rcvd is not None and sent is not None and rcvd.code in _OK_CODES and sent.code in _OK_CODES:
+        if rcvd is not None and sent is not None and {rcvd.code, sent.code} <= _OK_CODES:
             return ConnectionClosedOK(*args)
         return ConnectionClosedError(*args)
 
@@ -337,7 +345,15 @@ class Connection(asyncio.Protocol, Generic[P]):
                 continue
             else:
                 self._handshake_event(event)  # type: ignore[arg-type]
+        if self.protocol.failure_pending:
+            # Bound the wait for an application that stops reading.
+            self.loop.call_later(self.close_timeout or 0, self._resume_parsing)
         self._write_pending()
+
+    def _resume_parsing(self) -> None:
+        if self.protocol.failure_pending and not self._lost:
+            self.protocol.resume_parsing()
+            self._process_events()
 
     def _handshake_event(self, event: Request | Response) -> None:
         raise NotImplementedError

@@ -37,11 +37,11 @@ logger = logging.getLogger("rapidws.server")
 #: A hook run before the upgrade: return a :class:`Response` to answer the
 #: request with it (and not upgrade), or ``None`` to go on. May be async.
 ProcessRequest = Callable[
-    ["ServerConnection", Request], "Response | None | Awaitable[Response | None]"
+    ["ServerConnection", Request], "Response | Awaitable[Response | None] | None"
 ]
 #: A hook run on the response before it is sent: return a replacement or ``None``.
 ProcessResponse = Callable[
-    ["ServerConnection", Request, Response], "Response | None | Awaitable[Response | None]"
+    ["ServerConnection", Request, Response], "Response | Awaitable[Response | None] | None"
 ]
 Handler = Callable[["ServerConnection"], Awaitable[Any]]
 
@@ -229,7 +229,7 @@ class Server:
         await self.wait_closed()
 
 
-class serve:  # noqa: N801 - used like a function, as asyncio's own start_server
+class serve:
     """Start a WebSocket server; ``await`` it or use it with ``async with``.
 
     ``handler(connection)`` runs once per connection; the connection closes with

@@ -61,7 +61,8 @@ def run_connect(args: argparse.Namespace) -> int:
     for header in args.header:
         name, colon, value = header.partition(":")
         if not colon or not name.strip():
-            print(f"rapidws connect: invalid header {header!r}, use 'Name: value'", file=sys.stderr)
+            print(f"rapidws connect: invalid header {header!r}, use 'Name: value'",
+                  file=sys.stderr)  # fmt: skip
             return 2
         headers.append((name.strip(), value.strip()))
     context = None
@@ -87,7 +88,9 @@ def _describe(exc: BaseException, url: str) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return f"timed out connecting to {url}"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate of {url} not trusted: {exc.verify_message} (use --insecure to skip)"
+        return (
+            f"TLS certificate of {url} not trusted: {exc.verify_message} (use --insecure to skip)"
+        )
     if isinstance(exc, OSError) and not str(exc):
         return f"cannot connect to {url}: {type(exc).__name__}"
     return str(exc)

@@ -22,8 +22,12 @@ def add_serve_command(commands: Any) -> None:
     parser.add_argument(
         "--echo", action="store_true", help="echo every message back, with its type, on any path"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8765, help="port to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port to listen on (default: %(default)s)"
+    )
     parser.add_argument(
         "--max-size",
         type=int,
@@ -31,7 +35,9 @@ def add_serve_command(commands: Any) -> None:
         metavar="BYTES",
         help="largest message accepted, in bytes; 0 for no limit (default: %(default)s)",
     )
-    parser.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM), to serve wss://")
+    parser.add_argument(
+        "--tls-cert", metavar="FILE", help="certificate chain (PEM), to serve wss://"
+    )
     parser.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
     parser.set_defaults(run=run_serve)
 

@@ -141,7 +141,7 @@ class ClientProtocol(Protocol):
         self.response = response
         self._buf += rest
         if response.status != 101:
-            length = headers.get("Content-Length", "")
+            length = headers.get("Content-Length") or ""
             self._body_expected = int(length) if length.isdigit() else None
             self._finish_refusal(eof=False)
             return
@@ -160,9 +160,9 @@ class ClientProtocol(Protocol):
     def _finish_refusal(self, *, eof: bool) -> None:
         assert self.response is not None
         expected = self._body_expected
-        if not eof and (expected is None or len(self._buf) < expected):
-            if len(self._buf) <= self.max_body:
-                return
+        incomplete = expected is None or len(self._buf) < expected
+        if not eof and incomplete and len(self._buf) <= self.max_body:
+            return
         limit = self.max_body if expected is None else min(expected, self.max_body)
         self.response.body = bytes(self._buf[:limit])
         self._handshake_failed(InvalidStatus(self.response))
@@ -205,7 +205,9 @@ class ClientProtocol(Protocol):
             raise InvalidResponse("server chose more than one subprotocol", response)
         if chosen:
             if chosen[0] not in self.available_subprotocols:
-                raise InvalidResponse(f"server chose subprotocol {chosen[0]!r}, not offered", response)
+                raise InvalidResponse(
+                    f"server chose subprotocol {chosen[0]!r}, which was not offered", response
+                )
             self.subprotocol = chosen[0]
         extensions: list[Extension] = []
         for name, params in answers:

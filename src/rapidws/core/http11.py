@@ -52,7 +52,7 @@ class Request:
 
 
 class Response:
-    """An HTTP response: the server's answer to the opening handshake.
+    r"""An HTTP response: the server's answer to the opening handshake.
 
     ``Response(401, "unauthorized\\n")`` refuses a connection with a plain-text
     body; a ``str`` body is encoded to UTF-8 and gets a ``Content-Type`` unless

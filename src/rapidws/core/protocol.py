@@ -116,6 +116,9 @@ class Protocol:
         #: The error that made the engine fail the connection, if any.
         self.parser_exc: ProtocolError | None = None
         self.eof_sent = False
+        #: A protocol error follows the messages just returned: call
+        #: :meth:`resume_parsing` once the application has handled them.
+        self.failure_pending = False
 
         self._events: list[Event] = []
         self._out: list[bytes] = []
@@ -147,6 +150,9 @@ class Protocol:
         if self.state is CONNECTING:
             self._receive_handshake(data)
             return
+        if self.failure_pending:
+            self._buf += data
+            return
         buf: bytes | bytearray
         if self._buf:
             self._buf += data
@@ -158,6 +164,11 @@ class Protocol:
             del buf[:pos]
         elif pos < len(buf) and not self._discard:
             self._buf = bytearray(memoryview(buf)[pos:])
+
+    def resume_parsing(self) -> None:
+        """Parse the bytes held back by :attr:`failure_pending`, failing the connection."""
+        self.failure_pending = False
+        self.receive_data(b"")
 
     def receive_eof(self) -> None:
         """Tell the engine that the peer closed its side of the TCP connection."""
@@ -342,9 +353,14 @@ class Protocol:
             header = parse_frame_header(buf, pos)
             if header is None:
                 break
-            first, second, length, mask, payload_start = header
+            first, _second, length, mask, payload_start = header
             error = self._check_header(first, length, mask)
             if error is not None:
+                if any(type(event) is str or type(event) is bytes for event in self._events):
+                    # Valid messages came before the bad frame: let the
+                    # application handle them (and answer) before failing.
+                    self.failure_pending = True
+                    break
                 self._fail_with(error)
                 return end
             opcode = first & 0x0F
