@@ -122,9 +122,7 @@ class InvalidStatus(InvalidResponse):
     response: Response
 
     def __init__(self, response: Response) -> None:
-        super().__init__(
-            f"server rejected WebSocket connection: HTTP {response.status}", response
-        )
+        super().__init__(f"server rejected WebSocket connection: HTTP {response.status}", response)
 
 
 class InvalidURI(InvalidHandshake):

@@ -61,12 +61,17 @@ class ClientConnection(Connection[ClientProtocol]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Fail a pending handshake (called by asyncio)."""
+        if exc is not None and not self._opened.done() and self.protocol.handshake_exc is None:
+            # Before super(), whose EOF would fail the handshake without the
+            # reason (a reset, a TLS error).
+            error = InvalidResponse("connection closed during the opening handshake")
+            error.__cause__ = exc
+            self._opened.set_exception(error)
         super().connection_lost(exc)
         if not self._opened.done():
-            error = InvalidResponse("connection closed during the opening handshake")
-            if exc is not None:
-                error.__cause__ = exc
-            self._opened.set_exception(error)
+            self._opened.set_exception(
+                InvalidResponse("connection closed during the opening handshake")
+            )
 
 
 class connect:

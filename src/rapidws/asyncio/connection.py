@@ -12,8 +12,8 @@ import asyncio
 import collections
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from typing import Any, Generic, TypeVar, cast
 
 from ..core.frames import Close
 from ..core.http11 import Request, Response
@@ -149,6 +149,12 @@ class Connection(asyncio.Protocol, Generic[P]):
         self._recv_waiter = waiter
         try:
             received: Data = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # A message was handed over just before the cancellation: keep
+                # it for the next recv() rather than lose it.
+                self._messages.appendleft(waiter.result())
+            raise
         finally:
             self._recv_waiter = None
         return received
@@ -188,6 +194,9 @@ class Connection(asyncio.Protocol, Generic[P]):
                 self.protocol.send_binary(message)  # type: ignore[arg-type]
             elif isinstance(message, str):
                 self.protocol.send_text(message)
+            elif isinstance(message, Mapping):
+                # Iterating would send the keys: surely a forgotten json.dumps().
+                raise TypeError(f"cannot send {kind.__name__}: send str, bytes or an iterable")
             elif isinstance(message, (Iterable, AsyncIterable)):
                 await self._send_fragments(message)  # type: ignore[arg-type]
                 return
@@ -326,6 +335,10 @@ class Connection(asyncio.Protocol, Generic[P]):
                 transport.close()
         if self._close_timer is None and not self._lost and self.protocol.close_expected():
             self._stop_keepalive()
+            if self._reading_paused:
+                # The peer's close frame (or EOF) must get through: read-side
+                # flow control ends with the closing handshake.
+                self._resume_reading()
             if self.close_timeout is not None:
                 self._close_timer = self.loop.call_later(self.close_timeout, self._close_timed_out)
 
@@ -370,6 +383,7 @@ class Connection(asyncio.Protocol, Generic[P]):
             and len(self._messages) >= self._queue_high
             and not self._reading_paused
             and self.transport is not None
+            and self.protocol.state is OPEN
         ):
             # Read-side flow control: let TCP push back on the peer.
             self._reading_paused = True
@@ -423,7 +437,9 @@ class Connection(asyncio.Protocol, Generic[P]):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start using the transport (called by asyncio)."""
-        assert isinstance(transport, asyncio.Transport)
+        # Not an isinstance() check: uvloop's transports do not subclass
+        # asyncio.Transport, though they implement its interface.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(self._write_high, self._write_low)
 

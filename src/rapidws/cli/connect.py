@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import ssl
 import sys
 import threading
@@ -12,9 +13,14 @@ from typing import Any
 
 from ..asyncio.client import ClientConnection, connect
 from ..asyncio.connection import Data
+from ..core.headers import is_token
 from ..exceptions import ConnectionClosed, WebSocketError
 
 __all__ = ["add_connect_command", "format_message"]
+
+# RFC 7230 section 3.2: a field value has no control characters but tabs, and
+# goes on the wire in Latin-1.
+_FIELD_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def add_connect_command(commands: Any) -> None:
@@ -60,13 +66,13 @@ def run_connect(args: argparse.Namespace) -> int:
     headers = []
     for header in args.header:
         name, colon, value = header.partition(":")
-        if not colon or not name.strip():
+        if not colon or not is_token(name.strip()) or not _FIELD_VALUE_RE.fullmatch(value):
             print(f"rapidws connect: invalid header {header!r}, use 'Name: value'",
                   file=sys.stderr)  # fmt: skip
             return 2
         headers.append((name.strip(), value.strip()))
     context = None
-    if args.insecure and args.url.startswith("wss:"):
+    if args.insecure and args.url.lower().startswith("wss:"):
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -100,11 +106,17 @@ async def _session(client: connect, args: argparse.Namespace) -> int:
     async with client as ws:
         if args.execute is not None:
             await ws.send(args.execute)
-            reply = await asyncio.wait_for(ws.recv(), args.wait)
+            try:
+                reply = await asyncio.wait_for(ws.recv(), args.wait)
+            except asyncio.TimeoutError:
+                # Not a connection timeout: _describe() would say so.
+                print(f"rapidws connect: no reply within {args.wait:g} s", file=sys.stderr)
+                return 1
             print(f"< {format_message(reply)}", flush=True)
             return 0
         print(f"connected to {args.url} (end input with Ctrl+D)", file=sys.stderr, flush=True)
-        sender = asyncio.get_running_loop().create_task(_send_lines(ws))
+        input_errors: list[Exception] = []
+        sender = asyncio.get_running_loop().create_task(_send_lines(ws, input_errors))
         try:
             async for message in ws:
                 print(f"< {format_message(message)}", flush=True)
@@ -116,10 +128,11 @@ async def _session(client: connect, args: argparse.Namespace) -> int:
                 await sender
     code = ws.close_code
     print(f"disconnected (code: {code}, reason: {ws.close_reason!r})", file=sys.stderr)
-    return 0 if code in (1000, 1001) else 1
+    return 0 if code in (1000, 1001) and not input_errors else 1
 
 
-async def _send_lines(ws: ClientConnection) -> None:
+async def _send_lines(ws: ClientConnection, errors: list[Exception]) -> None:
+    """Send the lines of stdin, then close; add to ``errors`` when stdin cannot be sent."""
     lines = _stdin_lines()
     while True:
         line = await lines.get()
@@ -127,18 +140,35 @@ async def _send_lines(ws: ClientConnection) -> None:
             # End of input: close normally, as wscat does.
             await ws.close()
             return
-        await ws.send(line.rstrip("\r\n"))
+        try:
+            if isinstance(line, Exception):
+                raise line
+            await ws.send(line.rstrip("\r\n"))
+        except (OSError, ValueError) as exc:
+            # Undecodable input (UnicodeDecodeError, or UnicodeEncodeError for
+            # surrogate escapes): end the session rather than hang.
+            print(f"rapidws connect: cannot send standard input: {exc}", file=sys.stderr)
+            errors.append(exc)
+            await ws.close()
+            return
 
 
-def _stdin_lines() -> asyncio.Queue[str | None]:
+def _stdin_lines() -> asyncio.Queue[str | Exception | None]:
     # A daemon thread reads stdin, so that a blocked read never delays exit.
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    queue: asyncio.Queue[str | Exception | None] = asyncio.Queue()
 
     def read() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(queue.put_nowait, line)
-        loop.call_soon_threadsafe(queue.put_nowait, None)
+        end: Exception | None = None
+        try:
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+        except RuntimeError:
+            return  # the session is over and its loop closed: stop reading
+        except (OSError, ValueError) as exc:
+            end = exc
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, end)
 
     threading.Thread(target=read, name="rapidws-stdin", daemon=True).start()
     return queue

@@ -77,13 +77,14 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext | None) -> No
     async with serve(echo, args.host, args.port, ssl=context, max_size=max_size) as server:
         scheme = "wss" if context else "ws"
         host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"rapidws: echo server listening on {scheme}://{host}:{server.port}", file=sys.stderr)
         stop = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             # Close every connection with 1001 on Ctrl+C or a service stop.
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.cancel)
+        # Only now: a supervisor may signal as soon as it reads this line.
+        print(f"rapidws: echo server listening on {scheme}://{host}:{server.port}", file=sys.stderr)
         with contextlib.suppress(asyncio.CancelledError):
             await stop
         print("rapidws: shutting down", file=sys.stderr)

@@ -131,6 +131,7 @@ class HeadReader:
         self.max_header_bytes = max_header_bytes
         self._buf = bytearray()
         self._scanned = 0
+        self._newlines = 0  # line ends seen so far, to count header fields early
 
     def feed(self, data: bytes) -> tuple[bytes, Headers, bytes] | None:
         """Add received bytes; return the parsed head once complete."""
@@ -140,6 +141,7 @@ class HeadReader:
         # one byte at a time costs linear, not quadratic, time.
         end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
+            self._newlines += buf.count(b"\n", self._scanned)
             self._scanned = len(buf)
             self._check_partial()
             return None
@@ -159,11 +161,18 @@ class HeadReader:
 
     def _check_partial(self) -> None:
         buf = self._buf
-        if self.max_header_bytes is not None and len(buf) > self.max_header_bytes:
+        # A trailing CR may be the start of the line's CRLF, which no limit
+        # counts: without this, a line (or head) of exactly the limit would be
+        # refused when its CR and LF arrive in separate reads.
+        size = len(buf) - buf.endswith(b"\r")
+        if self.max_header_bytes is not None and size > self.max_header_bytes:
             raise SecurityError("HTTP head is too large")
+        # Every complete line but the start line is a header field.
+        if self.max_headers is not None and self._newlines - 1 > self.max_headers:
+            raise SecurityError("too many header fields")
         if self.max_line is not None:
             line_start = buf.rfind(b"\n") + 1
-            if len(buf) - line_start > self.max_line:
+            if size - line_start > self.max_line:
                 if line_start == 0:
                     raise SecurityError("request line is too long", 414)
                 raise SecurityError("header line is too long")

@@ -174,10 +174,11 @@ class Protocol:
         """Tell the engine that the peer closed its side of the TCP connection."""
         if self.state is CLOSED:
             return
-        self._buf.clear()
         self._discard = True
         self.state = CLOSED
+        # The hook runs first: a client reads a refusal's body until EOF.
         self._receive_eof_hook()
+        self._buf.clear()
 
     def _receive_handshake(self, data: bytes) -> None:
         raise InvalidState("this engine has no opening handshake")

@@ -24,7 +24,13 @@ from ..exceptions import InvalidHandshake, InvalidRequest
 from ..version import __version__
 from .extensions.base import Extension, ServerExtensionFactory
 from .handshake import accept_key, is_valid_key
-from .headers import ExtensionHeader, Headers, parse_extensions, parse_token_list, serialize_extensions
+from .headers import (
+    ExtensionHeader,
+    Headers,
+    parse_extensions,
+    parse_token_list,
+    serialize_extensions,
+)
 from .http11 import HeadReader, Request, Response, parse_request_line
 from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, MAX_MESSAGE_SIZE
 from .protocol import CLOSED, CONNECTING, OPEN, Protocol

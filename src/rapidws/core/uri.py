@@ -56,4 +56,6 @@ def parse_uri(uri: str) -> WebSocketURI:
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query
-    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), resource)
+    if port is None:
+        port = 443 if secure else 80
+    return WebSocketURI(secure, parts.hostname, port, resource)

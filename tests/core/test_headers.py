@@ -1,0 +1,179 @@
+"""Tests for rapidws.core.headers: the Headers multi-map and the header grammars."""
+
+from __future__ import annotations
+
+import pytest
+
+from rapidws.core.headers import (
+    ExtensionHeader,
+    Headers,
+    is_token,
+    parse_extensions,
+    parse_token_list,
+    serialize_extensions,
+)
+from rapidws.exceptions import InvalidHandshake
+
+# Headers.
+
+
+def test_headers_are_case_insensitive() -> None:
+    headers = Headers({"Content-Type": "text/plain"})
+    assert headers["content-type"] == headers["CONTENT-TYPE"] == "text/plain"
+    assert "content-TYPE" in headers
+    assert "Content-Length" not in headers
+    assert 42 not in headers
+
+
+def test_headers_repeated_names() -> None:
+    headers = Headers([("Connection", "keep-alive"), ("Via", "1.1 a"), ("connection", "Upgrade")])
+    assert headers["Connection"] == "keep-alive, Upgrade"
+    assert headers.get_all("CONNECTION") == ["keep-alive", "Upgrade"]
+    assert headers.get_all("Missing") == []
+    assert len(headers) == 3
+    assert list(headers) == ["Connection", "Via", "connection"]
+
+
+def test_headers_missing_name() -> None:
+    headers = Headers()
+    with pytest.raises(KeyError):
+        headers["Host"]
+    assert headers.get("Host") is None
+    assert headers.get("Host", "default") == "default"
+
+
+def test_headers_setitem_replaces_every_value() -> None:
+    headers = Headers([("X-A", "1"), ("Via", "v"), ("x-a", "2")])
+    headers["X-A"] = "3"
+    assert headers.items() == [("Via", "v"), ("X-A", "3")]
+
+
+def test_headers_add_and_update() -> None:
+    headers = Headers()
+    headers.add("X-A", "1")
+    headers.update({"X-A": "2"})
+    headers.update([("X-B", "3")])
+    headers.update(Headers({"X-A": "4"}))
+    assert headers.get_all("x-a") == ["1", "2", "4"]
+    assert headers["X-B"] == "3"
+
+
+def test_headers_delete() -> None:
+    headers = Headers([("X-A", "1"), ("Via", "v"), ("x-a", "2")])
+    del headers["X-a"]
+    assert headers.items() == [("Via", "v")]
+    del headers["Missing"]  # no error
+    assert len(headers) == 1
+
+
+def test_headers_items_is_a_copy() -> None:
+    headers = Headers({"X-A": "1"})
+    headers.items().append(("X-B", "2"))
+    assert len(headers) == 1
+
+
+def test_headers_equality() -> None:
+    assert Headers({"Host": "a"}) == Headers({"host": "a"})
+    assert Headers({"Host": "a"}) != Headers({"Host": "A"})
+    assert Headers([("A", "1"), ("B", "2")]) != Headers([("B", "2"), ("A", "1")])
+    assert Headers() != {}
+    with pytest.raises(TypeError):
+        hash(Headers())
+
+
+def test_headers_repr_and_serialize() -> None:
+    headers = Headers([("Host", "example.com"), ("X-Name", "café")])
+    assert repr(headers) == "Headers([('Host', 'example.com'), ('X-Name', 'café')])"
+    assert headers.serialize() == b"Host: example.com\r\nX-Name: caf\xe9\r\n"
+    assert Headers().serialize() == b""
+
+
+# Tokens.
+
+
+@pytest.mark.parametrize("value", ["websocket", "Upgrade", "x-foo_bar.1", "!#$%&'*+-.^_`|~"])
+def test_is_token(value: str) -> None:
+    assert is_token(value)
+
+
+@pytest.mark.parametrize("value", ["", "a b", "a,b", "a;b", '"a"', "a=b", "a/b", "é"])
+def test_is_not_token(value: str) -> None:
+    assert not is_token(value)
+
+
+def test_parse_token_list() -> None:
+    assert parse_token_list(["keep-alive, Upgrade"]) == ["keep-alive", "Upgrade"]
+    assert parse_token_list(["keep-alive, Upgrade"], lower=True) == ["keep-alive", "upgrade"]
+    assert parse_token_list([" a ,\t, b,", "c"]) == ["a", "b", "c"]
+    assert parse_token_list(["websocket/13, h2c"]) == ["websocket/13", "h2c"]
+    assert parse_token_list([]) == []
+    assert parse_token_list([""]) == []
+
+
+@pytest.mark.parametrize("value", ["a b", "chat, [x]", "a/b/c", "/13", "websocket/"])
+def test_parse_token_list_invalid(value: str) -> None:
+    with pytest.raises(InvalidHandshake, match="invalid token"):
+        parse_token_list([value])
+
+
+# Sec-WebSocket-Extensions.
+
+
+@pytest.mark.parametrize(
+    ("values", "parsed"),
+    [
+        ([], []),
+        ([""], []),
+        (["foo"], [("foo", [])]),
+        (["foo, bar"], [("foo", []), ("bar", [])]),
+        (["foo", "bar"], [("foo", []), ("bar", [])]),
+        (["foo,"], [("foo", [])]),
+        (
+            ["permessage-deflate; client_max_window_bits, x-foo; a=1"],
+            [("permessage-deflate", [("client_max_window_bits", None)]), ("x-foo", [("a", "1")])],
+        ),
+        (["foo;a;b=2"], [("foo", [("a", None), ("b", "2")])]),
+        (["  foo \t; a = 1 ;b  ,  bar  "], [("foo", [("a", "1"), ("b", None)]), ("bar", [])]),
+        (['foo; a="10"'], [("foo", [("a", "10")])]),
+        (['foo; a="x\\y"'], [("foo", [("a", "xy")])]),
+        (['foo; a="1", bar'], [("foo", [("a", "1")]), ("bar", [])]),
+    ],
+)
+def test_parse_extensions(values: list[str], parsed: list[ExtensionHeader]) -> None:
+    assert parse_extensions(values) == parsed
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (",foo", "expected a token at position 0 of ',foo'"),
+        ("foo,,bar", "expected a token at position 4 of 'foo,,bar'"),
+        ("foo;", "expected a token at position 4 of 'foo;'"),
+        ("foo; a=", "expected a token at position 7 of 'foo; a='"),
+        ("foo bar", "invalid extension header 'foo bar'"),
+        ("foo; a=1 2", "invalid extension header 'foo; a=1 2'"),
+        ('foo; a="1', "unterminated quoted string in 'foo; a=\"1'"),
+        ('foo; a="1 2"', "invalid quoted parameter value in 'foo; a=\"1 2\"'"),
+        ('foo; a=""', "invalid quoted parameter value in 'foo; a=\"\"'"),
+        ('"foo"', "expected a token at position 0 of '\"foo\"'"),
+        ("foo; a==1", "expected a token at position 7 of 'foo; a==1'"),
+    ],
+)
+def test_parse_extensions_malformed(value: str, message: str) -> None:
+    with pytest.raises(InvalidHandshake) as info:
+        parse_extensions([value])
+    assert str(info.value) == message
+
+
+def test_serialize_extensions() -> None:
+    extensions: list[ExtensionHeader] = [
+        (
+            "permessage-deflate",
+            [("client_max_window_bits", None), ("server_max_window_bits", "10")],
+        ),
+        ("x-foo", []),
+    ]
+    value = serialize_extensions(extensions)
+    assert value == ("permessage-deflate; client_max_window_bits; server_max_window_bits=10, x-foo")
+    assert parse_extensions([value]) == extensions
+    assert serialize_extensions([]) == ""

@@ -1,0 +1,239 @@
+"""Tests for rapidws.core.http11: handshake messages and the incremental head reader."""
+
+from __future__ import annotations
+
+import pytest
+
+from rapidws.core.headers import Headers
+from rapidws.core.http11 import HeadReader, Request, Response, parse_request_line, parse_version
+from rapidws.exceptions import InvalidRequest, SecurityError
+
+HEAD = b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nX-Empty:\r\nX-Pad: \t padded \t\r\n\r\n"
+
+
+def feed_bytewise(reader: HeadReader, data: bytes) -> tuple[bytes, Headers, bytes] | None:
+    """Feed ``data`` one byte at a time; return what the last byte gave."""
+    result = None
+    for i in range(len(data)):
+        assert result is None, "the head ended early"
+        result = reader.feed(data[i : i + 1])
+    return result
+
+
+# Messages.
+
+
+def test_request_serialize_and_target_parts() -> None:
+    request = Request("GET", "/chat?room=1", Headers({"Host": "example.com"}))
+    assert request.serialize() == b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
+    assert request.path == "/chat"
+    assert request.query == "room=1"
+    assert Request("GET", "/", Headers(), (1, 0)).serialize() == b"GET / HTTP/1.0\r\n\r\n"
+    assert Request("GET", "/", Headers()).query == ""
+
+
+def test_response_with_text_body() -> None:
+    response = Response(403, "forbidden\n")
+    assert response.body == b"forbidden\n"
+    assert response.reason == "Forbidden"
+    assert response.serialize() == (
+        b"HTTP/1.1 403 Forbidden\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 10\r\n"
+        b"\r\nforbidden\n"
+    )
+    # Serializing does not change the response's own headers.
+    assert "Content-Length" not in response.headers
+
+
+def test_response_keeps_given_headers() -> None:
+    headers = Headers({"Content-Type": "text/html", "Content-Length": "2"})
+    response = Response(200, "<p>", headers)
+    assert response.headers is headers
+    assert response.headers["Content-Type"] == "text/html"
+    assert response.serialize().endswith(b"Content-Length: 2\r\n\r\n<p>")
+
+
+def test_response_101_has_no_content_length() -> None:
+    response = Response(101, headers=[("Upgrade", "websocket")])
+    assert response.serialize() == b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+
+
+def test_response_reason() -> None:
+    assert Response(599).reason == ""
+    assert Response(200, reason="Fine").reason == "Fine"
+    assert Response(204, b"").serialize().startswith(b"HTTP/1.1 204 No Content\r\n")
+
+
+def test_response_repr() -> None:
+    assert repr(Response(404, b"no", {"X": "1"})) == "Response(404, b'no', Headers([('X', '1')]))"
+
+
+# Parsing helpers.
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [("HTTP/1.1", (1, 1)), ("HTTP/1.0", (1, 0)), ("HTTP/2.0", (2, 0)), ("HTTP/1", None)],
+)
+def test_parse_version(text: str, version: tuple[int, int] | None) -> None:
+    assert parse_version(text) == version
+
+
+def test_parse_version_rejects_garbage() -> None:
+    for text in ["http/1.1", "HTTP/1.1 ", "HTTP/11.1", ""]:
+        assert parse_version(text) is None
+
+
+def test_parse_request_line() -> None:
+    assert parse_request_line(b"GET /a?b HTTP/1.1") == ("GET", "/a?b", (1, 1))
+    assert parse_request_line(b"OPTIONS * HTTP/1.0") == ("OPTIONS", "*", (1, 0))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"", b"GET", b"GET /", b"GET / HTTP/1.1 x", b"GET  HTTP/1.1", b"G\xe9T / HTTP/1.1"],
+)
+def test_parse_request_line_malformed(line: bytes) -> None:
+    with pytest.raises(InvalidRequest, match="invalid request line") as info:
+        parse_request_line(line)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("target", [b"/caf\xc3\xa9", b"/a\x00b", b"/tab\tx"])
+def test_parse_request_line_invalid_target(target: bytes) -> None:
+    with pytest.raises(InvalidRequest, match="invalid request target"):
+        parse_request_line(b"GET " + target + b" HTTP/1.1")
+
+
+# The head reader.
+
+
+def test_head_reader_whole() -> None:
+    start_line, headers, rest = HeadReader().feed(HEAD + b"\x81\x00")  # type: ignore[misc]
+    assert start_line == b"GET /chat?room=1 HTTP/1.1"
+    assert headers.items() == [("Host", "example.com"), ("X-Empty", ""), ("X-Pad", "padded")]
+    assert rest == b"\x81\x00"
+
+
+def test_head_reader_byte_by_byte() -> None:
+    result = feed_bytewise(HeadReader(), HEAD)
+    assert result is not None
+    assert result[0] == b"GET /chat?room=1 HTTP/1.1"
+    assert result[1]["x-pad"] == "padded"
+    assert result[2] == b""
+
+
+@pytest.mark.parametrize("offset", range(1, len(HEAD)))
+def test_head_reader_split(offset: int) -> None:
+    reader = HeadReader()
+    assert reader.feed(HEAD[:offset]) is None
+    assert reader.feed(HEAD[offset:]) == HeadReader().feed(HEAD)
+
+
+def test_head_reader_without_headers() -> None:
+    assert HeadReader().feed(b"HTTP/1.1 200 OK\r\n\r\nbody") == (
+        b"HTTP/1.1 200 OK",
+        Headers(),
+        b"body",
+    )
+
+
+def test_head_reader_keeps_obs_text() -> None:
+    _, headers, _ = HeadReader().feed(b"GET / HTTP/1.1\r\nX-Name: caf\xe9\r\n\r\n")  # type: ignore[misc]
+    assert headers["X-Name"] == "café"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"GET / HTTP/1.1\r\nno colon\r\n\r\n", "invalid header line: b'no colon'"),
+        (b"GET / HTTP/1.1\r\n: empty name\r\n\r\n", "invalid header name: ''"),
+        (b"GET / HTTP/1.1\r\nX-A : 1\r\n\r\n", "invalid header name: 'X-A '"),
+        (b"GET / HTTP/1.1\r\nX-A: 1\r\n\tfolded\r\n\r\n", "invalid header line: b'\\tfolded'"),
+        (b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n", "invalid value for header X-A"),
+        (b"GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n", "invalid value for header X-A"),
+    ],
+)
+def test_head_reader_malformed(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        HeadReader().feed(data)
+    assert str(info.value) == message
+    assert info.value.status == 400
+    assert not isinstance(info.value, SecurityError)
+
+
+# Limits: checked as bytes arrive, before the blank line.
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "data", "message", "status"),
+    [
+        ({"max_line": 10}, b"GET /012345", "request line is too long", 414),
+        ({"max_line": 14}, b"GET / HTTP/1.1\r\nX-A: 0123456789", "header line is too long", 431),
+        (
+            {"max_headers": 2},
+            b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n",
+            "too many header fields",
+            431,
+        ),
+        ({"max_header_bytes": 20}, b"GET / HTTP/1.1\r\nX-A: ", "HTTP head is too large", 431),
+    ],
+)
+def test_head_reader_limit_exceeded_before_end(
+    kwargs: dict[str, int], data: bytes, message: str, status: int
+) -> None:
+    # Whole and byte by byte, the last byte is the first one over the limit.
+    for feed in (HeadReader(**kwargs).feed, lambda d: feed_bytewise(HeadReader(**kwargs), d)):
+        assert HeadReader(**kwargs).feed(data[:-1]) is None
+        with pytest.raises(SecurityError) as info:
+            feed(data)
+        assert str(info.value) == message
+        assert info.value.status == status
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "data", "message", "status"),
+    [
+        # A head that arrives at once is checked when complete.
+        ({"max_line": 10}, b"GET /01234 HTTP/1.1\r\n\r\n", "request line is too long", 414),
+        ({"max_line": 10}, b"GET / H\r\nX-A: 123456\r\n\r\n", "header line is too long", 431),
+        ({"max_headers": 1}, b"GET / H\r\na: 1\r\nb: 2\r\n\r\n", "too many header fields", 431),
+        (
+            {"max_header_bytes": 20},
+            b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n",
+            "HTTP head is too large",
+            431,
+        ),
+    ],
+)
+def test_head_reader_limit_exceeded_in_complete_head(
+    kwargs: dict[str, int], data: bytes, message: str, status: int
+) -> None:
+    with pytest.raises(SecurityError) as info:
+        HeadReader(**kwargs).feed(data)
+    assert str(info.value) == message
+    assert info.value.status == status
+
+
+def test_head_reader_at_limits() -> None:
+    # Exactly at every limit passes, whole or byte by byte (CR and LF apart).
+    data = b"GET /0123 HTTP/1.1\r\nX-A: 0123456789abc\r\nX-B: 1\r\n\r\n"
+    kwargs = {"max_line": 18, "max_headers": 2, "max_header_bytes": len(data) - 2}
+    assert HeadReader(**kwargs).feed(data) is not None
+    assert feed_bytewise(HeadReader(**kwargs), data) is not None
+    for name, limit in kwargs.items():
+        tighter = {**kwargs, name: limit - 1}
+        with pytest.raises(SecurityError):
+            HeadReader(**tighter).feed(data)
+        with pytest.raises(SecurityError):
+            feed_bytewise(HeadReader(**tighter), data)
+
+
+def test_head_reader_without_limits() -> None:
+    reader = HeadReader(max_line=None, max_headers=None, max_header_bytes=None)
+    data = b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n" + b"X: 1\r\n" * 1000
+    assert reader.feed(data) is None
+    result = reader.feed(b"\r\n")
+    assert result is not None
+    assert len(result[1]) == 1000
