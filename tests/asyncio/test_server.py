@@ -760,3 +760,43 @@ async def test_await_serve() -> None:
     finally:
         server.close()
         await wait(server.wait_closed())
+
+
+async def test_echo_answers_messages_sent_just_before_close() -> None:
+    # A client that sends and closes at once (`printf ... | rapidws connect`)
+    # still gets the answers to everything it sent before its close frame.
+    async with rapidws.serve(echo, "127.0.0.1", 0) as server:
+        peer = await RawPeer.open_websocket(server.port)
+        peer.send(frame(OP_TEXT, b"one") + frame(OP_TEXT, b"two") + frame(OP_CLOSE, b"\x03\xe8"))
+        replies = [await peer.read_frame() for _ in range(3)]
+        assert [(f.opcode, f.payload) for f in replies] == [
+            (OP_TEXT, b"one"),
+            (OP_TEXT, b"two"),
+            (OP_CLOSE, b"\x03\xe8"),
+        ]
+        assert await peer.at_eof_soon()
+
+
+async def test_server_close_cancels_handlers_that_ignore_the_connection() -> None:
+    started = asyncio.Event()
+
+    async def sleeper(ws: rapidws.ServerConnection) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    server = await rapidws.serve(sleeper, "127.0.0.1", 0, close_timeout=0.2)
+    async with rapidws.connect(make_uri(server)) as ws:
+        await wait(started.wait())
+        server.close()
+        await wait(server.wait_closed())
+        assert ws.close_code == 1001
+    assert not server.connections
+
+
+async def test_tls_client_on_plain_port_gets_400_at_once() -> None:
+    async with rapidws.serve(echo, "127.0.0.1", 0, open_timeout=30) as server:
+        peer = await RawPeer.connect(port=server.port)
+        peer.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64))
+        response = await peer.read_response(timeout=2)
+        assert response.status == 400
+        assert b"not an HTTP/1.1 message" in response.body

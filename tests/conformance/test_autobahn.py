@@ -21,8 +21,8 @@ from kosoku import FailureError, run_fuzzingclient, run_fuzzingserver
 from tests.conftest import LOOPS, TIMEOUT_FACTOR
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "conformance"))
-import client as conformance_client  # noqa: E402
-import server as conformance_server  # noqa: E402
+import client as conformance_client
+import server as conformance_server
 
 EXCLUDED = ["12.*", "13.*"]
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}

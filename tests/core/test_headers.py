@@ -177,3 +177,22 @@ def test_serialize_extensions() -> None:
     assert value == ("permessage-deflate; client_max_window_bits; server_max_window_bits=10, x-foo")
     assert parse_extensions([value]) == extensions
     assert serialize_extensions([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X-Test", "a\r\nInjected: yes"), ("X-Test", "a\nb"), ("X-Test", "nul\x00"),
+     ("X-Test", "euro €"), ("Bad Name", "v"), ("", "v"), ("X:Y", "v")],
+)  # fmt: skip
+def test_headers_refuse_invalid_fields(name: str, value: str) -> None:
+    headers = Headers()
+    with pytest.raises(ValueError):
+        headers.add(name, value)
+    with pytest.raises(ValueError):
+        headers[name] = value
+    assert len(headers) == 0
+
+
+def test_headers_accept_latin1_and_tabs() -> None:
+    headers = Headers([("X-Test", "caf\xe9\tok")])
+    assert headers["x-test"] == "caf\xe9\tok"

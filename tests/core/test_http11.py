@@ -237,3 +237,14 @@ def test_head_reader_without_limits() -> None:
     result = reader.feed(b"\r\n")
     assert result is not None
     assert len(result[1]) == 1000
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"GET / HTTP/1.1\x00", b"\xff\xfe"],
+)
+def test_head_reader_refuses_binary_start_line_at_once(data: bytes) -> None:
+    # A TLS handshake sent to a plain port is refused without waiting for a CRLF.
+    with pytest.raises(InvalidRequest, match=r"not an HTTP/1\.1 message") as info:
+        HeadReader().feed(data)
+    assert info.value.status == 400

@@ -271,7 +271,7 @@ def test_receives_arbitrary_bytes_in_any_chunks(side: str, raw: bytes, data: st.
     def run(chunks: list[bytes]) -> tuple[object, ...]:
         proto = make(side, max_message_size=200)
         events = feed(proto, *chunks)
-        if proto.failure_pending:
+        if proto.parsing_paused:
             proto.resume_parsing()
             events += proto.events_received()
         return events, proto.data_to_send(), repr(proto.parser_exc), proto.state
@@ -503,12 +503,12 @@ def test_defers_failure_after_complete_message(side: str) -> None:
     proto = make(side)
     data = incoming(proto, OP_TEXT, b"first") + incoming(proto, OP_CONT, b"x")
     assert feed(proto, data) == ["first"]
-    assert proto.failure_pending
+    assert proto.parsing_paused
     assert proto.data_to_send() == []
     # More data is held back, unparsed, until the application resumes.
     assert feed(proto, incoming(proto, OP_TEXT, b"held")) == []
     proto.resume_parsing()
-    assert not proto.failure_pending
+    assert not proto.parsing_paused
     assert proto.events_received() == []
     assert_failed(proto, 1002, ProtocolError, "continuation frame without a message to continue")
 
@@ -518,7 +518,7 @@ def test_does_not_defer_failure_after_control_frame(side: str) -> None:
     proto = make(side)
     data = incoming(proto, OP_PONG, b"p") + incoming(proto, OP_CONT, b"x")
     assert feed(proto, data) == [Pong(b"p")]
-    assert not proto.failure_pending
+    assert not proto.parsing_paused
     assert_failed(proto, 1002, ProtocolError, "continuation frame without a message to continue")
 
 
@@ -992,3 +992,33 @@ def test_generate_mask() -> None:
     masks = {generate_mask() for _ in range(10)}
     assert all(len(mask) == 4 for mask in masks)
     assert len(masks) > 1
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_defers_close_frame_after_complete_message(side: str) -> None:
+    # The application may answer messages that came just before the peer's close.
+    proto = make(side)
+    data = incoming(proto, OP_TEXT, b"question") + incoming(
+        proto, OP_CLOSE, Close(1000, "").serialize()
+    )
+    assert feed(proto, data) == ["question"]
+    assert proto.parsing_paused
+    assert proto.state is OPEN
+    proto.send_text("answer")
+    proto.resume_parsing()
+    assert proto.events_received() == [Close(1000, "")]
+    assert proto.data_to_send() == [
+        outgoing(proto, OP_TEXT, b"answer"),
+        close_frame(proto, 1000),
+        *eof_if_server(proto),
+    ]
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_does_not_defer_close_frame_after_sending_close(side: str) -> None:
+    proto = make(side)
+    proto.send_close(1001)
+    proto.data_to_send()
+    data = incoming(proto, OP_TEXT, b"late") + incoming(proto, OP_CLOSE, Close(1001).serialize())
+    assert feed(proto, data) == ["late", Close(1001)]
+    assert not proto.parsing_paused

@@ -77,6 +77,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._close_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._resume_timer: asyncio.TimerHandle | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._lost = False
         #: The round-trip time of the latest ping, in seconds.
@@ -141,9 +142,9 @@ class Connection(asyncio.Protocol, Generic[P]):
             raise ConcurrencyError("another coroutine is already waiting for the next message")
         if self._lost:
             raise self._closed_exc()
-        if self.protocol.failure_pending:
+        if self.protocol.parsing_paused:
             # The application handled the messages that preceded a protocol
-            # error; now fail the connection.
+            # error or a close frame: act on what follows them now.
             self._resume_parsing()
         waiter = self.loop.create_future()
         self._recv_waiter = waiter
@@ -257,7 +258,7 @@ class Connection(asyncio.Protocol, Generic[P]):
             protocol.send_binary(data, fin)
         self._write_pending()
 
-    def ping(self, data: str | bytes | None = None) -> asyncio.Future[float]:
+    def ping(self, data: str | bytes | bytearray | None = None) -> asyncio.Future[float]:
         """Send a ping; return a future that resolves to the round-trip time in seconds.
 
         ``rtt = await ws.ping()`` waits for the pong. The ping is sent at once,
@@ -271,8 +272,8 @@ class Connection(asyncio.Protocol, Generic[P]):
             data = os.urandom(4)
             while data in self._pings:
                 data = os.urandom(4)
-        elif isinstance(data, str):
-            data = data.encode()
+        else:
+            data = data.encode() if isinstance(data, str) else bytes(data)
         if data in self._pings:
             raise ValueError("a ping with the same data is already waiting for its pong")
         try:
@@ -298,7 +299,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         Waits at most ``close_timeout`` for the peer, then drops the connection.
         Does nothing more when the connection is already closing.
         """
-        if self.protocol.failure_pending:
+        if self.protocol.parsing_paused:
             self._resume_parsing()
         if self.protocol.state is OPEN:
             self.protocol.send_close(code, reason)
@@ -358,14 +359,22 @@ class Connection(asyncio.Protocol, Generic[P]):
                 continue
             else:
                 self._handshake_event(event)  # type: ignore[arg-type]
-        if self.protocol.failure_pending:
-            # Bound the wait for an application that stops reading.
-            self.loop.call_later(self.close_timeout or 0, self._resume_parsing)
+        if self.protocol.parsing_paused and self._resume_timer is None:
+            # Nothing more is parsed, so nothing more is read; and an
+            # application that stops reading waits at most close_timeout.
+            self._pause_reading()
+            if self.close_timeout is not None:
+                self._resume_timer = self.loop.call_later(self.close_timeout, self._resume_parsing)
         self._write_pending()
 
     def _resume_parsing(self) -> None:
-        if self.protocol.failure_pending and not self._lost:
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+        if self.protocol.parsing_paused and not self._lost:
             self.protocol.resume_parsing()
+            if len(self._messages) <= self._queue_low:
+                self._resume_reading()
             self._process_events()
 
     def _handshake_event(self, event: Request | Response) -> None:
@@ -381,15 +390,19 @@ class Connection(asyncio.Protocol, Generic[P]):
         if (
             self._queue_high is not None
             and len(self._messages) >= self._queue_high
-            and not self._reading_paused
-            and self.transport is not None
             and self.protocol.state is OPEN
         ):
             # Read-side flow control: let TCP push back on the peer.
+            self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self._lost:
             self._reading_paused = True
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
+        if self.protocol.parsing_paused or not self._reading_paused:
+            return
         self._reading_paused = False
         if self.transport is not None and not self._lost:
             self.transport.resume_reading()
@@ -459,8 +472,9 @@ class Connection(asyncio.Protocol, Generic[P]):
         self.protocol.receive_eof()
         self._process_events()
         self._stop_keepalive()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
+        for timer in (self._close_timer, self._resume_timer):
+            if timer is not None:
+                timer.cancel()
         closed = self._closed_exc()
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():

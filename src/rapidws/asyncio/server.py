@@ -82,6 +82,9 @@ class ServerConnection(Connection[ServerProtocol]):
         if server.process_request is None and server.process_response is None:
             self._send_response(self.protocol.accept(event))
         else:
+            # Read nothing more until the hooks decide: a client that does not
+            # wait for the answer cannot make the engine buffer without bound.
+            self._pause_reading()
             self.loop.create_task(self._run_hooks(event))
 
     async def _run_hooks(self, request: Request) -> None:
@@ -111,19 +114,20 @@ class ServerConnection(Connection[ServerProtocol]):
                 self._open_timer = None
             self.handler_task = self.loop.create_task(self._run_handler())
             self._start_keepalive()
+        self._resume_reading()
         self._process_events()
 
     async def _run_handler(self) -> None:
         try:
-            await self.server.handler(self)
-        except ConnectionClosed:
-            pass  # the peer went away while the handler was using the connection
-        except Exception:
-            self.logger.error("connection handler failed", exc_info=True)
-            if self.protocol.state is OPEN:
-                self.protocol.send_close(1011, "internal error")
-                self._write_pending()
-        try:
+            try:
+                await self.server.handler(self)
+            except ConnectionClosed:
+                pass  # the peer went away while the handler was using the connection
+            except Exception:
+                self.logger.error("connection handler failed", exc_info=True)
+                if self.protocol.state is OPEN:
+                    self.protocol.send_close(1011, "internal error")
+                    self._write_pending()
             await self.close()
         finally:
             self.server.connections.discard(self)
@@ -194,10 +198,18 @@ class Server:
             elif connection.protocol.state is CONNECTING and connection.transport is not None:
                 connection.transport.abort()
         await self.server.wait_closed()
-        # Each connection ends within its close timeout; handlers see
-        # ConnectionClosed and return.
-        tasks = [c.handler_task for c in self.connections if c.handler_task is not None]
-        await asyncio.gather(*(c.wait_closed() for c in list(self.connections)), *tasks)
+        # Each connection ends within its close timeout, and handlers then see
+        # ConnectionClosed and return; one that does not is cancelled after
+        # another close timeout.
+        connections = list(self.connections)
+        await asyncio.gather(*(c.wait_closed() for c in connections))
+        tasks = [c.handler_task for c in connections if c.handler_task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.close_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
 
     async def wait_closed(self) -> None:
         """Wait until the server is closed and every connection with it."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import ssl
 import sys
 import threading
@@ -13,14 +12,10 @@ from typing import Any
 
 from ..asyncio.client import ClientConnection, connect
 from ..asyncio.connection import Data
-from ..core.headers import is_token
+from ..core.headers import Headers
 from ..exceptions import ConnectionClosed, WebSocketError
 
 __all__ = ["add_connect_command", "format_message"]
-
-# RFC 7230 section 3.2: a field value has no control characters but tabs, and
-# goes on the wire in Latin-1.
-_FIELD_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def add_connect_command(commands: Any) -> None:
@@ -63,14 +58,17 @@ def format_message(message: Data) -> str:
 
 def run_connect(args: argparse.Namespace) -> int:
     """Run ``rapidws connect``; return the exit status."""
-    headers = []
+    headers = Headers()
     for header in args.header:
         name, colon, value = header.partition(":")
-        if not colon or not is_token(name.strip()) or not _FIELD_VALUE_RE.fullmatch(value):
+        try:
+            if not colon:
+                raise ValueError(header)
+            headers.add(name.strip(), value.strip())
+        except ValueError:
             print(f"rapidws connect: invalid header {header!r}, use 'Name: value'",
                   file=sys.stderr)  # fmt: skip
             return 2
-        headers.append((name.strip(), value.strip()))
     context = None
     if args.insecure and args.url.lower().startswith("wss:"):
         context = ssl.create_default_context()

@@ -45,7 +45,17 @@ class Headers:
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
-        """Append a header, keeping any earlier one with the same name."""
+        """Append a header, keeping any earlier one with the same name.
+
+        Raises:
+            ValueError: when the name is not a token or the value has control
+                characters (CR and LF would let a value inject headers) or
+                characters outside Latin-1.
+        """
+        if not is_token(name):
+            raise ValueError(f"invalid header name: {name!r}")
+        if _VALUE_RE.fullmatch(value) is None:
+            raise ValueError(f"invalid value for header {name}: {value!r}")
         self._items.append((name, value))
 
     def get_all(self, name: str) -> list[str]:
@@ -70,7 +80,7 @@ class Headers:
 
     def __setitem__(self, name: str, value: str) -> None:
         del self[name]
-        self._items.append((name, value))
+        self.add(name, value)
 
     def __delitem__(self, name: str) -> None:
         key = name.lower()
@@ -105,6 +115,8 @@ HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
 # RFC 7230 section 3.2.6.
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _TOKEN_RE = re.compile(_TOKEN)
+# Field values: visible characters, spaces, tabs and obs-text (RFC 7230 3.2).
+_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _OWS_RE = re.compile(r"[ \t]*")
 

@@ -101,8 +101,8 @@ class Response:
         return line + headers.serialize() + b"\r\n" + self.body
 
 
-# Field values: visible characters, spaces, tabs and obs-text (RFC 7230 3.2).
-_VALUE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+# What a start line may hold so far: printable ASCII, then perhaps its CR.
+_START_LINE_RE = re.compile(rb"[\x20-\x7e]*\r?")
 _VERSION_RE = re.compile(r"HTTP/(\d)\.(\d)")
 
 
@@ -156,7 +156,10 @@ class HeadReader:
         headers = Headers()
         for raw in lines[1:]:
             name, value = self._field(self._line(raw, 431))
-            headers.add(name, value)
+            try:
+                headers.add(name, value)
+            except ValueError:
+                raise InvalidRequest(f"invalid value for header {name}") from None
         return start_line, headers, rest
 
     def _check_partial(self) -> None:
@@ -170,6 +173,10 @@ class HeadReader:
         # Every complete line but the start line is a header field.
         if self.max_headers is not None and self._newlines - 1 > self.max_headers:
             raise SecurityError("too many header fields")
+        if self._newlines == 0 and _START_LINE_RE.fullmatch(buf) is None:
+            # Binary data, such as a TLS handshake sent to a plain port: say
+            # so at once rather than wait for a line end that never comes.
+            raise InvalidRequest("not an HTTP/1.1 message")
         if self.max_line is not None:
             line_start = buf.rfind(b"\n") + 1
             if size - line_start > self.max_line:
@@ -192,10 +199,7 @@ class HeadReader:
         if not is_token(name_text):
             # Also catches obs-fold (a line starting with a space): RFC 7230 3.2.4.
             raise InvalidRequest(f"invalid header name: {name_text[:64]!r}")
-        value = value.strip(b" \t")
-        if not _VALUE_RE.fullmatch(value):
-            raise InvalidRequest(f"invalid value for header {name_text}")
-        return name_text, value.decode("latin-1")
+        return name_text, value.strip(b" \t").decode("latin-1")
 
 
 def parse_version(text: str) -> tuple[int, int] | None:

@@ -116,9 +116,10 @@ class Protocol:
         #: The error that made the engine fail the connection, if any.
         self.parser_exc: ProtocolError | None = None
         self.eof_sent = False
-        #: A protocol error follows the messages just returned: call
-        #: :meth:`resume_parsing` once the application has handled them.
-        self.failure_pending = False
+        #: The messages just returned precede a protocol error or the peer's
+        #: close frame: parsing stops there until :meth:`resume_parsing` is
+        #: called, once the application has handled (and answered) them.
+        self.parsing_paused = False
 
         self._events: list[Event] = []
         self._out: list[bytes] = []
@@ -150,7 +151,7 @@ class Protocol:
         if self.state is CONNECTING:
             self._receive_handshake(data)
             return
-        if self.failure_pending:
+        if self.parsing_paused:
             self._buf += data
             return
         buf: bytes | bytearray
@@ -166,8 +167,8 @@ class Protocol:
             self._buf = bytearray(memoryview(buf)[pos:])
 
     def resume_parsing(self) -> None:
-        """Parse the bytes held back by :attr:`failure_pending`, failing the connection."""
-        self.failure_pending = False
+        """Parse the bytes held back while :attr:`parsing_paused` was set."""
+        self.parsing_paused = False
         self.receive_data(b"")
 
     def receive_eof(self) -> None:
@@ -357,10 +358,10 @@ class Protocol:
             first, _second, length, mask, payload_start = header
             error = self._check_header(first, length, mask)
             if error is not None:
-                if any(type(event) is str or type(event) is bytes for event in self._events):
+                if self._can_answer_first():
                     # Valid messages came before the bad frame: let the
                     # application handle them (and answer) before failing.
-                    self.failure_pending = True
+                    self.parsing_paused = True
                     break
                 self._fail_with(error)
                 return end
@@ -368,6 +369,11 @@ class Protocol:
             if opcode >= OP_CLOSE:
                 # Control frames are at most 125 bytes: wait for the whole frame.
                 if payload_start + length > end:
+                    break
+                if opcode == OP_CLOSE and self._can_answer_first():
+                    # Likewise, answer the messages before the peer's close
+                    # frame while the connection is still open for sending.
+                    self.parsing_paused = True
                     break
                 payload = bytes(buf[payload_start : payload_start + length])
                 if mask is not None:
@@ -405,6 +411,12 @@ class Protocol:
                 if self._discard:
                     return end
         return pos
+
+    def _can_answer_first(self) -> bool:
+        # Messages wait in the events and this side may still send answers.
+        if self.close_sent is not None:
+            return False
+        return any(type(event) is str or type(event) is bytes for event in self._events)
 
     def _check_header(self, first: int, length: int, mask: bytes | None) -> ProtocolError | None:
         opcode = first & 0x0F
