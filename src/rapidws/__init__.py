@@ -5,7 +5,8 @@ The names most programs need are here: :func:`serve` and :func:`connect`
 sans-I/O engine is :mod:`rapidws.core`.
 """
 
-from .asyncio import ClientConnection, Connection, Server, ServerConnection, connect, serve
+from typing import TYPE_CHECKING, Any
+
 from .core import Close, CloseCode, Headers, Request, Response, State
 from .exceptions import (
     ConcurrencyError,
@@ -24,6 +25,9 @@ from .exceptions import (
     WebSocketError,
 )
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .asyncio import ClientConnection, Connection, Server, ServerConnection, connect, serve
 
 __all__ = [
     "ClientConnection",
@@ -54,3 +58,17 @@ __all__ = [
     "connect",
     "serve",
 ]
+
+# The asyncio layer loads on first use, so that the sans-I/O core imports
+# without asyncio, sockets or ssl (``import rapidws.core`` runs this module).
+_LAZY = {"ClientConnection", "Connection", "Server", "ServerConnection", "connect", "serve"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import asyncio as _asyncio  # noqa: PLC0415 - deliberately lazy
+
+        value = getattr(_asyncio, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rapidws' has no attribute {name!r}")
