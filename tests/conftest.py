@@ -45,6 +45,24 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     names = pyfuncitem._fixtureinfo.argnames
     kwargs: dict[str, Any] = {name: pyfuncitem.funcargs[name] for name in names}
     factory = LOOPS[pyfuncitem.callspec.params["event_loop_name"]]
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(asyncio.wait_for(function(**kwargs), ASYNC_TEST_TIMEOUT))
+    run(factory, asyncio.wait_for(function(**kwargs), ASYNC_TEST_TIMEOUT))
     return True
+
+
+def run(factory: Callable[[], asyncio.AbstractEventLoop], coro: Any) -> Any:
+    """Run ``coro`` to completion on a new loop from ``factory`` (asyncio.Runner's job)."""
+    loop = factory()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -28,8 +28,11 @@ OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
 
 
 async def wait(aw: Awaitable[Any], timeout: float = TIMEOUT) -> Any:
-    """Await ``aw`` for at most ``timeout`` seconds."""
-    return await asyncio.wait_for(aw, timeout)
+    """Await ``aw`` for at most ``timeout`` seconds; raise the builtin TimeoutError after."""
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        raise TimeoutError from None
 
 
 async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:

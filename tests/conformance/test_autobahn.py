@@ -11,14 +11,13 @@ import asyncio
 import collections
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kosoku import FailureError, run_fuzzingclient, run_fuzzingserver
 
-from tests.conftest import LOOPS, TIMEOUT_FACTOR
+from tests.conftest import LOOPS, TIMEOUT_FACTOR, run
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "conformance"))
 import client as conformance_client
@@ -30,11 +29,6 @@ PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
 SUITE_TIMEOUT = 600 * TIMEOUT_FACTOR
 
 pytestmark = pytest.mark.conformance
-
-
-def run(factory: Callable[[], asyncio.AbstractEventLoop], coro: Any) -> Any:
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
 
 
 async def server_suite() -> list[Any]:

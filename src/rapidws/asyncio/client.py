@@ -211,7 +211,14 @@ class connect:
         if self.open_timeout is None:
             self._connection = await self._open()
         else:
-            self._connection = await asyncio.wait_for(self._open(), self.open_timeout)
+            try:
+                self._connection = await asyncio.wait_for(self._open(), self.open_timeout)
+            except asyncio.TimeoutError:
+                # The builtin TimeoutError, also on Python 3.10.
+                raise TimeoutError(
+                    f"no WebSocket connection to {self.uri.host_header} "
+                    f"within {self.open_timeout} s"
+                ) from None
         return self._connection
 
     def __await__(self) -> Generator[Any, None, ClientConnection]:

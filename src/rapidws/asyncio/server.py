@@ -165,6 +165,7 @@ class Server:
         self.connections: set[ServerConnection] = set()
         self.server: asyncio.Server | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._close_requested = asyncio.Event()
 
     def _new_connection(self) -> ServerConnection:
         protocol = ServerProtocol(**self._protocol_options)
@@ -187,6 +188,7 @@ class Server:
         """
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close(code, reason))
+            self._close_requested.set()
 
     async def _close(self, code: int, reason: str) -> None:
         assert self.server is not None
@@ -219,10 +221,13 @@ class Server:
         await asyncio.shield(self._closing)
 
     async def serve_forever(self) -> None:
-        """Serve until cancelled; then close the server."""
-        assert self.server is not None
+        """Serve until cancelled or closed; when cancelled, close the server first."""
+        # Not asyncio.Server.serve_forever(): on cancellation, Python 3.12+
+        # waits there for every connection to end before ours get their close
+        # frame.
         try:
-            await self.server.serve_forever()
+            await self._close_requested.wait()
+            await self.wait_closed()
         except asyncio.CancelledError:
             self.close()
             await self.wait_closed()

@@ -83,14 +83,12 @@ def run_connect(args: argparse.Namespace) -> int:
             ssl=context,
         )
         return asyncio.run(_session(client, args))
-    except (OSError, WebSocketError, asyncio.TimeoutError) as exc:
+    except (OSError, WebSocketError) as exc:
         print(f"rapidws connect: {_describe(exc, args.url)}", file=sys.stderr)
         return 1
 
 
 def _describe(exc: BaseException, url: str) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return f"timed out connecting to {url}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
             f"TLS certificate of {url} not trusted: {exc.verify_message} (use --insecure to skip)"
@@ -107,7 +105,7 @@ async def _session(client: connect, args: argparse.Namespace) -> int:
             try:
                 reply = await asyncio.wait_for(ws.recv(), args.wait)
             except asyncio.TimeoutError:
-                # Not a connection timeout: _describe() would say so.
+                # The connection is up: this is no connection timeout.
                 print(f"rapidws connect: no reply within {args.wait:g} s", file=sys.stderr)
                 return 1
             print(f"< {format_message(reply)}", flush=True)
