@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import trustme
 
 try:
     import uvloop
@@ -66,3 +68,31 @@ def run(factory: Callable[[], asyncio.AbstractEventLoop], coro: Any) -> Any:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+# TLS: a test CA and a server certificate for localhost and 127.0.0.1.
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_cert(ca: trustme.CA) -> trustme.LeafCert:
+    return ca.issue_cert("localhost", "127.0.0.1")
+
+
+@pytest.fixture
+def server_context(server_cert: trustme.LeafCert) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A client context that trusts the test CA, and only it."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(context)
+    return context

@@ -530,23 +530,6 @@ def test_not_a_websocket_server(capsys: pytest.CaptureFixture[str]) -> None:
 # connect: TLS.
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_cert(ca: trustme.CA) -> trustme.LeafCert:
-    return ca.issue_cert("127.0.0.1", "localhost")
-
-
-@pytest.fixture
-def server_context(server_cert: trustme.LeafCert) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_cert.configure_cert(context)
-    return context
-
-
 def test_wss_untrusted(capsys: pytest.CaptureFixture[str], server_context: ssl.SSLContext) -> None:
     with running_server(ssl=server_context) as port:
         assert run_cli(["connect", f"wss://127.0.0.1:{port}/", "-x", "hi"]) == 1
