@@ -433,3 +433,42 @@ def test_handshake_with_server() -> None:
     client.send_text("ping?")
     server.receive_data(b"".join(client.data_to_send()))
     assert server.events_received() == ["ping?"]
+
+
+@pytest.mark.parametrize("split", [None, 17])
+def test_client_accepts_any_reason_phrase_however_split(split: int | None) -> None:
+    # RFC 7230: the reason phrase may hold tabs and obs-text.
+    data = response_bytes(status_line="HTTP/1.1 101 Sw\titching Pr\xfctocols").replace(
+        b"\xc3\xbc", b"\xfc"
+    )
+    client = make_client()
+    for chunk in [data] if split is None else [data[:split], data[split:]]:
+        client.receive_data(chunk)
+    assert client.state is OPEN
+
+
+@pytest.mark.parametrize(
+    "status_line", ["HTTP/1.1 1\u00b21 Odd", "HTTP/1.1 1010 Long", "HTTP/1.1 10 Short"]
+)
+def test_client_refuses_non_ascii_or_odd_status_codes(status_line: str) -> None:
+    client = make_client()
+    client.receive_data(response_bytes(status_line=status_line))
+    assert isinstance(client.handshake_exc, InvalidResponse)
+    assert client.state is CLOSED
+
+
+def test_client_ignores_non_ascii_content_length() -> None:
+    client = make_client()
+    client.receive_data(b"HTTP/1.1 403 No\r\nContent-Length: \xc2\xb2\r\n\r\nbody")
+    client.receive_eof()
+    assert isinstance(client.handshake_exc, InvalidStatus)
+    assert client.handshake_exc.response.body == b"body"
+
+
+def test_client_sends_user_info_as_basic_auth() -> None:
+    client = ClientProtocol(parse_uri("ws://user:pass@example.com/"))
+    assert client.connect().headers["Authorization"] == "Basic dXNlcjpwYXNz"
+    explicit = ClientProtocol(
+        parse_uri("ws://user:pass@example.com/"), additional_headers={"Authorization": "Bearer x"}
+    )
+    assert explicit.connect().headers.get_all("Authorization") == ["Bearer x"]

@@ -87,7 +87,37 @@ def test_parse_version_rejects_garbage() -> None:
 
 def test_parse_request_line() -> None:
     assert parse_request_line(b"GET /a?b HTTP/1.1") == ("GET", "/a?b", (1, 1))
-    assert parse_request_line(b"OPTIONS * HTTP/1.0") == ("OPTIONS", "*", (1, 0))
+    assert parse_request_line(b"HEAD / HTTP/1.0") == ("HEAD", "/", (1, 0))
+    assert parse_request_line(b"GET ws://h:1/a HTTP/1.1") == ("GET", "ws://h:1/a", (1, 1))
+
+
+@pytest.mark.parametrize("target", [b"*", b"x", b"http:x", b"ftp://h/a"])
+def test_parse_request_line_refuses_targets_other_than_origin_or_absolute(target: bytes) -> None:
+    with pytest.raises(InvalidRequest, match="invalid request target") as info:
+        parse_request_line(b"GET " + target + b" HTTP/1.1")
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/0.9", b"HTTP/9.9"])
+def test_parse_request_line_refuses_other_major_versions(version: bytes) -> None:
+    with pytest.raises(InvalidRequest, match="is not supported") as info:
+        parse_request_line(b"GET / " + version)
+    assert info.value.status == 505
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        ("/chat?room=1", "/chat", "room=1"),
+        ("//evil.example/admin", "//evil.example/admin", ""),
+        ("/a%2Fb/%E2%82%AC?q", "/a%2Fb/%E2%82%AC", "q"),
+        ("ws://host:8000/x?y=1", "/x", "y=1"),
+        ("ws://host", "/", ""),
+    ],
+)
+def test_request_path_and_query(target: str, path: str, query: str) -> None:
+    request = Request("GET", target, Headers())
+    assert (request.path, request.query) == (path, query)
 
 
 @pytest.mark.parametrize(
@@ -241,7 +271,7 @@ def test_head_reader_without_limits() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"GET / HTTP/1.1\x00", b"\xff\xfe"],
+    [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"GET / HTTP/1.1\x00", b"\x00\xff"],
 )
 def test_head_reader_refuses_binary_start_line_at_once(data: bytes) -> None:
     # A TLS handshake sent to a plain port is refused without waiting for a CRLF.

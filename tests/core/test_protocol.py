@@ -685,15 +685,21 @@ def test_sends_close_then_receives_close(side: str) -> None:
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_receives_messages_after_sending_close(side: str) -> None:
-    # The peer may not have seen our close frame yet: its messages still count,
-    # but its pings get no pong once our close frame is out.
-    proto = make(side)
+def test_drops_messages_after_sending_close(side: str) -> None:
+    # The peer may not have seen our close frame yet: its frames are still
+    # parsed (and judged), but its messages are dropped, unassembled, since
+    # nobody reads after closing; its pings get no pong.
+    proto = make(side, max_message_size=10)
     proto.send_close()
     proto.data_to_send()
-    events = feed(proto, incoming(proto, OP_TEXT, b"late"), incoming(proto, OP_PING, b"p"))
-    assert events == ["late", Ping(b"p")]
+    late = incoming(proto, OP_TEXT, b"la", fin=False) + incoming(proto, OP_CONT, b"te")
+    events = feed(proto, late, incoming(proto, OP_PING, b"p"))
+    assert events == [Ping(b"p")]
+    assert proto._msg_buf is None
     assert proto.data_to_send() == []
+    # Limits still hold.
+    proto.receive_data(frame_header(0x82, 11, None if proto.is_client else PEER_MASK))
+    assert isinstance(proto.parser_exc, PayloadTooBig)
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -1020,5 +1026,5 @@ def test_does_not_defer_close_frame_after_sending_close(side: str) -> None:
     proto.send_close(1001)
     proto.data_to_send()
     data = incoming(proto, OP_TEXT, b"late") + incoming(proto, OP_CLOSE, Close(1001).serialize())
-    assert feed(proto, data) == ["late", Close(1001)]
+    assert feed(proto, data) == [Close(1001)]
     assert not proto.parsing_paused

@@ -19,7 +19,10 @@ from rapidws.exceptions import InvalidURI
         ("ws://example.com/a/b?x=1&y=2", WebSocketURI(False, "example.com", 80, "/a/b?x=1&y=2")),
         ("ws://example.com?x=1", WebSocketURI(False, "example.com", 80, "/?x=1")),
         ("ws://EXAMPLE.com/Path", WebSocketURI(False, "example.com", 80, "/Path")),
-        ("ws://user:secret@example.com/", WebSocketURI(False, "example.com", 80, "/")),
+        (
+            "ws://user:secret@example.com/",
+            WebSocketURI(False, "example.com", 80, "/", ("user", "secret")),
+        ),
         ("ws://127.0.0.1:9000", WebSocketURI(False, "127.0.0.1", 9000, "/")),
         ("ws://example.com:0/", WebSocketURI(False, "example.com", 0, "/")),  # not 80
         ("ws://[::1]/", WebSocketURI(False, "::1", 80, "/")),
@@ -62,3 +65,14 @@ def test_host_header(uri: str, host_header: str) -> None:
 def test_parse_invalid_uri(uri: str, message: str) -> None:
     with pytest.raises(InvalidURI, match=message):
         parse_uri(uri)
+
+
+def test_parse_uri_encodes_what_the_request_line_cannot_hold() -> None:
+    uri = parse_uri("ws://host/a b/caf\u00e9?q=x y&r=%20")
+    assert uri.resource == "/a%20b/caf%C3%A9?q=x%20y&r=%20"
+
+
+def test_parse_uri_keeps_user_info_for_basic_auth() -> None:
+    uri = parse_uri("wss://al%40ice:s%3Acret@host/")
+    assert uri.user_info == ("al@ice", "s:cret")
+    assert parse_uri("ws://host/").user_info is None

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
 import pytest
-import trustme
 import websockets.asyncio.client
 import websockets.asyncio.server
 import websockets.exceptions
@@ -53,6 +53,13 @@ async def _websockets_ping(ws: Any) -> float:
     return float(await (await ws.ping()))
 
 
+# websockets 15+ goes through a proxy named by the environment unless told not to.
+NO_PROXY = (
+    {"proxy": None}
+    if "proxy" in inspect.signature(websockets.asyncio.client.connect).parameters
+    else {}
+)
+
 RAPIDWS = Library(
     name="rapidws",
     serve=lambda handler, **options: rapidws.serve(handler, "127.0.0.1", 0, **options),
@@ -72,9 +79,8 @@ WEBSOCKETS = Library(
     serve=lambda handler, **options: websockets.asyncio.server.serve(
         handler, "127.0.0.1", 0, **{"compression": None, **options}
     ),
-    # proxy=None: never go through a proxy named by the environment.
     connect=lambda uri, **options: websockets.asyncio.client.connect(
-        uri, proxy=None, **{"compression": None, **options}
+        uri, **{"compression": None, **NO_PROXY, **options}
     ),
     refuse=lambda status, body: lambda connection, request: connection.respond(status, body),
     ping=_websockets_ping,
@@ -137,7 +143,7 @@ DIRECTIONS = [Direction(WEBSOCKETS, RAPIDWS), Direction(RAPIDWS, WEBSOCKETS)]
 
 @pytest.fixture(params=DIRECTIONS, ids=str)
 def direction(request: pytest.FixtureRequest) -> Direction:
-    return request.param  # type: ignore[no-any-return]
+    return request.param
 
 
 def ordered(first: str, client: End, server: End) -> tuple[End, End]:
@@ -305,9 +311,9 @@ async def test_flow_control(direction: Direction, first: str) -> None:
 @ENDS
 async def test_keepalive_pings_between_fragments(direction: Direction, first: str) -> None:
     # The sender answers pings while it is in the middle of a fragmented
-    # message: the message takes 0.4 s to send, longer than ping_timeout.
-    keepalive = {"ping_interval": 0.01, "ping_timeout": 0.2}
-    fragments = [f"{index}," for index in range(20)]
+    # message: the message takes 0.5 s to send, longer than ping_timeout.
+    keepalive = {"ping_interval": 0.01, "ping_timeout": 0.3}
+    fragments = [f"{index}," for index in range(25)]
     other = "server" if first == "client" else "client"
     async with direction.connected(**{other: keepalive}) as (client, server):
         sender, receiver = ordered(first, client, server)
@@ -415,7 +421,7 @@ async def test_handshake_refused(
     async with direction.serve(recorder, **server_options(direction.server)) as server:
         with pytest.raises(direction.client.InvalidStatus) as caught:
             await wait(direction.connect(server, **client_options))
-        response = caught.value.response  # type: ignore[attr-defined]
+        response = caught.value.response
         assert direction.client.status(response) == status
         if body is not None:
             assert response.body == body
@@ -480,6 +486,19 @@ async def test_close(direction: Direction, first: str, code: int, reason: str) -
         # The peer sees the code and reason, and echoes them back.
         await assert_closed(peer, code, reason)
         await assert_closed(closer, code, reason)
+
+
+@ENDS
+async def test_close_during_fragmented_message(direction: Direction, first: str) -> None:
+    async with direction.connected() as (client, server):
+        closer, sender = ordered(first, client, server)
+        sending = asyncio.ensure_future(sender.ws.send(_async_fragments(["x"] * 50, 0.02)))
+        await asyncio.sleep(0.1)  # a few fragments are out
+        await wait(closer.ws.close(4000, "stop"))
+        with pytest.raises(sender.lib.ConnectionClosedError):
+            await wait(sending)
+        await assert_closed(sender, 4000, "stop")
+        assert closer.ws.close_code == 4000
 
 
 async def test_rapidws_closes_without_status_code(direction: Direction) -> None:
@@ -557,25 +576,14 @@ async def test_many_concurrent_clients(direction: Direction) -> None:
 # TLS.
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def tls(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(client_context)
-    return server_context, client_context
-
-
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
 async def test_wss(
-    direction: Direction, tls: tuple[ssl.SSLContext, ssl.SSLContext], host: str
+    direction: Direction,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    host: str,
 ) -> None:
-    server_context, client_context = tls
+    # server_context and client_context come from conftest (a trustme CA).
     async with direction.connected(
         client={"ssl": client_context, "max_size": LARGE_LIMIT},
         server={"ssl": server_context, "max_size": LARGE_LIMIT},

@@ -12,13 +12,14 @@ import asyncio
 import collections
 import logging
 import os
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
 from ..core.frames import Close
 from ..core.http11 import Request, Response
 from ..core.limits import CLOSE_TIMEOUT, MAX_QUEUE, PING_INTERVAL, PING_TIMEOUT, WRITE_LIMIT
-from ..core.protocol import CLOSED, OPEN, Ping, Pong, Protocol, State
+from ..core.protocol import CLOSED, CONNECTING, OPEN, Ping, Pong, Protocol, State
 from ..exceptions import (
     ConcurrencyError,
     ConnectionClosed,
@@ -73,7 +74,8 @@ class Connection(asyncio.Protocol, Generic[P]):
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._send_lock: asyncio.Lock | None = None  # only while sending fragments
+        # Set while a fragmented message is being sent; done when it is sent.
+        self._fragmenting: asyncio.Future[None] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._close_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -184,9 +186,10 @@ class Connection(asyncio.Protocol, Generic[P]):
             ConnectionClosed: when the connection is closing or closed.
             TypeError: for an unsupported message type, or mixed fragment types.
         """
-        if self._send_lock is not None:
-            async with self._send_lock:
-                pass
+        while self._fragmenting is not None:
+            # Another task is sending a fragmented message: frames of two
+            # messages cannot interleave.
+            await asyncio.shield(self._fragmenting)
         kind = type(message)
         try:
             if kind is str:
@@ -204,39 +207,42 @@ class Connection(asyncio.Protocol, Generic[P]):
             else:
                 raise TypeError(f"cannot send {kind.__name__}: send str, bytes or an iterable")
         except InvalidState:
+            if self.protocol.state is OPEN:
+                raise
             raise self._closed_exc() from None
         self._write_pending()
         if self._writing_paused:
             await self._drain()
 
     async def _send_fragments(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
-        self._send_lock = lock = asyncio.Lock()
+        fragmenting = self._fragmenting = self.loop.create_future()
         sent_any = False
         try:
-            async with lock:
-                kind: type | None = None
-                # Each fragment is held back until the next arrives, to know
-                # whether it is the last one (FIN).
-                pending: Data | None = None
-                async for fragment in _aiter(fragments):
-                    fragment_kind = str if isinstance(fragment, str) else bytes
-                    if fragment_kind is bytes and not isinstance(
-                        fragment, (bytes, bytearray, memoryview)
-                    ):
-                        raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
-                    if kind is None:
-                        kind = fragment_kind
-                    elif fragment_kind is not kind:
-                        raise TypeError("all the fragments of a message must be of one type")
-                    if pending is not None:
-                        self._send_fragment(pending, first=not sent_any, fin=False)
-                        sent_any = True
-                        if self._writing_paused:
-                            await self._drain()
-                    pending = fragment
+            kind: type | None = None
+            # Each fragment is held back until the next arrives, to know
+            # whether it is the last one (FIN).
+            pending: Data | None = None
+            async for fragment in _aiter(fragments):
+                fragment_kind = str if isinstance(fragment, str) else bytes
+                if fragment_kind is bytes and not isinstance(
+                    fragment, (bytes, bytearray, memoryview)
+                ):
+                    raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
+                if kind is None:
+                    kind = fragment_kind
+                elif fragment_kind is not kind:
+                    raise TypeError("all the fragments of a message must be of one type")
                 if pending is not None:
-                    self._send_fragment(pending, first=not sent_any, fin=True)
+                    self._send_fragment(pending, first=not sent_any, fin=False)
+                    sent_any = True
+                    if self._writing_paused:
+                        await self._drain()
+                pending = fragment
+            if pending is not None:
+                self._send_fragment(pending, first=not sent_any, fin=True)
         except InvalidState:
+            if self.protocol.state is OPEN:
+                raise
             raise self._closed_exc() from None
         except BaseException:
             if sent_any and self.protocol.state is OPEN:
@@ -246,7 +252,8 @@ class Connection(asyncio.Protocol, Generic[P]):
                 self._write_pending()
             raise
         finally:
-            self._send_lock = None
+            self._fragmenting = None
+            fragmenting.set_result(None)
 
     def _send_fragment(self, data: Data, *, first: bool, fin: bool) -> None:
         protocol = self.protocol
@@ -281,7 +288,8 @@ class Connection(asyncio.Protocol, Generic[P]):
         except InvalidState:
             raise self._closed_exc() from None
         waiter: asyncio.Future[float] = self.loop.create_future()
-        self._pings[data] = (waiter, self.loop.time())
+        # perf_counter(): uvloop's loop.time() has millisecond resolution.
+        self._pings[data] = (waiter, time.perf_counter())
         self._write_pending()
         return waiter
 
@@ -297,11 +305,17 @@ class Connection(asyncio.Protocol, Generic[P]):
         """Close the connection with a closing handshake, and wait until it is closed.
 
         Waits at most ``close_timeout`` for the peer, then drops the connection.
-        Does nothing more when the connection is already closing.
+        Does nothing more when the connection is already closing. Before the
+        opening handshake ends (in a server's ``process_request`` hook), drops
+        the TCP connection; to refuse with a status, return a ``Response``.
         """
         if self.protocol.parsing_paused:
             self._resume_parsing()
-        if self.protocol.state is OPEN:
+        if self.protocol.state is CONNECTING and self.transport is not None:
+            # Before the handshake's end (a server hook): there is no
+            # WebSocket connection to close yet, only TCP to drop.
+            self.transport.abort()
+        elif self.protocol.state is OPEN:
             self.protocol.send_close(code, reason)
             self._write_pending()
         elif self.transport is not None and self.protocol.state is not CLOSED:
@@ -360,11 +374,13 @@ class Connection(asyncio.Protocol, Generic[P]):
             else:
                 self._handshake_event(event)  # type: ignore[arg-type]
         if self.protocol.parsing_paused and self._resume_timer is None:
-            # Nothing more is parsed, so nothing more is read; and an
-            # application that stops reading waits at most close_timeout.
+            # Nothing more is parsed, so nothing more is read. An application
+            # that stops reading delays the rest by half the close timeout at
+            # most, so that a peer with the same timeout gets our close reply.
             self._pause_reading()
             if self.close_timeout is not None:
-                self._resume_timer = self.loop.call_later(self.close_timeout, self._resume_parsing)
+                delay = self.close_timeout / 2
+                self._resume_timer = self.loop.call_later(delay, self._resume_parsing)
         self._write_pending()
 
     def _resume_parsing(self) -> None:
@@ -410,7 +426,7 @@ class Connection(asyncio.Protocol, Generic[P]):
     def _pong_received(self, data: bytes) -> None:
         if data not in self._pings:
             return
-        now = self.loop.time()
+        now = time.perf_counter()
         # A pong acknowledges its ping and every earlier one (RFC 6455 5.5.3).
         for key in list(self._pings):
             waiter, sent_at = self._pings.pop(key)
@@ -431,6 +447,11 @@ class Connection(asyncio.Protocol, Generic[P]):
 
     def _keepalive(self) -> None:
         if self.protocol.state is not OPEN:
+            return
+        if self._writing_paused:
+            # A ping would wait behind the buffered data, and its timeout would
+            # measure our backlog, not the peer: try again next round.
+            self._start_keepalive()
             return
         waiter = self.ping()
         waiter.add_done_callback(_consume_exception)
@@ -491,10 +512,16 @@ class Connection(asyncio.Protocol, Generic[P]):
     def pause_writing(self) -> None:
         """Stop ``send()`` at the high-water mark (called by asyncio)."""
         self._writing_paused = True
+        # And stop reading: a peer that does not read what we write (pongs
+        # to its pings, answers to its messages) must not grow our buffers.
+        if self.protocol.state is OPEN:
+            self._pause_reading()
 
     def resume_writing(self) -> None:
         """Let ``send()`` go on below the low-water mark (called by asyncio)."""
         self._writing_paused = False
+        if len(self._messages) <= self._queue_low:
+            self._resume_reading()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -34,6 +34,9 @@ __all__ = ["ProcessRequest", "ProcessResponse", "Server", "ServerConnection", "s
 
 logger = logging.getLogger("rapidws.server")
 
+# What a client may send before its handshake is answered, while hooks run.
+_EARLY_DATA_LIMIT = 65536
+
 #: A hook run before the upgrade: return a :class:`Response` to answer the
 #: request with it (and not upgrade), or ``None`` to go on. May be async.
 ProcessRequest = Callable[
@@ -53,11 +56,17 @@ class ServerConnection(Connection[ServerProtocol]):
         super().__init__(protocol, logger=logger, **kwargs)
         self.server = server
         self.handler_task: asyncio.Task[None] | None = None
+        self._hooks_task: asyncio.Task[None] | None = None
+        self._early_data = 0  # bytes received while the hooks run
         self._open_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register with the server and bound the handshake time (called by asyncio)."""
         super().connection_made(transport)
+        if self.server._closing is not None:
+            # Accepted (or done with TLS) after close() began: refuse it.
+            self.transport.abort()  # type: ignore[union-attr]
+            return
         self.server.connections.add(self)
         if self.server.open_timeout is not None:
             # Slowloris: a handshake that does not complete in time is dropped.
@@ -68,6 +77,9 @@ class ServerConnection(Connection[ServerProtocol]):
         super().connection_lost(exc)
         if self._open_timer is not None:
             self._open_timer.cancel()
+        if self._hooks_task is not None:
+            # Nobody is left to answer: stop a slow hook (an auth backend).
+            self._hooks_task.cancel()
         if self.handler_task is None:
             self.server.connections.discard(self)
 
@@ -80,12 +92,15 @@ class ServerConnection(Connection[ServerProtocol]):
         assert isinstance(event, Request)
         server = self.server
         if server.process_request is None and server.process_response is None:
-            self._send_response(self.protocol.accept(event))
+            try:
+                response = self.protocol.accept(event)
+            except Exception:
+                # A user callable (select_subprotocol, an extension) failed.
+                self.logger.error("opening handshake failed", exc_info=True)
+                response = self.protocol.reject(500, "internal server error")
+            self._send_response(response)
         else:
-            # Read nothing more until the hooks decide: a client that does not
-            # wait for the answer cannot make the engine buffer without bound.
-            self._pause_reading()
-            self.loop.create_task(self._run_hooks(event))
+            self._hooks_task = self.loop.create_task(self._run_hooks(event))
 
     async def _run_hooks(self, request: Request) -> None:
         server = self.server
@@ -103,8 +118,19 @@ class ServerConnection(Connection[ServerProtocol]):
         except Exception:
             self.logger.error("handshake hook failed", exc_info=True)
             response = self.protocol.reject(500, "internal server error")
+        self._hooks_task = None
         if self.protocol.state is CONNECTING and not self._lost:
             self._send_response(response)
+
+    def data_received(self, data: bytes) -> None:
+        """Bound what a client sends before the hooks answer (called by asyncio)."""
+        if self._hooks_task is not None:
+            # RFC 6455 4.1: a client waits for the response before sending
+            # frames. Keep reading (to see a client leave) up to a bound.
+            self._early_data += len(data)
+            if self._early_data > _EARLY_DATA_LIMIT:
+                self._pause_reading()
+        super().data_received(data)
 
     def _send_response(self, response: Response) -> None:
         self.protocol.send_response(response)
@@ -353,23 +379,23 @@ class serve:
         loop = asyncio.get_running_loop()
         options = self._listen
         factory = self._server._new_connection
+        common: dict[str, Any] = dict(ssl=options["ssl"], backlog=options["backlog"])
+        if options["ssl"] is not None:
+            # The TLS handshake happens before the connection object exists:
+            # bound it too, or a silent client holds a socket for a minute.
+            common["ssl_handshake_timeout"] = self._server.open_timeout
         if options["path"] is not None:
-            server = await loop.create_unix_server(
-                factory, options["path"], ssl=options["ssl"], backlog=options["backlog"]
-            )
+            server = await loop.create_unix_server(factory, options["path"], **common)
         elif options["sock"] is not None and options["sock"].family == socket.AF_UNIX:
-            server = await loop.create_unix_server(
-                factory, sock=options["sock"], ssl=options["ssl"], backlog=options["backlog"]
-            )
+            server = await loop.create_unix_server(factory, sock=options["sock"], **common)
         else:
             server = await loop.create_server(
                 factory,
                 options["host"],
                 options["port"],
                 sock=options["sock"],
-                ssl=options["ssl"],
                 reuse_port=options["reuse_port"],
-                backlog=options["backlog"],
+                **common,
             )
         self._server.server = server
         return self._server

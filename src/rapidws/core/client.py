@@ -10,6 +10,7 @@ The flow, for any I/O layer::
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 
 from ..exceptions import InvalidHandshake, InvalidResponse, InvalidStatus
@@ -111,6 +112,9 @@ class ClientProtocol(Protocol):
             headers["User-Agent"] = self.user_agent
         if self.additional_headers is not None:
             headers.update(self.additional_headers)
+        if self.uri.user_info is not None and "Authorization" not in headers:
+            credentials = ":".join(self.uri.user_info).encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
         return Request("GET", self.uri.resource, headers)
 
     def send_request(self, request: Request) -> None:
@@ -134,7 +138,7 @@ class ClientProtocol(Protocol):
             return
         status_line, headers, rest = head
         parts = status_line.decode("latin-1").split(" ", 2)
-        if len(parts) < 2 or parse_version(parts[0]) is None or not parts[1].isdigit():
+        if len(parts) < 2 or parse_version(parts[0]) is None or not _is_status(parts[1]):
             self._handshake_failed(InvalidResponse(f"invalid status line: {status_line[:100]!r}"))
             return
         response = Response(int(parts[1]), b"", headers, parts[2] if len(parts) == 3 else "")
@@ -142,7 +146,7 @@ class ClientProtocol(Protocol):
         self._buf += rest
         if response.status != 101:
             length = headers.get("Content-Length") or ""
-            self._body_expected = int(length) if length.isdigit() else None
+            self._body_expected = int(length) if length.isascii() and length.isdigit() else None
             self._finish_refusal(eof=False)
             return
         try:
@@ -221,3 +225,8 @@ class ClientProtocol(Protocol):
         self.extensions = extensions
         for extension in extensions:
             self._allowed_rsv |= extension.rsv_bits
+
+
+def _is_status(text: str) -> bool:
+    # Not str.isdigit() alone: it is true for "²", which int() refuses.
+    return len(text) == 3 and text.isascii() and text.isdigit()

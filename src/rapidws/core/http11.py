@@ -37,13 +37,20 @@ class Request:
 
     @property
     def path(self) -> str:
-        """The path of the request target, without the query (``/chat``)."""
-        return urlsplit(self.target).path
+        """The path of the request target, without the query (``/chat``).
+
+        It stays percent-encoded, as sent. For an absolute-form target
+        (``ws://host/chat``) it is the path part.
+        """
+        if self.target.startswith("/"):
+            # Not urlsplit(): it would read "//host/x" as an authority.
+            return self.target.partition("?")[0]
+        return urlsplit(self.target).path or "/"
 
     @property
     def query(self) -> str:
         """The query of the request target, without ``?`` (``room=1``), or ``""``."""
-        return urlsplit(self.target).query
+        return self.target.partition("?")[2]
 
     def serialize(self) -> bytes:
         """Serialize the request head."""
@@ -101,8 +108,10 @@ class Response:
         return line + headers.serialize() + b"\r\n" + self.body
 
 
-# What a start line may hold so far: printable ASCII, then perhaps its CR.
-_START_LINE_RE = re.compile(rb"[\x20-\x7e]*\r?")
+# What a start line may hold so far: no control characters but tabs, then
+# perhaps its CR. Binary garbage (a TLS handshake) fails this at once.
+_START_LINE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\r?")
+_ABSOLUTE_RE = re.compile(r"(?i)(wss?|https?)://[^/?#]+")
 _VERSION_RE = re.compile(r"HTTP/(\d)\.(\d)")
 
 
@@ -218,6 +227,13 @@ def parse_request_line(line: bytes) -> tuple[str, str, tuple[int, int]]:
     version = parse_version(parts[2]) if len(parts) == 3 else None
     if version is None or not is_token(parts[0]) or not parts[1]:
         raise InvalidRequest(f"invalid request line: {line[:100]!r}")
-    if not parts[1].isprintable() or not parts[1].isascii():
+    if version[0] != 1:
+        raise InvalidRequest(f"HTTP/{version[0]}.{version[1]} is not supported", 505)
+    target = parts[1]
+    if not target.isprintable() or not target.isascii():
         raise InvalidRequest("invalid request target")
-    return parts[0], parts[1], version
+    # Origin-form ("/chat?x=1"), or absolute-form with a web scheme (RFC 7230
+    # 5.3); anything else ("*", "x") has no WebSocket meaning.
+    if not target.startswith("/") and not _ABSOLUTE_RE.match(target):
+        raise InvalidRequest(f"invalid request target {target[:100]!r}")
+    return parts[0], target, version

@@ -20,9 +20,11 @@ __all__ = [
     "WRITE_LIMIT",
 ]
 
-# Messages: 1 MiB is far above what chat, dashboards and device links send, and
-# low enough that a thousand hostile peers cannot exhaust a server's memory.
+# Messages: 1 MiB is far above what chat, dashboards and device links send.
 # The check is made on each frame header, before its payload is buffered.
+# A connection holds at most MAX_QUEUE received messages plus one being
+# assembled, so its worst case is about (MAX_QUEUE + 1) x MAX_MESSAGE_SIZE
+# (17 MiB by default); lower either for many untrusted peers.
 MAX_MESSAGE_SIZE = 1 << 20
 
 # Handshake: nginx and Node accept 8 KiB lines; 128 headers and 32 KiB in all

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ..exceptions import InvalidURI
 
@@ -18,13 +18,17 @@ class WebSocketURI:
         secure: ``True`` for ``wss://``.
         host: the host name or address, without brackets for IPv6.
         port: the port, defaulting to 80 or 443.
-        resource: the path and query to send in the request line.
+        resource: the path and query to send in the request line,
+            percent-encoded where needed.
+        user_info: the user name and password of the URI, if any; the client
+            sends them with HTTP Basic authentication.
     """
 
     secure: bool
     host: str
     port: int
     resource: str
+    user_info: tuple[str, str] | None = None
 
     @property
     def host_header(self) -> str:
@@ -56,6 +60,12 @@ def parse_uri(uri: str) -> WebSocketURI:
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query
+    # Spaces and non-ASCII would break the request line: encode them, and
+    # leave what is encoded already (and the delimiters) as it is.
+    resource = quote(resource, safe="!#$%&'()*+,/:;=?@[]~")
+    user_info = None
+    if parts.username is not None:
+        user_info = (unquote(parts.username), unquote(parts.password or ""))
     if port is None:
         port = 443 if secure else 80
-    return WebSocketURI(secure, parts.hostname, port, resource)
+    return WebSocketURI(secure, parts.hostname, port, resource, user_info)
