@@ -4,6 +4,8 @@
 
 Limits are raised for 9.x (messages up to 16 MiB in 65,536 fragments) and
 keepalive is off: a ping would land in a case's list of received frames.
+Compression (12.x, 13.x) compresses every message (threshold 0): the suite's
+13.2/13.5-13.7 cases crash on an uncompressed message (a kosoku defect).
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ async def echo(ws: rapidws.ServerConnection) -> None:
 def serve(port: int = 0) -> rapidws.serve:
     """Return the echo server configured for the suite (not yet started)."""
     return rapidws.serve(
-        echo, "127.0.0.1", port, max_size=MAX_SIZE, ping_interval=None, max_queue=None
+        echo,
+        "127.0.0.1",
+        port,
+        compression=rapidws.ServerPerMessageDeflate(
+            server_max_window_bits=15, client_max_window_bits=None, threshold=0
+        ),
+        max_size=MAX_SIZE,
+        ping_interval=None,
+        max_queue=None,
     )
 
 

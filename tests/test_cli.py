@@ -788,3 +788,18 @@ def test_serve_tls(tmp_path: Path, ca: trustme.CA, server_cert: trustme.LeafCert
             await stop_process(process, signal.SIGTERM)
 
     run_async(main())
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-compression"]])
+def test_connect_offers_compression_unless_told_not_to(
+    flag: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[str | None] = []
+
+    def record(connection: object, request: rapidws.Request) -> None:
+        seen.append(request.headers.get("Sec-WebSocket-Extensions"))
+
+    with running_server(process_request=record) as port:
+        assert run_cli(["connect", *flag, "-x", "hi", f"ws://127.0.0.1:{port}/"]) == 0
+    assert capsys.readouterr().out == "< hi\n"
+    assert seen == (["permessage-deflate; client_max_window_bits"] if not flag else [None])

@@ -8,6 +8,7 @@ sans-I/O engine is :mod:`rapidws.core`.
 from typing import TYPE_CHECKING, Any
 
 from .core import Close, CloseCode, Headers, Request, Response, State
+from .core.extensions import ClientPerMessageDeflate, ServerPerMessageDeflate
 from .exceptions import (
     ConcurrencyError,
     ConnectionClosed,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClientConnection",
+    "ClientPerMessageDeflate",
     "Close",
     "CloseCode",
     "ConcurrencyError",
@@ -52,6 +54,7 @@ __all__ = [
     "SecurityError",
     "Server",
     "ServerConnection",
+    "ServerPerMessageDeflate",
     "State",
     "WebSocketError",
     "__version__",

@@ -701,7 +701,7 @@ async def test_flow_control_end_to_end_keeps_order() -> None:
 
     async with (
         rapidws.serve(handler, "127.0.0.1", 0, max_queue=2) as server,
-        rapidws.connect(uri(server), write_limit=8192) as ws,
+        rapidws.connect(uri(server), write_limit=8192, compression=None) as ws,
     ):
         sws = await wait(connections.get())
         blocked = None

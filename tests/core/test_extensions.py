@@ -44,7 +44,7 @@ class ByteMapExtension(Extension):
             return data  # the message did not go through this extension
         return data.translate(self.decode_table)
 
-    def encode(self, data: bytes, *, first: bool, fin: bool) -> tuple[int, bytes]:
+    def encode(self, data: bytes, *, first: bool, fin: bool, compress: bool) -> tuple[int, bytes]:
         return (self.rsv_bits if first else 0), data.translate(self.encode_table)
 
 

@@ -3,8 +3,8 @@
 Most tests run in both directions, a websockets client against a rapidws server
 and a rapidws client against a websockets server, through the :class:`Library`
 adapters that give both libraries one shape; conftest runs each on asyncio and
-uvloop. The websockets side has compression off (rapidws has no
-permessage-deflate yet) except in the tests about compression.
+uvloop. The websockets side has compression off except in the tests about
+compression, so that most tests see plain frames.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 import websockets.asyncio.client
 import websockets.asyncio.server
 import websockets.exceptions
+import websockets.extensions.permessage_deflate
 
 import rapidws
 
@@ -437,10 +438,8 @@ async def test_allowed_origin(direction: Direction) -> None:
         await assert_round_trip(client, server, "welcome")
 
 
-async def test_offered_compression_is_declined_or_not_offered(direction: Direction) -> None:
-    # The websockets end keeps its default, compression="deflate": as a client it
-    # offers permessage-deflate, which rapidws declines; as a server it must not
-    # enable it, since rapidws offers no extension.
+async def test_compression_is_negotiated_by_default(direction: Direction) -> None:
+    # Both ends keep their default compression="deflate".
     deflate = {"compression": "deflate"}
     client_options = deflate if direction.client is WEBSOCKETS else {}
     server_options = deflate if direction.server is WEBSOCKETS else {}
@@ -448,16 +447,79 @@ async def test_offered_compression_is_declined_or_not_offered(direction: Directi
         client,
         server,
     ):
-        offers = server.ws.request.headers.get("Sec-WebSocket-Extensions")
-        if direction.client is WEBSOCKETS:
-            assert "permessage-deflate" in offers
-        else:
-            assert offers is None
-        assert "Sec-WebSocket-Extensions" not in client.ws.response.headers
-        websockets_end, _ = run_by(WEBSOCKETS, client, server)
-        assert websockets_end.ws.protocol.extensions == []
-        for message in [text(100_000), binary(100_000)]:
+        assert "permessage-deflate" in server.ws.request.headers["Sec-WebSocket-Extensions"]
+        assert client.ws.response.headers["Sec-WebSocket-Extensions"].startswith(
+            "permessage-deflate"
+        )
+        for message in [text(100_000), binary(100_000), "", "\u00e9\u2615" * 5000, text(10)]:
             await assert_round_trip(client, server, message)
+
+
+# (no context takeover for the server, and for the client, server window, client window)
+DEFLATE_SETTINGS = [
+    (False, False, None, None),
+    (True, False, None, None),
+    (False, True, None, None),
+    (True, True, 10, 9),
+    (False, False, 15, 15),
+    (False, False, 9, 12),
+]
+
+
+@pytest.mark.parametrize(
+    ("server_nct", "client_nct", "server_bits", "client_bits"), DEFLATE_SETTINGS
+)
+async def test_compression_settings_interoperate(
+    direction: Direction,
+    server_nct: bool,
+    client_nct: bool,
+    server_bits: int | None,
+    client_bits: int | None,
+) -> None:
+    # The client asks for these settings; websockets' server is told to use
+    # them too, rapidws' server honours the offer.
+    if direction.client is WEBSOCKETS:
+        offer = websockets.extensions.permessage_deflate.ClientPerMessageDeflateFactory(
+            server_no_context_takeover=server_nct,
+            client_no_context_takeover=client_nct,
+            server_max_window_bits=server_bits,
+            client_max_window_bits=client_bits or True,
+        )
+        client_options: dict[str, Any] = {"extensions": [offer]}
+        server_options: dict[str, Any] = {}
+    else:
+        client_options = {
+            "compression": rapidws.ClientPerMessageDeflate(
+                server_no_context_takeover=server_nct,
+                client_no_context_takeover=client_nct,
+                server_max_window_bits=server_bits,
+                client_max_window_bits=client_bits or True,
+            )
+        }
+        answer = websockets.extensions.permessage_deflate.ServerPerMessageDeflateFactory(
+            server_no_context_takeover=server_nct,
+            client_no_context_takeover=client_nct,
+            server_max_window_bits=server_bits,
+            client_max_window_bits=client_bits,
+        )
+        server_options = {"extensions": [answer]}
+    async with direction.connected(client=client_options, server=server_options) as (
+        client,
+        server,
+    ):
+        answer_header = client.ws.response.headers["Sec-WebSocket-Extensions"]
+        assert answer_header.startswith("permessage-deflate")
+        assert ("server_no_context_takeover" in answer_header) == server_nct
+        for _ in range(3):  # context takeover (or not) across messages
+            for message in [text(70_000), binary(20_000), "short message, compressed or not"]:
+                await assert_round_trip(client, server, message)
+
+
+async def test_compression_is_off_when_one_end_turns_it_off(direction: Direction) -> None:
+    off = {"compression": None}
+    async with direction.connected(client=off, server=off) as (client, server):
+        assert "Sec-WebSocket-Extensions" not in client.ws.response.headers
+        await assert_round_trip(client, server, text(100_000))
 
 
 # Closing.

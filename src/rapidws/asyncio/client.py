@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core.client import USER_AGENT, ClientProtocol
 from ..core.extensions.base import ClientExtensionFactory
+from ..core.extensions.permessage_deflate import ClientPerMessageDeflate, with_compression
 from ..core.headers import HeadersLike
 from ..core.http11 import Request, Response
 from ..core.limits import (
@@ -83,7 +84,10 @@ class connect:
         uri: the ``ws://`` or ``wss://`` URI.
         origin: the ``Origin`` header, for servers that check it.
         subprotocols: the subprotocols to offer, in order of preference.
-        extensions: client extension factories.
+        compression: ``"deflate"`` (the default) offers permessage-deflate as
+            browsers do; a :class:`ClientPerMessageDeflate` sets the offer and
+            the settings; ``None`` turns compression off.
+        extensions: more client extension factories.
         additional_headers: more request headers (``Authorization``, cookies).
         user_agent: the ``User-Agent`` header; ``None`` omits it.
         ssl: for ``wss://``, an :class:`ssl.SSLContext` (client certificates, a
@@ -121,6 +125,7 @@ class connect:
         # WebSocket
         origin: str | None = None,
         subprotocols: Sequence[str] | None = None,
+        compression: str | ClientPerMessageDeflate | None = "deflate",
         extensions: Sequence[ClientExtensionFactory] = (),
         # HTTP
         additional_headers: HeadersLike | None = None,
@@ -150,7 +155,7 @@ class connect:
         self._protocol_options: dict[str, Any] = dict(
             origin=origin,
             subprotocols=subprotocols,
-            extensions=extensions,
+            extensions=with_compression(compression, extensions, ClientPerMessageDeflate),
             additional_headers=additional_headers,
             user_agent=user_agent,
             max_message_size=max_size,

@@ -137,7 +137,11 @@ class Connection(asyncio.Protocol, Generic[P]):
         """
         if self._messages:
             message = self._messages.popleft()
-            if self._reading_paused and len(self._messages) <= self._queue_low:
+            if not self._messages and self.protocol.parsing_paused:
+                # The last message before the pause is taken: once the caller
+                # has answered it (in this step), go on.
+                self.loop.call_soon(self._resume_parsing)
+            elif self._reading_paused and len(self._messages) <= self._queue_low:
                 self._resume_reading()
             return message
         if self._recv_waiter is not None:
@@ -175,12 +179,16 @@ class Connection(asyncio.Protocol, Generic[P]):
     async def send(
         self,
         message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+        *,
+        compress: bool = True,
     ) -> None:
         """Send a message: ``str`` as text, bytes-like as binary.
 
         An iterable or async iterable of ``str`` (or of bytes-like) is sent as one
         fragmented message, a frame per item. Waits when the write buffer is
         above its high-water mark, until it drains below the low-water mark.
+        With ``compress=False``, negotiated compression skips this message
+        (already compressed data, or a latency-critical one).
 
         Raises:
             ConnectionClosed: when the connection is closing or closed.
@@ -193,16 +201,16 @@ class Connection(asyncio.Protocol, Generic[P]):
         kind = type(message)
         try:
             if kind is str:
-                self.protocol.send_text(message)  # type: ignore[arg-type]
+                self.protocol.send_text(message, compress=compress)  # type: ignore[arg-type]
             elif kind is bytes or isinstance(message, (bytes, bytearray, memoryview)):
-                self.protocol.send_binary(message)  # type: ignore[arg-type]
+                self.protocol.send_binary(message, compress=compress)  # type: ignore[arg-type]
             elif isinstance(message, str):
-                self.protocol.send_text(message)
+                self.protocol.send_text(message, compress=compress)
             elif isinstance(message, Mapping):
                 # Iterating would send the keys: surely a forgotten json.dumps().
                 raise TypeError(f"cannot send {kind.__name__}: send str, bytes or an iterable")
             elif isinstance(message, (Iterable, AsyncIterable)):
-                await self._send_fragments(message)  # type: ignore[arg-type]
+                await self._send_fragments(message, compress)  # type: ignore[arg-type]
                 return
             else:
                 raise TypeError(f"cannot send {kind.__name__}: send str, bytes or an iterable")
@@ -214,7 +222,9 @@ class Connection(asyncio.Protocol, Generic[P]):
         if self._writing_paused:
             await self._drain()
 
-    async def _send_fragments(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
+    async def _send_fragments(
+        self, fragments: Iterable[Data] | AsyncIterable[Data], compress: bool
+    ) -> None:
         fragmenting = self._fragmenting = self.loop.create_future()
         sent_any = False
         try:
@@ -233,13 +243,13 @@ class Connection(asyncio.Protocol, Generic[P]):
                 elif fragment_kind is not kind:
                     raise TypeError("all the fragments of a message must be of one type")
                 if pending is not None:
-                    self._send_fragment(pending, first=not sent_any, fin=False)
+                    self._send_fragment(pending, first=not sent_any, fin=False, compress=compress)
                     sent_any = True
                     if self._writing_paused:
                         await self._drain()
                 pending = fragment
             if pending is not None:
-                self._send_fragment(pending, first=not sent_any, fin=True)
+                self._send_fragment(pending, first=not sent_any, fin=True, compress=compress)
         except InvalidState:
             if self.protocol.state is OPEN:
                 raise
@@ -255,14 +265,14 @@ class Connection(asyncio.Protocol, Generic[P]):
             self._fragmenting = None
             fragmenting.set_result(None)
 
-    def _send_fragment(self, data: Data, *, first: bool, fin: bool) -> None:
+    def _send_fragment(self, data: Data, *, first: bool, fin: bool, compress: bool) -> None:
         protocol = self.protocol
         if not first:
             protocol.send_continuation(data, fin)
         elif isinstance(data, str):
-            protocol.send_text(data, fin)
+            protocol.send_text(data, fin, compress=compress)
         else:
-            protocol.send_binary(data, fin)
+            protocol.send_binary(data, fin, compress=compress)
         self._write_pending()
 
     def ping(self, data: str | bytes | bytearray | None = None) -> asyncio.Future[float]:
@@ -324,6 +334,8 @@ class Connection(asyncio.Protocol, Generic[P]):
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""
+        if self.protocol.parsing_paused:
+            self._resume_parsing()
         await asyncio.shield(self._closed)
 
     # Internals shared with subclasses.
@@ -374,10 +386,14 @@ class Connection(asyncio.Protocol, Generic[P]):
             else:
                 self._handshake_event(event)  # type: ignore[arg-type]
         if self.protocol.parsing_paused and self._resume_timer is None:
-            # Nothing more is parsed, so nothing more is read. An application
-            # that stops reading delays the rest by half the close timeout at
-            # most, so that a peer with the same timeout gets our close reply.
+            # Nothing more is parsed, so nothing more is read, until the
+            # application has taken the messages before the pause (and had a
+            # loop step to answer them). One that stops reading delays the
+            # rest by half the close timeout at most, so that a peer with the
+            # same timeout still gets our close reply.
             self._pause_reading()
+            if not self._messages:
+                self.loop.call_soon(self._resume_parsing)
             if self.close_timeout is not None:
                 delay = self.close_timeout / 2
                 self._resume_timer = self.loop.call_later(delay, self._resume_parsing)

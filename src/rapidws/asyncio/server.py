@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from ..core.extensions.base import ServerExtensionFactory
+from ..core.extensions.permessage_deflate import ServerPerMessageDeflate, with_compression
 from ..core.http11 import Request, Response
 from ..core.limits import (
     CLOSE_TIMEOUT,
@@ -290,7 +291,10 @@ class serve:
         origins: the accepted ``Origin`` values (403 otherwise); ``None`` for any.
         subprotocols: the supported subprotocols, in order of preference.
         select_subprotocol: a callable ``(request, offered) -> str | None``.
-        extensions: server extension factories.
+        compression: ``"deflate"`` (the default) accepts permessage-deflate
+            with memory-lean settings; a :class:`ServerPerMessageDeflate` sets
+            them; ``None`` turns compression off.
+        extensions: more server extension factories.
         process_request: a hook ``(connection, request)`` that may answer with a
             :class:`Response` instead of upgrading.
         process_response: a hook ``(connection, request, response)`` that may
@@ -325,6 +329,7 @@ class serve:
         origins: Sequence[str | None] | None = None,
         subprotocols: Sequence[str] | None = None,
         select_subprotocol: SelectSubprotocol | None = None,
+        compression: str | ServerPerMessageDeflate | None = "deflate",
         extensions: Sequence[ServerExtensionFactory] = (),
         # HTTP
         process_request: ProcessRequest | None = None,
@@ -354,7 +359,7 @@ class serve:
                 origins=origins,
                 subprotocols=subprotocols,
                 select_subprotocol=select_subprotocol,
-                extensions=extensions,
+                extensions=with_compression(compression, extensions, ServerPerMessageDeflate),
                 max_message_size=max_size,
                 max_frame_size=max_frame_size,
                 max_line=max_line,

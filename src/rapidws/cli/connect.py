@@ -46,6 +46,9 @@ def add_connect_command(commands: Any) -> None:
         "-w", "--wait", type=float, default=10.0, metavar="SECONDS",
         help="with --execute, how long to wait for the reply (default: %(default)s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-compression", action="store_true", help="do not offer permessage-deflate"
+    )
     parser.set_defaults(run=run_connect)
 
 
@@ -81,6 +84,7 @@ def run_connect(args: argparse.Namespace) -> int:
             subprotocols=args.subprotocol or None,
             origin=args.origin,
             ssl=context,
+            compression=None if args.no_compression else "deflate",
         )
         return asyncio.run(_session(client, args))
     except (OSError, WebSocketError) as exc:

@@ -39,6 +39,7 @@ def add_serve_command(commands: Any) -> None:
         "--tls-cert", metavar="FILE", help="certificate chain (PEM), to serve wss://"
     )
     parser.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
+    parser.add_argument("--no-compression", action="store_true", help="refuse permessage-deflate")
     parser.set_defaults(run=run_serve)
 
 
@@ -74,7 +75,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, context: ssl.SSLContext | None) -> None:
     max_size = args.max_size or None
-    async with serve(echo, args.host, args.port, ssl=context, max_size=max_size) as server:
+    compression = None if args.no_compression else "deflate"
+    async with serve(
+        echo, args.host, args.port, ssl=context, max_size=max_size, compression=compression
+    ) as server:
         scheme = "wss" if context else "ws"
         host = f"[{args.host}]" if ":" in args.host else args.host
         stop = asyncio.get_running_loop().create_future()

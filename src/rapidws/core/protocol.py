@@ -139,8 +139,10 @@ class Protocol:
         self._msg_decoded = 0  # size after the extensions' decoding
         self._msg_buf: bytearray | None = None  # a message that came in pieces
         self._decoder = Utf8Decoder()
-        # The opcode of the message being sent in fragments, 0 when none.
+        # The opcode of the message being sent in fragments, 0 when none, and
+        # whether it may be compressed.
         self._send_opcode = 0
+        self._send_compress = True
 
     # Input.
 
@@ -209,18 +211,24 @@ class Protocol:
 
     # Sending.
 
-    def send_text(self, data: str | bytes, fin: bool = True) -> None:
+    def send_text(self, data: str | bytes, fin: bool = True, *, compress: bool = True) -> None:
         """Send a text message, or its first fragment when ``fin`` is false.
 
-        ``bytes`` are sent as they are and must be UTF-8 already.
+        ``bytes`` are sent as they are and must be UTF-8 already. With
+        ``compress=False`` a negotiated compression skips this message.
         """
         if isinstance(data, str):
             data = data.encode()
-        self._send_data(OP_TEXT, data, fin)
+        self._send_data(OP_TEXT, data, fin, compress)
 
-    def send_binary(self, data: bytes | bytearray | memoryview, fin: bool = True) -> None:
-        """Send a binary message, or its first fragment when ``fin`` is false."""
-        self._send_data(OP_BINARY, data, fin)
+    def send_binary(
+        self, data: bytes | bytearray | memoryview, fin: bool = True, *, compress: bool = True
+    ) -> None:
+        """Send a binary message, or its first fragment when ``fin`` is false.
+
+        With ``compress=False`` a negotiated compression skips this message.
+        """
+        self._send_data(OP_BINARY, data, fin, compress)
 
     def send_continuation(self, data: str | bytes | bytearray | memoryview, fin: bool) -> None:
         """Send the next fragment of a message started with ``fin=False``."""
@@ -228,9 +236,11 @@ class Protocol:
             raise InvalidState("no fragmented message is being sent")
         if isinstance(data, str):
             data = data.encode()
-        self._send_data(OP_CONT, data, fin)
+        self._send_data(OP_CONT, data, fin, self._send_compress)
 
-    def _send_data(self, opcode: int, data: bytes | bytearray | memoryview, fin: bool) -> None:
+    def _send_data(
+        self, opcode: int, data: bytes | bytearray | memoryview, fin: bool, compress: bool
+    ) -> None:
         if self.state is not OPEN:
             raise InvalidState(f"cannot send a message: connection is {self.state.name}")
         if opcode == OP_CONT:
@@ -240,9 +250,10 @@ class Protocol:
         else:
             first = True
         self._send_opcode = 0 if fin else (opcode or self._send_opcode)
+        self._send_compress = compress
         rsv = 0
         for extension in self.extensions:
-            bits, data = extension.encode(bytes(data), first=first, fin=fin)
+            bits, data = extension.encode(bytes(data), first=first, fin=fin, compress=compress)
             rsv |= bits
         self._send_frame((0x80 if fin else 0) | rsv | opcode, data)
 

@@ -47,13 +47,16 @@ class Extension(abc.ABC):
         """
 
     @abc.abstractmethod
-    def encode(self, data: bytes, *, first: bool, fin: bool) -> tuple[int, bytes]:
+    def encode(self, data: bytes, *, first: bool, fin: bool, compress: bool) -> tuple[int, bytes]:
         """Transform the payload of an outgoing data frame.
 
         Args:
             data: the frame's payload.
             first: whether this frame starts a message.
             fin: whether this frame ends the message.
+            compress: whether the sender lets this message be compressed
+                (``send(data, compress=False)`` says no); set on every frame
+                of a message with the value of its first frame.
 
         Returns:
             The RSV bits to set on the frame and the payload to send.
