@@ -31,7 +31,10 @@ SERVERS = {
 }
 
 MESSAGE = json.dumps(
-    [{"id": i, "user": f"user{i % 7}", "text": "hello there, how are you today?"} for i in range(30)]
+    [
+        {"id": i, "user": f"user{i % 7}", "text": "hello there, how are you today?"}
+        for i in range(30)
+    ]
 )
 
 
@@ -54,7 +57,7 @@ def serve(kind: str, port: int) -> None:
             }[setting]
             server = rapidws.serve(echo, "127.0.0.1", port, compression=compression)  # type: ignore[arg-type]
         else:
-            import websockets.asyncio.server
+            import websockets.asyncio.server  # noqa: PLC0415 - only in the child
 
             server = websockets.asyncio.server.serve(
                 echo, "127.0.0.1", port, compression=None if setting == "off" else "deflate"
@@ -67,6 +70,7 @@ def serve(kind: str, port: int) -> None:
 
 
 def rss_kib(pid: int) -> int:
+    """Return the resident memory of process ``pid``, in KiB."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
@@ -75,6 +79,7 @@ def rss_kib(pid: int) -> int:
 
 
 async def load(port: int, count: int) -> list[rapidws.ClientConnection]:
+    """Open ``count`` connections and echo one message on each."""
     connections = []
     for _ in range(count):
         ws = await rapidws.connect(f"ws://127.0.0.1:{port}/", ping_interval=None)
@@ -85,6 +90,7 @@ async def load(port: int, count: int) -> list[rapidws.ClientConnection]:
 
 
 def measure(kind: str, count: int, port: int) -> float:
+    """Return the server's memory growth per connection, in KiB."""
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve", kind, "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -110,6 +116,7 @@ def measure(kind: str, count: int, port: int) -> float:
 
 
 def main() -> None:
+    """Measure every server and print the table."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", type=int, default=500)
     parser.add_argument("--serve")

@@ -522,6 +522,16 @@ class Protocol:
         try:
             for extension in reversed(self.extensions):
                 data = extension.decode(data, rsv=self._msg_rsv, fin=fin, max_size=max_size)
+        except PayloadTooBig:
+            # The extension knows the room left; the user wants the totals.
+            assert limit is not None
+            self._fail_with(
+                PayloadTooBig(
+                    f"message exceeds the limit of {limit} bytes once decompressed",
+                    limit + 1,
+                    limit,
+                )
+            )
         except ProtocolError as exc:
             self._fail_with(exc)
         self._msg_decoded += len(data)
