@@ -339,22 +339,22 @@ FAILURES: dict[str, FailCase] = {
     "invalid-utf8": (
         lambda p: incoming(p, OP_TEXT, b"caf\xe9!"),
         1007,
-        "invalid UTF-8 in text message: invalid continuation byte",
+        "invalid UTF-8 in text message",
     ),
     "truncated-utf8": (
         lambda p: incoming(p, OP_TEXT, b"\xe2\x82"),
         1007,
-        "invalid UTF-8 in text message: unexpected end of data",
+        "invalid UTF-8 in text message",
     ),
     "invalid-utf8-in-last-fragment": (
         lambda p: incoming(p, OP_TEXT, b"ok", fin=False) + incoming(p, OP_CONT, b"\xff"),
         1007,
-        "invalid UTF-8 in text message: invalid start byte",
+        "invalid UTF-8 in text message",
     ),
     "truncated-utf8-at-empty-last-fragment": (
         lambda p: incoming(p, OP_TEXT, b"\xe2\x82", fin=False) + incoming(p, OP_CONT),
         1007,
-        "invalid UTF-8 in text message: unexpected end of data",
+        "invalid UTF-8 in text message",
     ),
     "close-frame-one-byte": (
         lambda p: incoming(p, OP_CLOSE, b"\x03"),
@@ -416,7 +416,7 @@ def test_receives_invalid_utf8_in_first_fragment(side: str) -> None:
     # The rest of the message never arrives: the bad byte is enough.
     proto = make(side)
     assert feed(proto, incoming(proto, OP_TEXT, b"abc\xff", fin=False)) == []
-    assert_failed(proto, 1007, ProtocolError, "invalid UTF-8 in text message: invalid start byte")
+    assert_failed(proto, 1007, ProtocolError, "invalid UTF-8 in text message")
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -424,7 +424,7 @@ def test_receives_invalid_utf8_in_first_chunk_of_large_frame(side: str) -> None:
     proto = make(side)
     data = incoming(proto, OP_TEXT, b"abc\xff" + b"x" * 10_000)
     assert feed(proto, data[:20]) == []
-    assert_failed(proto, 1007, ProtocolError, "invalid UTF-8 in text message: invalid start byte")
+    assert_failed(proto, 1007, ProtocolError, "invalid UTF-8 in text message")
 
 
 @pytest.mark.parametrize("side", SIDES)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Union
 
 from ..exceptions import InvalidState, PayloadTooBig, ProtocolError
-from ..speedups import Utf8Decoder, apply_mask, parse_frame_header
+from ..speedups import Utf8Validator, apply_mask, parse_frame_header
 from .frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Close, frame_header
 from .limits import MAX_MESSAGE_SIZE
 
@@ -138,7 +138,7 @@ class Protocol:
         self._msg_size = 0
         self._msg_decoded = 0  # size after the extensions' decoding
         self._msg_buf: bytearray | None = None  # a message that came in pieces
-        self._decoder = Utf8Decoder()
+        self._utf8 = Utf8Validator()  # for text messages that come in pieces
         # The opcode of the message being sent in fragments, 0 when none, and
         # whether it may be compressed.
         self._send_opcode = 0
@@ -488,21 +488,24 @@ class Protocol:
             if self._discard:
                 return
         text = self._msg_opcode == OP_TEXT
-        if text:
-            try:
-                # Validates as the bytes arrive, so a bad byte fails at once.
-                decoded = self._decoder.decode(chunk, fin)
-            except UnicodeDecodeError as exc:
-                self._decoder.reset()
-                self._fail_with(ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", 1007))
-                return
         buf = self._msg_buf
+        if buf is None and fin:
+            # The whole message in one piece: no assembly, no extra copy.
+            if not text:
+                self._events.append(bytes(chunk))
+            else:
+                try:
+                    self._events.append(chunk.decode())
+                except UnicodeDecodeError:
+                    self._fail_with(ProtocolError("invalid UTF-8 in text message", 1007))
+                    return
+            self._end_message()
+            return
+        # Validated as the bytes arrive, so a bad byte fails at once.
+        if text and not self._utf8.validate(chunk, fin):
+            self._fail_with(ProtocolError("invalid UTF-8 in text message", 1007))
+            return
         if buf is None:
-            if fin:
-                # The whole message in one piece: no assembly, no extra copy.
-                self._events.append(decoded if text else bytes(chunk))
-                self._end_message()
-                return
             # One growing buffer, however many fragments: memory stays near
             # the message's size (a list of pieces costs ~50 bytes a piece).
             buf = self._msg_buf = bytearray()

@@ -9,13 +9,46 @@ from __future__ import annotations
 
 import codecs
 
-__all__ = ["Utf8Decoder", "apply_mask", "parse_frame_header"]
+__all__ = ["Utf8Validator", "apply_mask", "parse_frame_header"]
 
-# An incremental UTF-8 decoder: ``decode(data, final)`` returns the text of the
-# complete code points seen so far and raises UnicodeDecodeError at the first
-# byte that cannot start or continue a valid sequence, so an invalid message is
-# caught as soon as its bad byte arrives, even mid-frame (RFC 6455 section 8.1).
-Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class Utf8Validator:
+    """Validate UTF-8 incrementally (RFC 3629), failing at the first bad byte.
+
+    So an invalid text message is caught as soon as its bad byte arrives, even
+    mid-frame (RFC 6455 section 8.1). ``validate(data, final)`` returns whether
+    the stream is valid so far (and, when ``final``, ends on a whole code
+    point); after a failure or a final piece, the validator starts afresh.
+    """
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self) -> None:
+        # CPython's incremental decoder is the validator: it raises at the
+        # first byte that cannot start or continue a sequence.
+        self._decoder = _Utf8Decoder()
+
+    def validate(self, data: bytes | bytearray | memoryview, final: bool = False) -> bool:
+        """Validate the next piece of the stream."""
+        decoder = self._decoder
+        try:
+            decoder.decode(data, final)
+        except UnicodeDecodeError:
+            decoder.reset()
+            return False
+        pending = decoder.getstate()[0]
+        # The one sequence CPython judges late: a surrogate (ED A0-BF), which
+        # it refuses only at the third byte. Refuse it at the second.
+        if len(pending) >= 2 and pending[0] == 0xED and pending[1] > 0x9F:
+            decoder.reset()
+            return False
+        return True
+
+    def reset(self) -> None:
+        """Forget any partial code point."""
+        self._decoder.reset()
 
 
 def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
@@ -30,6 +63,10 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 
     Returns:
         The masked (or unmasked: the operation is its own inverse) bytes.
     """
+    if len(mask) != 4:
+        raise ValueError("mask must contain 4 bytes")
+    if offset < 0:
+        raise ValueError("offset must be >= 0")
     size = len(data)
     if size == 0:
         return b""
@@ -61,6 +98,8 @@ def parse_frame_header(
         caller can refuse it); the 4-byte masking key or ``None``; the offset
         just past the header.
     """
+    if pos < 0:
+        raise ValueError("pos must be >= 0")
     available = len(buf) - pos
     if available < 2:
         return None
