@@ -28,9 +28,18 @@ from .exceptions import (
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .asyncio import ClientConnection, Connection, Server, ServerConnection, connect, serve
+    from .asyncio import (
+        Callbacks,
+        ClientConnection,
+        Connection,
+        Server,
+        ServerConnection,
+        connect,
+        serve,
+    )
 
 __all__ = [
+    "Callbacks",
     "ClientConnection",
     "ClientPerMessageDeflate",
     "Close",
@@ -64,7 +73,15 @@ __all__ = [
 
 # The asyncio layer loads on first use, so that the sans-I/O core imports
 # without asyncio, sockets or ssl (``import rapidws.core`` runs this module).
-_LAZY = {"ClientConnection", "Connection", "Server", "ServerConnection", "connect", "serve"}
+_LAZY = {
+    "Callbacks",
+    "ClientConnection",
+    "Connection",
+    "Server",
+    "ServerConnection",
+    "connect",
+    "serve",
+}
 
 
 def __getattr__(name: str) -> Any:

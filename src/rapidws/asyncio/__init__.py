@@ -2,9 +2,19 @@
 
 from .client import ClientConnection, connect
 from .connection import Connection, Data
-from .server import ProcessRequest, ProcessResponse, Server, ServerConnection, serve
+from .server import (
+    Callbacks,
+    CallbackServerConnection,
+    ProcessRequest,
+    ProcessResponse,
+    Server,
+    ServerConnection,
+    serve,
+)
 
 __all__ = [
+    "CallbackServerConnection",
+    "Callbacks",
     "ClientConnection",
     "Connection",
     "Data",

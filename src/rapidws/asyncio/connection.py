@@ -198,29 +198,44 @@ class Connection(asyncio.Protocol, Generic[P]):
             # Another task is sending a fragmented message: frames of two
             # messages cannot interleave.
             await asyncio.shield(self._fragmenting)
-        kind = type(message)
+        if isinstance(message, (str, bytes, bytearray, memoryview)):
+            self.send_nowait(message, compress=compress)
+            if self._writing_paused:
+                await self._drain()
+        elif isinstance(message, Mapping):
+            # Iterating would send the keys: surely a forgotten json.dumps().
+            raise TypeError(f"cannot send {type(message).__name__}: send str, bytes or an iterable")
+        elif isinstance(message, (Iterable, AsyncIterable)):
+            await self._send_fragments(message, compress)  # type: ignore[arg-type]
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}: send str, bytes or an iterable")
+
+    def send_nowait(self, message: Data | bytearray | memoryview, *, compress: bool = True) -> None:
+        """Send a message at once, without waiting for the write buffer to drain.
+
+        For callbacks and broadcasts, where awaiting is not possible or not
+        wanted; the write buffer then grows past its high-water mark, and
+        reading from the peer pauses until it drains.
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+            InvalidState: while a fragmented message is being sent.
+            TypeError: for a message that is neither ``str`` nor bytes-like.
+        """
         try:
-            if kind is str:
-                self.protocol.send_text(message, compress=compress)  # type: ignore[arg-type]
-            elif kind is bytes or isinstance(message, (bytes, bytearray, memoryview)):
-                self.protocol.send_binary(message, compress=compress)  # type: ignore[arg-type]
+            if type(message) is str:
+                self.protocol.send_text(message, compress=compress)
+            elif isinstance(message, (bytes, bytearray, memoryview)):
+                self.protocol.send_binary(message, compress=compress)
             elif isinstance(message, str):
                 self.protocol.send_text(message, compress=compress)
-            elif isinstance(message, Mapping):
-                # Iterating would send the keys: surely a forgotten json.dumps().
-                raise TypeError(f"cannot send {kind.__name__}: send str, bytes or an iterable")
-            elif isinstance(message, (Iterable, AsyncIterable)):
-                await self._send_fragments(message, compress)  # type: ignore[arg-type]
-                return
             else:
-                raise TypeError(f"cannot send {kind.__name__}: send str, bytes or an iterable")
+                raise TypeError(f"cannot send {type(message).__name__}: send str or bytes")
         except InvalidState:
             if self.protocol.state is OPEN:
                 raise
             raise self._closed_exc() from None
         self._write_pending()
-        if self._writing_paused:
-            await self._drain()
 
     async def _send_fragments(
         self, fragments: Iterable[Data] | AsyncIterable[Data], compress: bool

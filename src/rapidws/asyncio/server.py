@@ -29,9 +29,17 @@ from ..core.limits import (
 from ..core.protocol import CONNECTING, OPEN
 from ..core.server import SERVER, SelectSubprotocol, ServerProtocol
 from ..exceptions import ConnectionClosed
-from .connection import Connection
+from .connection import Connection, Data
 
-__all__ = ["ProcessRequest", "ProcessResponse", "Server", "ServerConnection", "serve"]
+__all__ = [
+    "CallbackServerConnection",
+    "Callbacks",
+    "ProcessRequest",
+    "ProcessResponse",
+    "Server",
+    "ServerConnection",
+    "serve",
+]
 
 logger = logging.getLogger("rapidws.server")
 
@@ -47,7 +55,29 @@ ProcessRequest = Callable[
 ProcessResponse = Callable[
     ["ServerConnection", Request, Response], "Response | Awaitable[Response | None] | None"
 ]
-Handler = Callable[["ServerConnection"], Awaitable[Any]]
+
+
+class Callbacks:
+    """The fast path: a server handler as callbacks, with no task per connection.
+
+    Subclass it and pass an instance to :func:`serve`. Each method runs in the
+    event loop, synchronously, as events arrive; reply with
+    :meth:`~rapidws.asyncio.connection.Connection.send_nowait`, which does not
+    await. An exception closes that connection with 1011 and is logged.
+    """
+
+    def on_open(self, connection: ServerConnection) -> None:
+        """Handle a connection whose opening handshake is done."""
+
+    def on_message(self, connection: ServerConnection, message: str | bytes) -> None:
+        """Handle a message: ``str`` for text, ``bytes`` for binary."""
+
+    def on_close(self, connection: ServerConnection, code: int, reason: str) -> None:
+        """Handle the end of a connection (``code`` is 1006 without a close frame)."""
+
+
+#: What serve() runs for each connection: a coroutine function, or callbacks.
+Handler = Callable[["ServerConnection"], Awaitable[Any]] | Callbacks
 
 
 class ServerConnection(Connection[ServerProtocol]):
@@ -139,15 +169,20 @@ class ServerConnection(Connection[ServerProtocol]):
             if self._open_timer is not None:
                 self._open_timer.cancel()
                 self._open_timer = None
-            self.handler_task = self.loop.create_task(self._run_handler())
+            self._start_handler()
             self._start_keepalive()
         self._resume_reading()
         self._process_events()
 
+    def _start_handler(self) -> None:
+        self.handler_task = self.loop.create_task(self._run_handler())
+
     async def _run_handler(self) -> None:
+        handler = self.server.handler
+        assert not isinstance(handler, Callbacks)  # served by CallbackServerConnection
         try:
             try:
-                await self.server.handler(self)
+                await handler(self)
             except ConnectionClosed:
                 pass  # the peer went away while the handler was using the connection
             except Exception:
@@ -158,6 +193,38 @@ class ServerConnection(Connection[ServerProtocol]):
             await self.close()
         finally:
             self.server.connections.discard(self)
+
+
+class CallbackServerConnection(ServerConnection):
+    """A server connection that hands its events to :class:`Callbacks`."""
+
+    def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
+        super().__init__(server, protocol, **kwargs)
+        assert server.callbacks is not None
+        self.callbacks = server.callbacks
+
+    def _start_handler(self) -> None:
+        self._callback(self.callbacks.on_open, self)
+
+    def _message_received(self, message: Data) -> None:
+        # Straight to the application: no queue, no future, no task switch.
+        self._callback(self.callbacks.on_message, self, message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Tell the callbacks (called by asyncio)."""
+        super().connection_lost(exc)
+        if self.protocol.response is not None and self.protocol.response.status == 101:
+            closed = self._closed_exc()
+            self._callback(self.callbacks.on_close, self, closed.code, closed.reason)
+
+    def _callback(self, method: Callable[..., None], *args: Any) -> None:
+        try:
+            method(*args)
+        except Exception:
+            self.logger.error("%s failed", method.__name__, exc_info=True)
+            if self.protocol.state is OPEN:
+                self.protocol.send_close(1011, "internal error")
+                self._write_pending()
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -183,6 +250,8 @@ class Server:
         connection_options: dict[str, Any],
     ) -> None:
         self.handler = handler
+        #: The callbacks, when the handler is a :class:`Callbacks` object.
+        self.callbacks = handler if isinstance(handler, Callbacks) else None
         self.process_request = process_request
         self.process_response = process_response
         self.open_timeout = open_timeout
@@ -196,7 +265,8 @@ class Server:
 
     def _new_connection(self) -> ServerConnection:
         protocol = ServerProtocol(**self._protocol_options)
-        return ServerConnection(self, protocol, **self._connection_options)
+        kind = ServerConnection if self.callbacks is None else CallbackServerConnection
+        return kind(self, protocol, **self._connection_options)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -277,10 +347,12 @@ class serve:
     """Start a WebSocket server; ``await`` it or use it with ``async with``.
 
     ``handler(connection)`` runs once per connection; the connection closes with
-    1000 when it returns, and with 1011 (and a log record) when it raises.
+    1000 when it returns, and with 1011 (and a log record) when it raises. For
+    the highest throughput, ``handler`` may instead be a :class:`Callbacks`
+    object: no task per connection, messages handed over as they arrive.
 
     Args:
-        handler: the coroutine function that serves a connection.
+        handler: the coroutine function that serves a connection, or callbacks.
         host: the address to listen on (``None`` for every interface).
         port: the TCP port; 0 picks a free one (see :attr:`Server.port`).
         sock: a listening socket to use instead of ``host`` and ``port``.
