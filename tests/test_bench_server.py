@@ -1,0 +1,47 @@
+"""bench/server.py, the server the benchmarks measure, keeps its contract."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import rapidws
+
+SCRIPT = Path(__file__).parents[1] / "bench" / "server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("api", ["callback", "iterator"])
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_bench_server_echoes_and_acks(api: str, loop: str) -> None:
+    port = free_port()
+    command = [sys.executable, str(SCRIPT), "--port", str(port), "--api", api, "--loop", loop]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("ready")
+
+        async def check() -> None:
+            async with rapidws.connect(f"ws://127.0.0.1:{port}/any/path", max_size=None) as ws:
+                for message in ["text", b"\x00binary", b"x" * (2 << 20)]:
+                    await ws.send(message)
+                    assert await asyncio.wait_for(ws.recv(), 10) == message
+            async with rapidws.connect(f"ws://127.0.0.1:{port}/ack", max_size=None) as ws:
+                await ws.send(b"x" * (16 << 20))
+                assert await asyncio.wait_for(ws.recv(), 10) == str(16 << 20)
+
+        asyncio.run(check())
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(10) == 0
