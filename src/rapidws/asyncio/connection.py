@@ -450,6 +450,8 @@ class Connection(asyncio.Protocol, Generic[P]):
     def _resume_reading(self) -> None:
         if self.protocol.parsing_paused or not self._reading_paused:
             return
+        if self._writing_paused and self.protocol.state is OPEN:
+            return  # resume_writing() resumes reading too
         self._reading_paused = False
         if self.transport is not None and not self._lost:
             self.transport.resume_reading()
