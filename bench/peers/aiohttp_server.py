@@ -9,13 +9,8 @@ the access log off (a log line per handshake would measure logging).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import os
-import signal
-
 import aiohttp
+from _runner import run, serve_until_signalled
 from aiohttp import WSMsgType, web
 
 MAX_SIZE = 64 * 1024 * 1024
@@ -45,28 +40,9 @@ async def main(port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    stop = asyncio.get_running_loop().create_future()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.cancel)
-    print(f"ready pid={os.getpid()} aiohttp={aiohttp.__version__}", flush=True)
-    with contextlib.suppress(asyncio.CancelledError):
-        await stop
+    await serve_until_signalled(f"aiohttp={aiohttp.__version__}")
     await runner.cleanup()
 
 
-def run() -> None:
-    """Parse the command line and serve."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
-    args = parser.parse_args()
-    if args.loop == "uvloop":
-        import uvloop  # noqa: PLC0415 - only for this choice
-
-        uvloop.run(main(args.port))
-    else:
-        asyncio.run(main(args.port))
-
-
 if __name__ == "__main__":
-    run()
+    run(main, __doc__.splitlines()[0])

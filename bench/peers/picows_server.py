@@ -12,13 +12,8 @@ as it is by default).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import os
-import signal
-
 import picows
+from _runner import run, serve_until_signalled
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
 MAX_SIZE = 64 * 1024 * 1024
@@ -70,28 +65,9 @@ def listener(request: WSUpgradeRequest) -> Echo:
 async def main(port: int) -> None:
     """Serve until SIGINT or SIGTERM."""
     server = await ws_create_server(listener, "127.0.0.1", port, max_frame_size=MAX_SIZE)
-    stop = asyncio.get_running_loop().create_future()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.cancel)
-    print(f"ready pid={os.getpid()} picows={picows.__version__}", flush=True)
-    with contextlib.suppress(asyncio.CancelledError):
-        await stop
+    await serve_until_signalled(f"picows={picows.__version__}")
     server.close()
 
 
-def run() -> None:
-    """Parse the command line and serve."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
-    args = parser.parse_args()
-    if args.loop == "uvloop":
-        import uvloop  # noqa: PLC0415 - only for this choice
-
-        uvloop.run(main(args.port))
-    else:
-        asyncio.run(main(args.port))
-
-
 if __name__ == "__main__":
-    run()
+    run(main, __doc__.splitlines()[0])

@@ -10,11 +10,9 @@ load client is not the bottleneck.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import os
-import signal
+
+from _runner import run, serve_until_signalled
 
 
 class Echo(asyncio.Protocol):
@@ -33,28 +31,9 @@ async def main(port: int) -> None:
     """Serve until SIGINT or SIGTERM."""
     loop = asyncio.get_running_loop()
     server = await loop.create_server(Echo, "127.0.0.1", port, backlog=1024)
-    stop = loop.create_future()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.cancel)
-    print(f"ready pid={os.getpid()}", flush=True)
-    with contextlib.suppress(asyncio.CancelledError):
-        await stop
+    await serve_until_signalled("")
     server.close()
 
 
-def run() -> None:
-    """Parse the command line and serve."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
-    args = parser.parse_args()
-    if args.loop == "uvloop":
-        import uvloop  # noqa: PLC0415 - only for this choice
-
-        uvloop.run(main(args.port))
-    else:
-        asyncio.run(main(args.port))
-
-
 if __name__ == "__main__":
-    run()
+    run(main, __doc__.splitlines()[0])
