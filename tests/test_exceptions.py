@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
 from rapidws.core.frames import Close
@@ -94,6 +97,33 @@ def test_connection_closed_code_and_reason(
     assert (exc.rcvd, exc.sent, exc.rcvd_then_sent) == (rcvd, sent, None)
     assert exc.code == code
     assert exc.reason == reason
+
+
+def test_connection_closed_message_is_built_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Close] = []
+    describe = Close.__str__
+
+    def counting_str(close: Close) -> str:
+        calls.append(close)
+        return describe(close)
+
+    monkeypatch.setattr(Close, "__str__", counting_str)
+    exc = ConnectionClosedOK(Close(1000), Close(1000, "bye"), rcvd_then_sent=True)
+    assert (exc.code, exc.reason, exc.rcvd_then_sent) == (1000, "", True)
+    assert calls == []
+    text = "received 1000 (normal closure); then sent 1000 (normal closure) bye"
+    assert str(exc) == text
+    assert len(calls) == 2
+    assert repr(exc) == f"ConnectionClosedOK({text!r})"
+
+
+@pytest.mark.parametrize("clone", [copy.copy, lambda exc: pickle.loads(pickle.dumps(exc))])
+def test_connection_closed_can_be_copied(clone: object) -> None:
+    exc = ConnectionClosedError(None, Close(1002, "framing"))
+    other = clone(exc)  # type: ignore[operator]
+    assert type(other) is ConnectionClosedError
+    assert (other.rcvd, other.sent, other.rcvd_then_sent) == (None, Close(1002, "framing"), None)
+    assert str(other) == str(exc)
 
 
 def test_tree() -> None:

@@ -142,12 +142,16 @@ class ConnectionClosed(WebSocketError):
     def __init__(
         self, rcvd: Close | None, sent: Close | None, rcvd_then_sent: bool | None = None
     ) -> None:
+        # The message is built by __str__, not here: a server makes one of
+        # these (or two) for every connection that closes, and most are never
+        # printed. The arguments stay in ``args``, so that copy and pickle can
+        # rebuild the exception.
+        super().__init__(rcvd, sent, rcvd_then_sent)
         self.rcvd = rcvd
         self.sent = sent
         self.rcvd_then_sent = rcvd_then_sent
-        super().__init__(self._describe())
 
-    def _describe(self) -> str:
+    def __str__(self) -> str:
         if self.rcvd is None and self.sent is None:
             return "no close frame received or sent"
         if self.rcvd is None:
@@ -157,6 +161,9 @@ class ConnectionClosed(WebSocketError):
         if self.rcvd_then_sent:
             return f"received {self.rcvd}; then sent {self.sent}"
         return f"sent {self.sent}; then received {self.rcvd}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
 
     @property
     def code(self) -> int:
