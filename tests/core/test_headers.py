@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from rapidws.core.headers import (
@@ -70,6 +72,83 @@ def test_headers_items_is_a_copy() -> None:
     headers = Headers({"X-A": "1"})
     headers.items().append(("X-B", "2"))
     assert len(headers) == 1
+
+
+def test_headers_lookups_ignore_case_whatever_the_spelling_added() -> None:
+    headers = Headers([("sec-websocket-KEY", "k1"), ("Host", "h")])
+    headers.add("SEC-WebSocket-Key", "k2")
+    for name in ("Sec-WebSocket-Key", "sec-websocket-key", "SEC-WEBSOCKET-KEY"):
+        assert name in headers
+        assert headers[name] == headers.get(name) == "k1, k2"
+        assert headers.get_all(name) == ["k1", "k2"]
+    assert list(headers) == ["sec-websocket-KEY", "Host", "SEC-WebSocket-Key"]
+
+
+def test_headers_replace_and_delete_keep_lookups_in_step() -> None:
+    headers = Headers([("A", "1"), ("B", "2"), ("a", "3"), ("C", "4")])
+    headers["a"] = "5"
+    assert headers.get_all("A") == ["5"]
+    assert headers.items() == [("B", "2"), ("C", "4"), ("a", "5")]
+    del headers["B"]
+    assert "b" not in headers
+    assert headers.get("B") is None
+    assert headers.get_all("b") == []
+    headers.add("b", "6")
+    assert headers["B"] == "6"
+    assert headers.items() == [("C", "4"), ("a", "5"), ("b", "6")]
+
+
+def test_headers_get_all_is_a_copy() -> None:
+    headers = Headers({"X-A": "1"})
+    headers.get_all("x-a").append("2")
+    assert headers["X-A"] == "1"
+
+
+def test_headers_copy_is_independent() -> None:
+    original = Headers([("X-A", "1"), ("X-B", "2")])
+    copy = Headers(original)
+    copy.add("x-a", "3")
+    del copy["X-B"]
+    assert original.items() == [("X-A", "1"), ("X-B", "2")]
+    assert original.get_all("X-A") == ["1"]
+    assert "X-B" in original
+    assert copy.items() == [("X-A", "1"), ("x-a", "3")]
+
+
+def test_headers_update_with_itself_doubles_every_field() -> None:
+    headers = Headers([("X-A", "1"), ("X-B", "2")])
+    headers.update(headers)
+    assert headers.items() == [("X-A", "1"), ("X-B", "2"), ("X-A", "1"), ("X-B", "2")]
+    assert headers["x-a"] == "1, 1"
+
+
+def test_headers_lookups_match_a_scan_of_the_fields() -> None:
+    # Random edits, checked after each one against a plain list of pairs.
+    rng = random.Random(6455)
+    names = ["Host", "host", "HOST", "Via", "via", "X-A", "x-a"]
+    headers = Headers()
+    model: list[tuple[str, str]] = []
+    for step in range(500):
+        name, value = rng.choice(names), str(step)
+        action = rng.randrange(4)
+        if action == 0:
+            headers[name] = value
+            model = [(n, v) for n, v in model if n.lower() != name.lower()] + [(name, value)]
+        elif action == 1:
+            del headers[name]
+            model = [(n, v) for n, v in model if n.lower() != name.lower()]
+        elif action == 2:
+            headers.update([(name, value)] if rng.random() < 0.5 else Headers({name: value}))
+            model.append((name, value))
+        else:
+            headers.add(name, value)
+            model.append((name, value))
+        assert headers.items() == model
+        for probe in names:
+            values = [v for n, v in model if n.lower() == probe.lower()]
+            assert headers.get_all(probe) == values
+            assert (probe in headers) == bool(values)
+            assert headers.get(probe) == (", ".join(values) if values else None)
 
 
 def test_headers_equality() -> None:

@@ -31,16 +31,26 @@ class Headers:
     replaces every value; :meth:`add` appends one.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_index", "_items")
 
     def __init__(self, items: HeadersLike | None = None) -> None:
         self._items: list[tuple[str, str]] = []
+        # The values of each name, in order, keyed by the lower-cased name, so
+        # that a lookup is one dict access: a handshake makes a dozen. Every
+        # method that changes _items changes it too; it never holds an empty list.
+        self._index: dict[str, list[str]] = {}
         if items is not None:
             self.update(items)
 
     def update(self, items: HeadersLike) -> None:
         """Append every header of ``items`` (a mapping, pairs or ``Headers``)."""
-        pairs = items.items() if isinstance(items, (Headers, Mapping)) else items
+        if isinstance(items, Headers):
+            # Its fields were checked when they were added.
+            self._items.extend(items._items)
+            for key, values in items._index.items():
+                self._index.setdefault(key, []).extend(values)
+            return
+        pairs = items.items() if isinstance(items, Mapping) else items
         for name, value in pairs:
             self.add(name, value)
 
@@ -57,26 +67,31 @@ class Headers:
         if _VALUE_RE.fullmatch(value) is None:
             raise ValueError(f"invalid value for header {name}: {value!r}")
         self._items.append((name, value))
+        key = name.lower()
+        values = self._index.get(key)
+        if values is None:
+            self._index[key] = [value]
+        else:
+            values.append(value)
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of the header ``name``, in order."""
-        key = name.lower()
-        return [v for n, v in self._items if n.lower() == key]
+        return list(self._index.get(name.lower(), ()))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the value of ``name`` as ``headers[name]`` does, or ``default``."""
-        values = self.get_all(name)
-        return ", ".join(values) if values else default
+        values = self._index.get(name.lower())
+        return default if values is None else ", ".join(values)
 
     def items(self) -> list[tuple[str, str]]:
         """Return the headers as ``(name, value)`` pairs, in order."""
         return list(self._items)
 
     def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
+        values = self._index.get(name.lower())
+        if values is None:
             raise KeyError(name)
-        return value
+        return ", ".join(values)
 
     def __setitem__(self, name: str, value: str) -> None:
         del self[name]
@@ -84,10 +99,11 @@ class Headers:
 
     def __delitem__(self, name: str) -> None:
         key = name.lower()
-        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        if self._index.pop(key, None) is not None:
+            self._items = [(n, v) for n, v in self._items if n.lower() != key]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and any(n.lower() == name.lower() for n, _ in self._items)
+        return isinstance(name, str) and name.lower() in self._index
 
     def __iter__(self) -> Iterator[str]:
         return (n for n, _ in self._items)
