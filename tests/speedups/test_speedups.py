@@ -1,7 +1,7 @@
 """Tests for the hot loops of rapidws.speedups, against naive references.
 
 Every test takes the implementation as a parameter, so that a C twin only has
-to be added to ``IMPLEMENTATIONS`` to run the same tests.
+to be added to ``twins.MODULES`` to run the same tests.
 """
 
 from __future__ import annotations
@@ -20,25 +20,9 @@ from hypothesis import strategies as st
 import rapidws.speedups
 import rapidws.speedups.pure
 
-try:
-    import rapidws.speedups._c as c_twin
-except ImportError:  # pragma: no cover - built wherever a compiler is
-    c_twin = None
-
-# On CI the C twin must be there: a silent fallback would test nothing.
-if os.environ.get("CI") and c_twin is None:  # pragma: no cover
-    raise RuntimeError("the C accelerator did not build")
-
-MODULES: list[ModuleType] = [rapidws.speedups.pure] + ([c_twin] if c_twin else [])
-IMPLEMENTATIONS = [pytest.param(module, id=module.__name__.rsplit(".", 1)[1]) for module in MODULES]
+from .twins import MODULES, c_twin
 
 MASK = b"\x37\xfa\x21\x3d"
-
-
-@pytest.fixture(params=IMPLEMENTATIONS)
-def impl(request: pytest.FixtureRequest) -> ModuleType:
-    module: ModuleType = request.param
-    return module
 
 
 def reference_mask(data: bytes, mask: bytes, offset: int = 0) -> bytes:
@@ -52,6 +36,8 @@ def test_speedups_chooses_an_implementation() -> None:
     assert rapidws.speedups.apply_mask is chosen.apply_mask
     assert rapidws.speedups.parse_frame_header is chosen.parse_frame_header
     assert rapidws.speedups.Utf8Validator is chosen.Utf8Validator
+    assert rapidws.speedups.read_messages is chosen.read_messages
+    assert rapidws.speedups.encode_frame is chosen.encode_frame
     forced = os.environ.get("RAPIDWS_SPEEDUPS") == "python"
     assert ("python" if forced or not c_twin else "c") == rapidws.speedups.IMPLEMENTATION
 
@@ -260,6 +246,15 @@ def test_twins_agree_on_masks(data: bytes, mask: bytes, offset: int) -> None:
     lambda m: m.apply_mask(b"abc", b"\x00" * 4, -1),
     lambda m: m.parse_frame_header(b"\x81\x00", -1),
     lambda m: m.apply_mask("text", b"\x00" * 4),
+    lambda m: m.read_messages(b"", -1, True, 10, []),
+    lambda m: m.read_messages(b"", 0, True, -1, []),
+    lambda m: m.read_messages(b"", 0, True, 1 << 63, []),
+    lambda m: m.read_messages(b"", 0, True, 10, ()),
+    lambda m: m.read_messages("text", 0, True, 10, []),
+    lambda m: m.encode_frame(256, b""),
+    lambda m: m.encode_frame(-1, b""),
+    lambda m: m.encode_frame(0x82, b"", b"abc"),
+    lambda m: m.encode_frame(0x82, "text"),
 ])  # fmt: skip
 def test_twins_refuse_the_same_misuse(call: Any) -> None:
     errors = set()

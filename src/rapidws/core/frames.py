@@ -19,6 +19,7 @@ import enum
 import struct
 
 from ..exceptions import ProtocolError
+from ..speedups.pure import frame_header
 
 __all__ = [
     "Close",
@@ -130,25 +131,3 @@ class Close:
         if len(reason) > 123:
             raise ValueError("close reason is longer than 123 bytes")
         return struct.pack("!H", self.code) + reason
-
-
-_PACK_16 = struct.Struct("!BBH").pack
-_PACK_64 = struct.Struct("!BBQ").pack
-
-
-def frame_header(first: int, length: int, mask: bytes | None) -> bytes:
-    """Build a frame header with the minimal length encoding (RFC 6455 section 5.2).
-
-    Args:
-        first: the first byte: FIN, RSV1-3 and the opcode.
-        length: the payload length.
-        mask: the 4-byte masking key, or ``None`` for an unmasked frame.
-    """
-    mask_bit = 0x80 if mask is not None else 0
-    if length < 126:
-        header = bytes((first, mask_bit | length))
-    elif length < 65536:
-        header = _PACK_16(first, mask_bit | 126, length)
-    else:
-        header = _PACK_64(first, mask_bit | 127, length)
-    return header + mask if mask is not None else header

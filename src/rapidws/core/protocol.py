@@ -25,7 +25,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Union
 
 from ..exceptions import InvalidState, PayloadTooBig, ProtocolError
-from ..speedups import Utf8Validator, apply_mask, parse_frame_header
+from ..speedups import (
+    Utf8Validator,
+    apply_mask,
+    encode_frame,
+    parse_frame_header,
+    read_messages,
+)
 from .frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Close, frame_header
 from .limits import MAX_MESSAGE_SIZE
 
@@ -65,6 +71,7 @@ Event = Union[str, bytes, Ping, Pong, Close, "Request", "Response"]
 # Outgoing frames up to this size are joined with their header into one write;
 # larger ones are written as header and payload, to avoid copying the payload.
 _JOIN_LIMIT = 4096
+_NO_LIMIT = (1 << 63) - 1
 
 
 def generate_mask() -> bytes:
@@ -102,6 +109,10 @@ class Protocol:
         self.state = state
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size
+        # The largest single-frame message that read_messages() may take;
+        # anything larger goes through the general parser, which refuses it.
+        limits = [limit for limit in (max_message_size, max_frame_size) if limit is not None]
+        self._read_limit = min(limits, default=_NO_LIMIT)
         self.extensions: list[Extension] = list(extensions)
         self._allowed_rsv = 0
         for extension in self.extensions:
@@ -320,15 +331,13 @@ class Protocol:
             self._out.append(b"")
 
     def _send_frame(self, first: int, payload: bytes | bytearray | memoryview) -> None:
-        mask = None
         if self.is_client:
-            mask = generate_mask()
-            payload = apply_mask(payload, mask)
-        header = frame_header(first, len(payload), mask)
-        if len(payload) <= _JOIN_LIMIT:
-            self._out.append(header + payload)
+            # Masking copies the payload anyway: into the frame, at once.
+            self._out.append(encode_frame(first, payload, generate_mask()))
+        elif len(payload) <= _JOIN_LIMIT:
+            self._out.append(encode_frame(first, payload))
         else:
-            self._out.append(header)
+            self._out.append(frame_header(first, len(payload), None))
             self._out.append(payload if isinstance(payload, bytes) else bytes(payload))
 
     def _close_handshake_done(self) -> None:
@@ -349,6 +358,11 @@ class Protocol:
         pos = 0
         end = len(buf)
         while pos < end:
+            if not self._frame_left and not self._msg_opcode and self.close_sent is None:
+                # The common case, in one call: messages that fit one frame.
+                pos = read_messages(buf, pos, not self.is_client, self._read_limit, self._events)
+                if pos >= end:
+                    break
             if self._frame_left:
                 # The payload of a data frame whose header was consumed.
                 take = min(self._frame_left, end - pos)

@@ -2,6 +2,8 @@
  *
  * apply_mask          XOR with the masking key, eight bytes at a time.
  * parse_frame_header  read a frame header at an offset; None when incomplete.
+ * read_messages       the receive loop for messages that fit one frame.
+ * encode_frame        a frame's header and (masked) payload in one object.
  * Utf8Validator       incremental UTF-8 validation (RFC 3629) without
  *                     decoding, with an ASCII fast path.
  */
@@ -10,6 +12,49 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+/* out[i] = in[i] ^ key[(offset + i) % 4], eight bytes at a time; out may be in. */
+
+static void
+mask_copy(unsigned char *out, const unsigned char *in, Py_ssize_t n,
+          const unsigned char *key, Py_ssize_t offset)
+{
+    unsigned char rotated[8];
+    uint64_t word_mask, word;
+    Py_ssize_t i = 0;
+
+    /* The key as it lines up with in[0], twice: one 64-bit word. */
+    for (int k = 0; k < 8; k++) {
+        rotated[k] = key[(offset + k) & 3];
+    }
+    memcpy(&word_mask, rotated, 8);
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&word, in + i, 8);
+        word ^= word_mask;
+        memcpy(out + i, &word, 8);
+    }
+    for (; i < n; i++) {
+        out[i] = in[i] ^ rotated[i & 7];
+    }
+}
+
+/* An offset argument: an int >= 0. Returns -1 with an exception set if not. */
+
+static int
+as_offset(PyObject *obj, const char *name, Py_ssize_t *out)
+{
+    Py_ssize_t value = PyLong_AsSsize_t(obj);
+
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (value < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0", name);
+        return -1;
+    }
+    *out = value;
+    return 0;
+}
 
 /* apply_mask(data, mask, offset=0) -> bytes */
 
@@ -24,15 +69,8 @@ apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "apply_mask() takes 2 or 3 arguments");
         return NULL;
     }
-    if (nargs == 3) {
-        offset = PyLong_AsSsize_t(args[2]);
-        if (offset == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (offset < 0) {
-            PyErr_SetString(PyExc_ValueError, "offset must be >= 0");
-            return NULL;
-        }
+    if (nargs == 3 && as_offset(args[2], "offset", &offset) < 0) {
+        return NULL;
     }
     if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
         return NULL;
@@ -49,28 +87,8 @@ apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (result == NULL) {
         goto done;
     }
-    {
-        const unsigned char *in = (const unsigned char *)data.buf;
-        const unsigned char *key = (const unsigned char *)mask.buf;
-        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
-        unsigned char rotated[8];
-        uint64_t word_mask, word;
-        Py_ssize_t i = 0, n = data.len;
-
-        /* The key as it lines up with data[0], twice: one 64-bit word. */
-        for (int k = 0; k < 8; k++) {
-            rotated[k] = key[(offset + k) & 3];
-        }
-        memcpy(&word_mask, rotated, 8);
-        for (; i + 8 <= n; i += 8) {
-            memcpy(&word, in + i, 8);
-            word ^= word_mask;
-            memcpy(out + i, &word, 8);
-        }
-        for (; i < n; i++) {
-            out[i] = in[i] ^ rotated[i & 7];
-        }
-    }
+    mask_copy((unsigned char *)PyBytes_AS_STRING(result), (const unsigned char *)data.buf,
+              data.len, (const unsigned char *)mask.buf, offset);
 done:
     PyBuffer_Release(&mask);
     PyBuffer_Release(&data);
@@ -90,12 +108,7 @@ parse_frame_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "parse_frame_header() takes 2 arguments");
         return NULL;
     }
-    pos = PyLong_AsSsize_t(args[1]);
-    if (pos == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (pos < 0) {
-        PyErr_SetString(PyExc_ValueError, "pos must be >= 0");
+    if (as_offset(args[1], "pos", &pos) < 0) {
         return NULL;
     }
     if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) < 0) {
@@ -150,6 +163,229 @@ incomplete:
     result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&buf);
+    return result;
+}
+
+/* read_messages(buf, pos, masked, limit, events) -> int
+ *
+ * The receive loop's common case: from buf[pos] on, every frame that is a
+ * whole message by itself (FIN set, RSV clear, text or binary, the expected
+ * MASK bit, at most limit bytes, all its payload in buf, valid UTF-8 when
+ * text) is unmasked into a str or bytes appended to events. Returns the offset
+ * of the first frame that is not so; the general parser takes it from there. */
+
+#define SCRATCH_SIZE 512
+
+static PyObject *
+read_message(const unsigned char *payload, Py_ssize_t n, const unsigned char *key, int text)
+{
+    PyObject *result;
+    unsigned char scratch[SCRATCH_SIZE], *plain;
+
+    if (!text) {
+        if (key == NULL) {
+            return PyBytes_FromStringAndSize((const char *)payload, n);
+        }
+        result = PyBytes_FromStringAndSize(NULL, n);
+        if (result != NULL) {
+            mask_copy((unsigned char *)PyBytes_AS_STRING(result), payload, n, key, 0);
+        }
+        return result;
+    }
+    if (key == NULL) {
+        return PyUnicode_DecodeUTF8((const char *)payload, n, NULL);
+    }
+    plain = n <= SCRATCH_SIZE ? scratch : PyMem_Malloc(n);
+    if (plain == NULL) {
+        return PyErr_NoMemory();
+    }
+    mask_copy(plain, payload, n, key, 0);
+    result = PyUnicode_DecodeUTF8((const char *)plain, n, NULL);
+    if (plain != scratch) {
+        PyMem_Free(plain);
+    }
+    return result;
+}
+
+static PyObject *
+read_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer buf;
+    Py_ssize_t pos;
+    unsigned long long limit;
+    int masked;
+    PyObject *events, *result = NULL;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "read_messages() takes 5 arguments");
+        return NULL;
+    }
+    if (as_offset(args[1], "pos", &pos) < 0) {
+        return NULL;
+    }
+    masked = PyObject_IsTrue(args[2]);
+    if (masked < 0) {
+        return NULL;
+    }
+    {
+        long long signed_limit = PyLong_AsLongLong(args[3]);
+
+        if (signed_limit == -1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                return NULL;
+            }
+            PyErr_Clear();
+        }
+        if (signed_limit < 0) {
+            PyErr_SetString(PyExc_ValueError, "limit must be in range(2**63)");
+            return NULL;
+        }
+        limit = (unsigned long long)signed_limit;
+    }
+    events = args[4];
+    if (!PyList_Check(events)) {
+        PyErr_SetString(PyExc_TypeError, "events must be a list");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    {
+        const unsigned char *p = (const unsigned char *)buf.buf;
+        Py_ssize_t size = buf.len;
+
+        while (size - pos >= 2) {
+            const unsigned char *frame = p + pos;
+            Py_ssize_t available = size - pos, header = 2;
+            unsigned long long length = frame[1] & 0x7F;
+            int opcode = frame[0] & 0x0F;
+            PyObject *message;
+
+            if ((frame[0] & 0xF0) != 0x80 || (opcode != 1 && opcode != 2) ||
+                ((frame[1] & 0x80) != 0) != masked) {
+                break;
+            }
+            if (length == 126) {
+                if (available < 4) {
+                    break;
+                }
+                length = ((unsigned long long)frame[2] << 8) | frame[3];
+                header = 4;
+            }
+            else if (length == 127) {
+                if (available < 10) {
+                    break;
+                }
+                length = 0;
+                for (int k = 2; k < 10; k++) {
+                    length = (length << 8) | frame[k];
+                }
+                header = 10;
+            }
+            if (masked) {
+                header += 4;
+            }
+            if (length > limit || available < header ||
+                length > (unsigned long long)(available - header)) {
+                break;
+            }
+            message = read_message(frame + header, (Py_ssize_t)length,
+                                   masked ? frame + header - 4 : NULL, opcode == 1);
+            if (message == NULL) {
+                if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    /* The general parser fails the connection with 1007. */
+                    PyErr_Clear();
+                    break;
+                }
+                goto done;
+            }
+            if (PyList_Append(events, message) < 0) {
+                Py_DECREF(message);
+                goto done;
+            }
+            Py_DECREF(message);
+            pos += header + (Py_ssize_t)length;
+        }
+        result = PyLong_FromSsize_t(pos);
+    }
+done:
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+/* encode_frame(first, payload, mask=None) -> bytes: header and (masked) payload. */
+
+static PyObject *
+encode_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer payload, mask = {0};
+    long first;
+    PyObject *result = NULL;
+
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "encode_frame() takes 2 or 3 arguments");
+        return NULL;
+    }
+    first = PyLong_AsLong(args[0]);
+    if (first == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (first < 0 || first > 255) {
+        PyErr_SetString(PyExc_ValueError, "first must be in range(256)");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &payload, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (nargs == 3 && args[2] != Py_None) {
+        if (PyObject_GetBuffer(args[2], &mask, PyBUF_SIMPLE) < 0) {
+            PyBuffer_Release(&payload);
+            return NULL;
+        }
+        if (mask.len != 4) {
+            PyErr_SetString(PyExc_ValueError, "mask must contain 4 bytes");
+            goto done;
+        }
+    }
+    {
+        Py_ssize_t n = payload.len, header;
+        unsigned char mask_bit = mask.buf != NULL ? 0x80 : 0, *out;
+
+        header = (n < 126 ? 2 : n < 65536 ? 4 : 10) + (mask.buf != NULL ? 4 : 0);
+        result = PyBytes_FromStringAndSize(NULL, header + n);
+        if (result == NULL) {
+            goto done;
+        }
+        out = (unsigned char *)PyBytes_AS_STRING(result);
+        out[0] = (unsigned char)first;
+        if (n < 126) {
+            out[1] = mask_bit | (unsigned char)n;
+        }
+        else if (n < 65536) {
+            out[1] = mask_bit | 126;
+            out[2] = (unsigned char)(n >> 8);
+            out[3] = (unsigned char)n;
+        }
+        else {
+            out[1] = mask_bit | 127;
+            for (int k = 0; k < 8; k++) {
+                out[2 + k] = (unsigned char)((unsigned long long)n >> (56 - 8 * k));
+            }
+        }
+        if (mask.buf != NULL) {
+            memcpy(out + header - 4, mask.buf, 4);
+            mask_copy(out + header, (const unsigned char *)payload.buf, n,
+                      (const unsigned char *)mask.buf, 0);
+        }
+        else {
+            memcpy(out + header, payload.buf, n);
+        }
+    }
+done:
+    if (mask.buf != NULL) {
+        PyBuffer_Release(&mask);
+    }
+    PyBuffer_Release(&payload);
     return result;
 }
 
@@ -299,6 +535,11 @@ static PyMethodDef module_methods[] = {
      "apply_mask(data, mask, offset=0) -> bytes\n\nXOR data with the 4-byte mask."},
     {"parse_frame_header", (PyCFunction)(void (*)(void))parse_frame_header, METH_FASTCALL,
      "parse_frame_header(buf, pos) -> tuple | None\n\nParse the frame header at buf[pos]."},
+    {"read_messages", (PyCFunction)(void (*)(void))read_messages, METH_FASTCALL,
+     "read_messages(buf, pos, masked, limit, events) -> int\n\n"
+     "Append the single-frame messages from buf[pos] on to events; return where it stopped."},
+    {"encode_frame", (PyCFunction)(void (*)(void))encode_frame, METH_FASTCALL,
+     "encode_frame(first, payload, mask=None) -> bytes\n\nA frame: header and (masked) payload."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -328,7 +569,8 @@ PyInit__c(void)
         Py_DECREF(module);
         return NULL;
     }
-    exported = Py_BuildValue("[sss]", "Utf8Validator", "apply_mask", "parse_frame_header");
+    exported = Py_BuildValue("[sssss]", "Utf8Validator", "apply_mask", "encode_frame",
+                             "parse_frame_header", "read_messages");
     if (exported == NULL || PyModule_AddObject(module, "__all__", exported) < 0) {
         Py_XDECREF(exported);
         Py_DECREF(module);

@@ -1,8 +1,16 @@
 """The C twin of :mod:`rapidws.speedups.pure`; see it for the documentation."""
 
-__all__ = ["Utf8Validator", "apply_mask", "parse_frame_header"]
+from typing import Any
+
+__all__ = ["Utf8Validator", "apply_mask", "encode_frame", "parse_frame_header", "read_messages"]
 
 def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes: ...
+def encode_frame(
+    first: int, payload: bytes | bytearray | memoryview, mask: bytes | None = None
+) -> bytes: ...
+def read_messages(
+    buf: bytes | bytearray, pos: int, masked: bool, limit: int, events: list[Any]
+) -> int: ...
 def parse_frame_header(
     buf: bytes | bytearray, pos: int
 ) -> tuple[int, int, int, bytes | None, int] | None: ...

@@ -2,14 +2,24 @@
 
 Each function avoids per-byte Python loops: masking works on the payload as one
 big integer, UTF-8 validation is CPython's incremental decoder, and the frame
-header parser reads a few bytes by index.
+header parser reads a few bytes by index. :func:`frame_header` has no C twin:
+the C :func:`encode_frame` builds its header inline.
 """
 
 from __future__ import annotations
 
 import codecs
+import struct
+from typing import Any
 
-__all__ = ["Utf8Validator", "apply_mask", "parse_frame_header"]
+__all__ = [
+    "Utf8Validator",
+    "apply_mask",
+    "encode_frame",
+    "frame_header",
+    "parse_frame_header",
+    "read_messages",
+]
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -122,3 +132,99 @@ def parse_frame_header(
             return None
         return first, second, length, bytes(buf[end : end + 4]), end + 4
     return first, second, length, None, end
+
+
+def read_messages(
+    buf: bytes | bytearray, pos: int, masked: bool, limit: int, events: list[Any]
+) -> int:
+    """Read the messages that fit in one frame each, from ``buf[pos]`` on.
+
+    The receive loop's common case. Every frame that is a whole message by
+    itself (FIN set, RSV bits clear, text or binary, masked when ``masked``
+    and not otherwise, a payload of at most ``limit`` bytes and all of it in
+    ``buf``, valid UTF-8 when text) is unmasked and appended to ``events``, as
+    ``str`` for text and ``bytes`` for binary. Scanning stops at the first
+    frame that is not so, or not whole, and returns its offset: the caller's
+    general parser judges it.
+
+    Args:
+        buf: the receive buffer.
+        pos: the offset of the first frame.
+        masked: whether frames must be masked (on the server side).
+        limit: the largest payload to read here, in ``range(2**63)``.
+        events: the list the messages are appended to.
+    """
+    if pos < 0:
+        raise ValueError("pos must be >= 0")
+    if not 0 <= limit < 1 << 63:
+        raise ValueError("limit must be in range(2**63)")
+    if not isinstance(events, list):
+        raise TypeError("events must be a list")
+    masked = bool(masked)
+    while True:
+        header = parse_frame_header(buf, pos)
+        if header is None:
+            return pos
+        first, _second, length, mask, start = header
+        opcode = first & 0x0F
+        end = start + length
+        if (
+            first & 0xF0 != 0x80
+            or opcode not in (1, 2)
+            or (mask is not None) is not masked
+            or length > limit
+            or end > len(buf)
+        ):
+            return pos
+        payload = bytes(buf[start:end])
+        if mask is not None:
+            payload = apply_mask(payload, mask)
+        if opcode == 1:
+            try:
+                events.append(payload.decode())
+            except UnicodeDecodeError:
+                return pos  # the general parser fails the connection with 1007
+        else:
+            events.append(payload)
+        pos = end
+
+
+_PACK_16 = struct.Struct("!BBH").pack
+_PACK_64 = struct.Struct("!BBQ").pack
+
+
+def frame_header(first: int, length: int, mask: bytes | None) -> bytes:
+    """Build a frame header with the minimal length encoding (RFC 6455 section 5.2).
+
+    Args:
+        first: the first byte: FIN, RSV1-3 and the opcode.
+        length: the payload length.
+        mask: the 4-byte masking key, or ``None`` for an unmasked frame.
+    """
+    mask_bit = 0x80 if mask is not None else 0
+    if length < 126:
+        header = bytes((first, mask_bit | length))
+    elif length < 65536:
+        header = _PACK_16(first, mask_bit | 126, length)
+    else:
+        header = _PACK_64(first, mask_bit | 127, length)
+    return header + mask if mask is not None else header
+
+
+def encode_frame(
+    first: int, payload: bytes | bytearray | memoryview, mask: bytes | None = None
+) -> bytes:
+    """Build a whole frame: its header and its payload, masked with ``mask`` if given.
+
+    Args:
+        first: the first byte: FIN, RSV1-3 and the opcode.
+        payload: the payload, unmasked.
+        mask: the 4-byte masking key, or ``None`` for an unmasked frame.
+    """
+    if not 0 <= first <= 255:
+        raise ValueError("first must be in range(256)")
+    if mask is None:
+        return frame_header(first, len(payload), None) + payload
+    if len(mask) != 4:
+        raise ValueError("mask must contain 4 bytes")
+    return frame_header(first, len(payload), mask) + apply_mask(payload, mask)
