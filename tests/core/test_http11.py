@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http
+
 import pytest
 
 from rapidws.core.headers import Headers
@@ -60,6 +62,12 @@ def test_response_101_has_no_content_length() -> None:
 
 
 def test_response_reason() -> None:
+    for status in range(100, 600):
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        assert Response(status).reason == phrase
     assert Response(599).reason == ""
     assert Response(200, reason="Fine").reason == "Fine"
     assert Response(204, b"").serialize().startswith(b"HTTP/1.1 204 No Content\r\n")
@@ -183,6 +191,11 @@ def test_head_reader_keeps_obs_text() -> None:
         (b"GET / HTTP/1.1\r\nX-A: 1\r\n\tfolded\r\n\r\n", "invalid header line: b'\\tfolded'"),
         (b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n", "invalid value for header X-A"),
         (b"GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n", "invalid value for header X-A"),
+        # The name is checked before the value, and line by line.
+        (b"GET / HTTP/1.1\r\nX A: a\x00\r\n\r\n", "invalid header name: 'X A'"),
+        (b"GET / HTTP/1.1\r\nCaf\xe9: 1\r\n\r\n", "invalid header name: 'Caf\xe9'"),
+        (b"GET / HTTP/1.1\r\nX-A: \x00\r\nX B: 1\r\n\r\n", "invalid value for header X-A"),
+        (b"GET / HTTP/1.1\r\nX B: 1\r\nX-A: \x00\r\n\r\n", "invalid header name: 'X B'"),
     ],
 )
 def test_head_reader_malformed(data: bytes, message: str) -> None:

@@ -88,12 +88,7 @@ class Response:
             if "Content-Type" not in self.headers:
                 self.headers["Content-Type"] = "text/plain; charset=utf-8"
         self.body = body
-        if reason is None:
-            try:
-                reason = http.HTTPStatus(self.status).phrase
-            except ValueError:
-                reason = ""
-        self.reason = reason
+        self.reason = _REASONS.get(self.status, "") if reason is None else reason
 
     def __repr__(self) -> str:
         return f"Response({self.status}, {self.body!r}, {self.headers!r})"
@@ -107,6 +102,10 @@ class Response:
         line = f"HTTP/1.1 {self.status} {self.reason}\r\n".encode("latin-1")
         return line + headers.serialize() + b"\r\n" + self.body
 
+
+# Built once: looking a phrase up through http.HTTPStatus(status) costs more
+# than the rest of building a response.
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 
 # What a start line may hold so far: no control characters but tabs, then
 # perhaps its CR. Binary garbage (a TLS handshake) fails this at once.
@@ -158,18 +157,31 @@ class HeadReader:
         buf.clear()
         if self.max_header_bytes is not None and len(head) > self.max_header_bytes:
             raise SecurityError("HTTP head is too large")
-        lines = head.split(b"\r\n")[:-1]
-        start_line = self._line(lines[0], 414)
+        # Latin-1 maps each byte to one character, so lengths are still in bytes.
+        lines = head.decode("latin-1").split("\r\n")
+        lines.pop()  # what follows the last CRLF: nothing
+        max_line = self.max_line
+        if max_line is not None and len(lines[0]) > max_line:
+            raise SecurityError("request line is too long", 414)
         if self.max_headers is not None and len(lines) - 1 > self.max_headers:
             raise SecurityError("too many header fields")
         headers = Headers()
-        for raw in lines[1:]:
-            name, value = self._field(self._line(raw, 431))
+        for line in lines[1:]:
+            if max_line is not None and len(line) > max_line:
+                raise SecurityError("header line is too long")
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise InvalidRequest(f"invalid header line: {line.encode('latin-1')[:64]!r}")
             try:
-                headers.add(name, value)
+                # Checks the name, then the value: the only check of each.
+                headers.add(name, value.strip(" \t"))
             except ValueError:
+                if not is_token(name):
+                    # Also catches obs-fold (a line starting with a space):
+                    # RFC 7230 3.2.4.
+                    raise InvalidRequest(f"invalid header name: {name[:64]!r}") from None
                 raise InvalidRequest(f"invalid value for header {name}") from None
-        return start_line, headers, rest
+        return lines[0].encode("latin-1"), headers, rest
 
     def _check_partial(self) -> None:
         buf = self._buf
@@ -192,23 +204,6 @@ class HeadReader:
                 if line_start == 0:
                     raise SecurityError("request line is too long", 414)
                 raise SecurityError("header line is too long")
-
-    def _line(self, raw: bytes, status: int) -> bytes:
-        if self.max_line is not None and len(raw) > self.max_line:
-            what = "request line" if status == 414 else "header line"
-            raise SecurityError(f"{what} is too long", status)
-        return raw
-
-    @staticmethod
-    def _field(raw: bytes) -> tuple[str, str]:
-        name, colon, value = raw.partition(b":")
-        if not colon:
-            raise InvalidRequest(f"invalid header line: {raw[:64]!r}")
-        name_text = name.decode("latin-1")
-        if not is_token(name_text):
-            # Also catches obs-fold (a line starting with a space): RFC 7230 3.2.4.
-            raise InvalidRequest(f"invalid header name: {name_text[:64]!r}")
-        return name_text, value.strip(b" \t").decode("latin-1")
 
 
 def parse_version(text: str) -> tuple[int, int] | None:
