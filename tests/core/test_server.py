@@ -377,6 +377,42 @@ def test_accept_repeated_connection_headers() -> None:
     assert response.status == 101
 
 
+def test_response_fields_in_order() -> None:
+    server = ServerProtocol(subprotocols=["chat"], extensions=[InvertServerFactory()])
+    data = request_bytes({"Sec-WebSocket-Protocol": "chat", "Sec-WebSocket-Extensions": "x-invert"})
+    server.send_response(server.accept(receive_request(server, data)))
+    assert server.data_to_send() == [
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        + f"Server: {SERVER}\r\n".encode()
+        + b"Sec-WebSocket-Protocol: chat\r\n"
+        b"Sec-WebSocket-Extensions: x-invert\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"\r\n"
+    ]
+
+
+def test_responses_share_no_headers() -> None:
+    # The fields common to every 101 are copied, not shared.
+    _, first = handshake(request_bytes())
+    first.headers["Upgrade"] = "changed"
+    first.headers.add("Connection", "close")
+    _, second = handshake(request_bytes())
+    assert second.headers.items() == [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", ACCEPT),
+    ]
+
+
+def test_invalid_server_header_is_refused() -> None:
+    server = ServerProtocol(server_header="rapidws\r\nX-Injected: 1")
+    request = receive_request(server, request_bytes())
+    with pytest.raises(ValueError, match="invalid value for header Server"):
+        server.accept(request)
+
+
 # Origins.
 
 

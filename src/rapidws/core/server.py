@@ -17,6 +17,7 @@ answer plain HTTP requests (a health check) on the same port.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Callable, Sequence
 
@@ -42,6 +43,10 @@ __all__ = ["SelectSubprotocol", "ServerProtocol"]
 SelectSubprotocol = Callable[[Request, Sequence[str]], "str | None"]
 
 SERVER = f"rapidws/{__version__}"
+
+# The fixed part of every 101 response, checked once: update() copies the
+# fields of a Headers without checking them again.
+_UPGRADE_HEADERS = Headers([("Upgrade", "websocket"), ("Connection", "Upgrade")])
 
 
 class ServerProtocol(Protocol):
@@ -141,14 +146,8 @@ class ServerProtocol(Protocol):
                 response.headers["Upgrade"] = "websocket"
                 response.headers["Sec-WebSocket-Version"] = "13"
             return response
-        key = request.headers["Sec-WebSocket-Key"]
-        headers.update(
-            [
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Accept", accept_key(key)),
-            ]
-        )
+        headers.update(_UPGRADE_HEADERS)
+        headers.add("Sec-WebSocket-Accept", accept_key(request.headers["Sec-WebSocket-Key"]))
         return Response(101, headers=headers)
 
     def reject(self, status: int, text: str, headers: Headers | None = None) -> Response:
@@ -214,7 +213,7 @@ class ServerProtocol(Protocol):
                 raise InvalidRequest(f"origin {origin!r} is not allowed", 403)
         base = Headers()
         if self.server_header is not None:
-            base["Server"] = self.server_header
+            base.add("Server", self.server_header)
         return base
 
     def _negotiate(self, request: Request, headers: Headers) -> None:
@@ -225,10 +224,11 @@ class ServerProtocol(Protocol):
         except InvalidHandshake as exc:
             raise InvalidRequest(str(exc)) from None
         subprotocol = self._choose_subprotocol(request, offered)
+        # headers holds at most Server: add() is enough, no need to replace.
         if subprotocol is not None:
-            headers["Sec-WebSocket-Protocol"] = subprotocol
+            headers.add("Sec-WebSocket-Protocol", subprotocol)
         if accepted:
-            headers["Sec-WebSocket-Extensions"] = serialize_extensions(accepted)
+            headers.add("Sec-WebSocket-Extensions", serialize_extensions(accepted))
         self.subprotocol = subprotocol
         self.extensions = extensions
         self._allowed_rsv = 0
@@ -272,6 +272,10 @@ class ServerProtocol(Protocol):
         return accepted, extensions
 
 
+# A ServerProtocol is made for each connection, and translating a pattern
+# into a regex costs more than the rest of its __init__: reuse the matchers of
+# the patterns seen last, which in a server are those of its configuration.
+@functools.lru_cache(maxsize=256)
 def _origin_matcher(pattern: str | None) -> Callable[[str | None], bool]:
     if pattern is None:
         return lambda origin: origin is None
