@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from rapidws.core import headers as headers_module
 from rapidws.core.headers import (
     ExtensionHeader,
     Headers,
@@ -149,6 +150,27 @@ def test_headers_lookups_match_a_scan_of_the_fields() -> None:
             assert headers.get_all(probe) == values
             assert (probe in headers) == bool(values)
             assert headers.get(probe) == (", ".join(values) if values else None)
+
+
+def test_headers_remember_checked_names_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: dict[str, str] = {}
+    monkeypatch.setattr(headers_module, "_CHECKED_NAMES", checked)
+    monkeypatch.setattr(headers_module, "_CHECKED_NAMES_MAX", 3)
+    long_name = "X-" + "a" * 63
+    headers = Headers([("Host", "a"), (long_name, "b"), ("HOST", "c")])
+    assert checked == {"Host": "host", "HOST": "host"}  # not the long name
+    headers.update([("X-A", "1"), ("X-B", "2")])
+    assert checked == {"Host": "host", "HOST": "host", "X-A": "x-a"}  # full
+    assert headers.get_all("host") == ["a", "c"]
+    assert headers[long_name.upper()] == "b"
+    assert headers["x-b"] == "2"
+    for name in ("Bad Name", "", "X:Y", "Host "):  # refused, full or not
+        with pytest.raises(ValueError, match="invalid header name"):
+            headers.add(name, "v")
+    checked.clear()
+    with pytest.raises(ValueError, match="invalid header name"):
+        headers.add("Bad Name", "v")
+    assert checked == {}
 
 
 def test_headers_equality() -> None:

@@ -62,12 +62,16 @@ class Headers:
                 characters (CR and LF would let a value inject headers) or
                 characters outside Latin-1.
         """
-        if not is_token(name):
-            raise ValueError(f"invalid header name: {name!r}")
+        key = _CHECKED_NAMES.get(name)
+        if key is None:
+            if _TOKEN_RE.fullmatch(name) is None:
+                raise ValueError(f"invalid header name: {name!r}")
+            key = name.lower()
+            if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX and len(name) <= 64:
+                _CHECKED_NAMES[name] = key
         if _VALUE_RE.fullmatch(value) is None:
             raise ValueError(f"invalid value for header {name}: {value!r}")
         self._items.append((name, value))
-        key = name.lower()
         values = self._index.get(key)
         if values is None:
             self._index[key] = [value]
@@ -133,6 +137,13 @@ _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _TOKEN_RE = re.compile(_TOKEN)
 # Field values: visible characters, spaces, tabs and obs-text (RFC 7230 3.2).
 _VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# Names found to be tokens, with their lower-cased form: the same dozen names
+# come in every handshake, and matching them against _TOKEN_RE again and again
+# was a third of the cost of add(). It stops growing when full, so a peer
+# sending made-up names costs a bounded amount of memory; other names are
+# then checked as before.
+_CHECKED_NAMES: dict[str, str] = {}
+_CHECKED_NAMES_MAX = 1024
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _OWS_RE = re.compile(r"[ \t]*")
 
