@@ -135,6 +135,46 @@ def test_encode_frame_rfc_example(impl: ModuleType) -> None:
     assert impl.encode_frame(0x01, b"Hel") == bytes.fromhex("010348656c")
 
 
+# append_unmasked()
+
+
+@pytest.mark.parametrize("mask", [None, MASK])
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_append_unmasked_in_pieces(impl: ModuleType, mask: bytes | None, kind: type) -> None:
+    payload = bytes(range(256)) * 40 + b"tail"
+    sent = frame(0x2, payload, mask=mask)[-len(payload) :]
+    src = kind(b"xx" + sent + b"yy")
+    dst = bytearray(b"head")
+    # Pieces at every alignment of the masking key, an empty one among them.
+    for start, stop in [(0, 1), (1, 1), (1, 6), (6, 4000), (4000, len(payload))]:
+        impl.append_unmasked(dst, src, 2 + start, 2 + stop, mask, start)
+    assert dst == b"head" + payload
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=200)
+@given(
+    src=st.binary(max_size=100),
+    cuts=st.lists(st.integers(0, 100), min_size=2, max_size=2).map(sorted),
+    mask=st.sampled_from([None, MASK]),
+    offset=st.integers(0, 9),
+)
+def test_twins_agree_on_appends(
+    src: bytes, cuts: list[int], mask: bytes | None, offset: int
+) -> None:
+    start, stop = (min(cut, len(src)) for cut in cuts)
+    results = set()
+    for module in MODULES:
+        dst = bytearray(b"h")
+        module.append_unmasked(dst, src, start, stop, mask, offset)
+        results.add(bytes(dst))
+    expected = (
+        src[start:stop]
+        if mask is None
+        else bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(src[start:stop]))
+    )
+    assert results == {b"h" + expected}
+
+
 # Differential: random streams of frames, good and bad, in both twins.
 
 frames = st.builds(

@@ -38,6 +38,7 @@ def test_speedups_chooses_an_implementation() -> None:
     assert rapidws.speedups.Utf8Validator is chosen.Utf8Validator
     assert rapidws.speedups.read_messages is chosen.read_messages
     assert rapidws.speedups.encode_frame is chosen.encode_frame
+    assert rapidws.speedups.append_unmasked is chosen.append_unmasked
     forced = os.environ.get("RAPIDWS_SPEEDUPS") == "python"
     assert ("python" if forced or not c_twin else "c") == rapidws.speedups.IMPLEMENTATION
 
@@ -255,6 +256,13 @@ def test_twins_agree_on_masks(data: bytes, mask: bytes, offset: int) -> None:
     lambda m: m.encode_frame(-1, b""),
     lambda m: m.encode_frame(0x82, b"", b"abc"),
     lambda m: m.encode_frame(0x82, "text"),
+    lambda m: m.append_unmasked(b"", b"abc", 0, 1, None, 0),
+    lambda m: m.append_unmasked(bytearray(), b"abc", 2, 1, None, 0),
+    lambda m: m.append_unmasked(bytearray(), b"abc", 0, 4, None, 0),
+    lambda m: m.append_unmasked(bytearray(), b"abc", -1, 2, None, 0),
+    lambda m: m.append_unmasked(bytearray(), b"abc", 0, 2, None, -1),
+    lambda m: m.append_unmasked(bytearray(), b"abc", 0, 2, b"abc", 0),
+    lambda m: m.append_unmasked(bytearray(), "abc", 0, 2, None, 0),
 ])  # fmt: skip
 def test_twins_refuse_the_same_misuse(call: Any) -> None:
     errors = set()

@@ -82,6 +82,9 @@ class Connection(asyncio.Protocol, Generic[P]):
         self._resume_timer: asyncio.TimerHandle | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._lost = False
+        # Set while the events of one read are handled: what is sent meanwhile
+        # (replies from callbacks) goes out in one write when they are done.
+        self._handling = False
         #: The round-trip time of the latest ping, in seconds.
         self.latency = 0.0
 
@@ -235,7 +238,8 @@ class Connection(asyncio.Protocol, Generic[P]):
             if self.protocol.state is OPEN:
                 raise
             raise self._closed_exc() from None
-        self._write_pending()
+        if not self._handling:
+            self._write_pending()
 
     async def _send_fragments(
         self, fragments: Iterable[Data] | AsyncIterable[Data], compress: bool
@@ -368,13 +372,17 @@ class Connection(asyncio.Protocol, Generic[P]):
         transport = self.transport
         if transport is None:
             return
-        for data in self.protocol.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof():
-                transport.write_eof()
-            else:
-                transport.close()
+        out = self.protocol.data_to_send()
+        if len(out) == 1 and out[0]:
+            transport.write(out[0])  # the common case: one frame
+        else:
+            for data in out:
+                if data:
+                    transport.write(data)
+                elif transport.can_write_eof():
+                    transport.write_eof()
+                else:
+                    transport.close()
         if self._close_timer is None and not self._lost and self.protocol.close_expected():
             self._stop_keepalive()
             if self._reading_paused:
@@ -390,16 +398,20 @@ class Connection(asyncio.Protocol, Generic[P]):
             self.transport.abort()
 
     def _process_events(self) -> None:
-        for event in self.protocol.events_received():
-            kind = type(event)
-            if kind is str or kind is bytes:
-                self._message_received(event)  # type: ignore[arg-type]
-            elif kind is Pong:
-                self._pong_received(event)  # type: ignore[arg-type]
-            elif kind is Ping or kind is Close:
-                continue
-            else:
-                self._handshake_event(event)  # type: ignore[arg-type]
+        self._handling = True
+        try:
+            for event in self.protocol.events_received():
+                kind = type(event)
+                if kind is str or kind is bytes:
+                    self._message_received(event)  # type: ignore[arg-type]
+                elif kind is Pong:
+                    self._pong_received(event)  # type: ignore[arg-type]
+                elif kind is Ping or kind is Close:
+                    continue
+                else:
+                    self._handshake_event(event)  # type: ignore[arg-type]
+        finally:
+            self._handling = False
         if self.protocol.parsing_paused and self._resume_timer is None:
             # Nothing more is parsed, so nothing more is read, until the
             # application has taken the messages before the pause (and had a

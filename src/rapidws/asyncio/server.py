@@ -202,13 +202,17 @@ class CallbackServerConnection(ServerConnection):
         super().__init__(server, protocol, **kwargs)
         assert server.callbacks is not None
         self.callbacks = server.callbacks
+        self._on_message = server.callbacks.on_message
 
     def _start_handler(self) -> None:
         self._callback(self.callbacks.on_open, self)
 
     def _message_received(self, message: Data) -> None:
         # Straight to the application: no queue, no future, no task switch.
-        self._callback(self.callbacks.on_message, self, message)
+        try:
+            self._on_message(self, message)
+        except Exception:
+            self._callback_failed(self._on_message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell the callbacks (called by asyncio)."""
@@ -221,10 +225,13 @@ class CallbackServerConnection(ServerConnection):
         try:
             method(*args)
         except Exception:
-            self.logger.error("%s failed", method.__name__, exc_info=True)
-            if self.protocol.state is OPEN:
-                self.protocol.send_close(1011, "internal error")
-                self._write_pending()
+            self._callback_failed(method)
+
+    def _callback_failed(self, method: Callable[..., None]) -> None:
+        self.logger.error("%s failed", method.__name__, exc_info=True)
+        if self.protocol.state is OPEN:
+            self.protocol.send_close(1011, "internal error")
+            self._write_pending()
 
 
 async def _maybe_await(value: Any) -> Any:

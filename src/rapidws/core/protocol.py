@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Union
 from ..exceptions import InvalidState, PayloadTooBig, ProtocolError
 from ..speedups import (
     Utf8Validator,
+    append_unmasked,
     apply_mask,
     encode_frame,
     parse_frame_header,
@@ -113,6 +114,7 @@ class Protocol:
         # anything larger goes through the general parser, which refuses it.
         limits = [limit for limit in (max_message_size, max_frame_size) if limit is not None]
         self._read_limit = min(limits, default=_NO_LIMIT)
+        self._masked = not is_client  # whether received frames must be masked
         self.extensions: list[Extension] = list(extensions)
         self._allowed_rsv = 0
         for extension in self.extensions:
@@ -159,6 +161,18 @@ class Protocol:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the network."""
+        pos = 0
+        if (
+            self.state is OPEN
+            and not self._buf
+            and not self.parsing_paused
+            and not self._frame_left
+            and not self._msg_opcode
+        ):
+            # The common case, in one call: messages that fit one frame each.
+            pos = read_messages(data, 0, self._masked, self._read_limit, self._events)
+            if pos == len(data):
+                return
         if self._discard or self.state is CLOSED:
             return
         if self.state is CONNECTING:
@@ -173,7 +187,7 @@ class Protocol:
             buf = self._buf
         else:
             buf = data
-        pos = self._parse(buf)
+        pos = self._parse(buf, pos)
         if buf is self._buf:
             del buf[:pos]
         elif pos < len(buf) and not self._discard:
@@ -260,6 +274,9 @@ class Protocol:
             raise InvalidState("a fragmented message is being sent; finish it first")
         else:
             first = True
+        if fin and first and not self.extensions:
+            self._send_frame(0x80 | opcode, data)  # the common case: a whole message
+            return
         self._send_opcode = 0 if fin else (opcode or self._send_opcode)
         self._send_compress = compress
         rsv = 0
@@ -353,26 +370,24 @@ class Protocol:
         reason = str(exc).encode()[:123].decode(errors="ignore")
         self.fail(exc.code, reason)
 
-    def _parse(self, buf: bytes | bytearray) -> int:
-        """Consume complete frames and arriving payload from ``buf``; return the end."""
-        pos = 0
+    def _parse(self, buf: bytes | bytearray, pos: int) -> int:
+        """Consume complete frames and arriving payload from ``buf[pos:]``; return the end."""
         end = len(buf)
         while pos < end:
             if not self._frame_left and not self._msg_opcode and self.close_sent is None:
-                # The common case, in one call: messages that fit one frame.
-                pos = read_messages(buf, pos, not self.is_client, self._read_limit, self._events)
+                pos = read_messages(buf, pos, self._masked, self._read_limit, self._events)
                 if pos >= end:
                     break
             if self._frame_left:
                 # The payload of a data frame whose header was consumed.
                 take = min(self._frame_left, end - pos)
-                chunk = buf[pos : pos + take]
-                pos += take
-                if self._frame_mask is not None:
-                    chunk = apply_mask(chunk, self._frame_mask, self._frame_offset)
-                self._frame_offset += take
                 self._frame_left -= take
-                self._message_data(chunk, self._frame_fin and not self._frame_left)
+                fin = self._frame_fin and not self._frame_left
+                self._payload(
+                    buf, pos, pos + take, mask=self._frame_mask, offset=self._frame_offset, fin=fin
+                )
+                pos += take
+                self._frame_offset += take
                 if self._discard:
                     return end
                 continue
@@ -418,12 +433,9 @@ class Protocol:
             self._msg_size += length
             pos = payload_start
             if payload_start + length <= end and fin and opcode != OP_CONT:
-                # The common case: a whole unfragmented message is here.
-                chunk = buf[pos : pos + length]
+                # A whole unfragmented message is here.
                 pos += length
-                if mask is not None:
-                    chunk = apply_mask(chunk, mask)
-                self._message_data(chunk, True)
+                self._payload(buf, payload_start, pos, mask=mask, offset=0, fin=True)
                 if self._discard:
                     return end
                 continue
@@ -489,8 +501,48 @@ class Protocol:
                 )
         return None
 
+    def _payload(
+        self,
+        buf: bytes | bytearray,
+        start: int,
+        stop: int,
+        *,
+        mask: bytes | None,
+        offset: int,
+        fin: bool,
+    ) -> None:
+        """Add ``buf[start:stop]``, unmasked from ``offset`` on, to the current message."""
+        msg = self._msg_buf
+        if (msg is None and fin) or self._msg_rsv or self.close_sent is not None:
+            # A message in one piece, or input for the extensions, or one
+            # that nobody will read.
+            with memoryview(buf) as view:
+                piece = view[start:stop]
+                chunk = bytes(piece) if mask is None else apply_mask(piece, mask, offset)
+                piece.release()
+            self._message_data(chunk, fin)
+            return
+        # Pieces of a message go from the receive buffer into the message's
+        # buffer in one copy, and are validated there as they arrive.
+        if msg is None:
+            msg = self._msg_buf = bytearray()
+        size = len(msg)
+        append_unmasked(msg, buf, start, stop, mask, offset)
+        text = self._msg_opcode == OP_TEXT
+        if text:
+            with memoryview(msg) as view:
+                piece = view[size:]
+                valid = self._utf8.validate(piece, fin)
+                piece.release()
+            if not valid:
+                self._fail_with(ProtocolError("invalid UTF-8 in text message", 1007))
+                return
+        if fin:
+            self._events.append(msg.decode() if text else bytes(msg))
+            self._end_message()
+
     def _message_data(self, chunk: bytes | bytearray, fin: bool) -> None:
-        """Add a piece of the current message's payload, in order."""
+        """Add a piece of the current message's payload (decoded), in order."""
         if self.close_sent is not None:
             # After our close frame nobody will read a message: assembling it
             # would only hold memory until the close timeout.

@@ -16,29 +16,33 @@ import os
 __all__ = [
     "IMPLEMENTATION",
     "Utf8Validator",
+    "append_unmasked",
     "apply_mask",
     "encode_frame",
     "parse_frame_header",
     "read_messages",
 ]
 
-IMPLEMENTATION: str
-if os.environ.get("RAPIDWS_SPEEDUPS") == "python":
-    from .pure import Utf8Validator, apply_mask, encode_frame, parse_frame_header, read_messages
+from .pure import (
+    Utf8Validator,
+    append_unmasked,
+    apply_mask,
+    encode_frame,
+    parse_frame_header,
+    read_messages,
+)
 
-    IMPLEMENTATION = "python"
-else:
+IMPLEMENTATION = "python"
+if os.environ.get("RAPIDWS_SPEEDUPS") != "python":
     try:
-        from ._c import (  # type: ignore[assignment]
-            Utf8Validator,
-            apply_mask,
-            encode_frame,
-            parse_frame_header,
-            read_messages,
-        )
+        from . import _c
     except ImportError:
-        from .pure import Utf8Validator, apply_mask, encode_frame, parse_frame_header, read_messages
-
-        IMPLEMENTATION = "python"
+        pass
     else:
         IMPLEMENTATION = "c"
+        Utf8Validator = _c.Utf8Validator  # type: ignore[assignment, misc]
+        append_unmasked = _c.append_unmasked
+        apply_mask = _c.apply_mask
+        encode_frame = _c.encode_frame
+        parse_frame_header = _c.parse_frame_header
+        read_messages = _c.read_messages

@@ -4,6 +4,7 @@
  * parse_frame_header  read a frame header at an offset; None when incomplete.
  * read_messages       the receive loop for messages that fit one frame.
  * encode_frame        a frame's header and (masked) payload in one object.
+ * append_unmasked     unmask a piece of payload onto a message's buffer.
  * Utf8Validator       incremental UTF-8 validation (RFC 3629) without
  *                     decoding, with an ASCII fast path.
  */
@@ -389,6 +390,72 @@ done:
     return result;
 }
 
+/* append_unmasked(dst, src, start, end, mask, offset) -> None
+ *
+ * dst += src[start:end] XOR mask (from offset on), in one copy: the payload of
+ * a message that arrives in pieces goes straight from the receive buffer into
+ * the message's buffer. */
+
+static PyObject *
+append_unmasked(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer src, mask = {0};
+    Py_ssize_t start, end, offset, size;
+    PyObject *dst, *result = NULL;
+
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "append_unmasked() takes 6 arguments");
+        return NULL;
+    }
+    dst = args[0];
+    if (!PyByteArray_Check(dst)) {
+        PyErr_SetString(PyExc_TypeError, "dst must be a bytearray");
+        return NULL;
+    }
+    if (as_offset(args[2], "start", &start) < 0 || as_offset(args[3], "end", &end) < 0 ||
+        as_offset(args[5], "offset", &offset) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &src, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (args[4] != Py_None) {
+        if (PyObject_GetBuffer(args[4], &mask, PyBUF_SIMPLE) < 0) {
+            goto done;
+        }
+        if (mask.len != 4) {
+            PyErr_SetString(PyExc_ValueError, "mask must contain 4 bytes");
+            goto done;
+        }
+    }
+    if (end > src.len || start > end) {
+        PyErr_SetString(PyExc_ValueError, "need start <= end <= len(src)");
+        goto done;
+    }
+    size = PyByteArray_GET_SIZE(dst);
+    if (PyByteArray_Resize(dst, size + (end - start)) < 0) {
+        goto done;
+    }
+    {
+        unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(dst) + size;
+        const unsigned char *in = (const unsigned char *)src.buf + start;
+
+        if (mask.buf != NULL) {
+            mask_copy(out, in, end - start, (const unsigned char *)mask.buf, offset);
+        }
+        else {
+            memcpy(out, in, end - start);
+        }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    if (mask.buf != NULL) {
+        PyBuffer_Release(&mask);
+    }
+    PyBuffer_Release(&src);
+    return result;
+}
+
 /* Utf8Validator: validate(data, final=False) -> bool; reset() -> None
  *
  * The state is the number of continuation bytes still expected and the range
@@ -538,6 +605,9 @@ static PyMethodDef module_methods[] = {
     {"read_messages", (PyCFunction)(void (*)(void))read_messages, METH_FASTCALL,
      "read_messages(buf, pos, masked, limit, events) -> int\n\n"
      "Append the single-frame messages from buf[pos] on to events; return where it stopped."},
+    {"append_unmasked", (PyCFunction)(void (*)(void))append_unmasked, METH_FASTCALL,
+     "append_unmasked(dst, src, start, end, mask, offset) -> None\n\n"
+     "dst += src[start:end] unmasked with mask (None: as it is) from offset on."},
     {"encode_frame", (PyCFunction)(void (*)(void))encode_frame, METH_FASTCALL,
      "encode_frame(first, payload, mask=None) -> bytes\n\nA frame: header and (masked) payload."},
     {NULL, NULL, 0, NULL},
@@ -569,7 +639,7 @@ PyInit__c(void)
         Py_DECREF(module);
         return NULL;
     }
-    exported = Py_BuildValue("[sssss]", "Utf8Validator", "apply_mask", "encode_frame",
+    exported = Py_BuildValue("[ssssss]", "Utf8Validator", "append_unmasked", "apply_mask", "encode_frame",
                              "parse_frame_header", "read_messages");
     if (exported == NULL || PyModule_AddObject(module, "__all__", exported) < 0) {
         Py_XDECREF(exported);

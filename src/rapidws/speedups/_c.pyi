@@ -2,8 +2,23 @@
 
 from typing import Any
 
-__all__ = ["Utf8Validator", "apply_mask", "encode_frame", "parse_frame_header", "read_messages"]
+__all__ = [
+    "Utf8Validator",
+    "append_unmasked",
+    "apply_mask",
+    "encode_frame",
+    "parse_frame_header",
+    "read_messages",
+]
 
+def append_unmasked(
+    dst: bytearray,
+    src: bytes | bytearray | memoryview,
+    start: int,
+    end: int,
+    mask: bytes | None,
+    offset: int,
+) -> None: ...
 def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes: ...
 def encode_frame(
     first: int, payload: bytes | bytearray | memoryview, mask: bytes | None = None

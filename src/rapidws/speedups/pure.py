@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "Utf8Validator",
+    "append_unmasked",
     "apply_mask",
     "encode_frame",
     "frame_header",
@@ -87,6 +88,39 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 
     repeated = mask * ((size >> 2) + 1)
     value = int.from_bytes(data, "little") ^ int.from_bytes(repeated[:size], "little")
     return value.to_bytes(size, "little")
+
+
+def append_unmasked(  # noqa: PLR0917 - positional, as its C twin
+    dst: bytearray,
+    src: bytes | bytearray | memoryview,
+    start: int,
+    end: int,
+    mask: bytes | None,
+    offset: int,
+) -> None:
+    """Append ``src[start:end]``, unmasked, to ``dst``.
+
+    The payload of a message that arrives in pieces goes from the receive
+    buffer into the message's buffer; the C twin copies it once.
+
+    Args:
+        dst: the message's buffer.
+        src: the receive buffer.
+        start: where the piece starts in ``src``.
+        end: where it ends; ``start <= end <= len(src)``.
+        mask: the frame's masking key, or ``None`` for an unmasked frame.
+        offset: the position of ``src[start]`` within the frame's payload.
+    """
+    if not isinstance(dst, bytearray):
+        raise TypeError("dst must be a bytearray")
+    if min(start, end, offset) < 0:
+        raise ValueError("start, end and offset must be >= 0")
+    with memoryview(src) as view:
+        if end > len(view) or start > end:
+            raise ValueError("need start <= end <= len(src)")
+        if mask is not None and len(mask) != 4:
+            raise ValueError("mask must contain 4 bytes")
+        dst += view[start:end] if mask is None else apply_mask(view[start:end], mask, offset)
 
 
 def parse_frame_header(
