@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 
 import pytest
 
 import rapidws
 from rapidws import ConnectionClosedError, ConnectionClosedOK
 
-from .utils import uri, wait
+from .utils import OP_TEXT, RawPeer, frame, until, uri, wait
 
 
 class Echo(rapidws.Callbacks):
@@ -108,3 +109,31 @@ async def test_send_nowait_on_a_closed_connection_raises() -> None:
             ws.send_nowait("late")
         with pytest.raises(TypeError):
             ws.send_nowait(["not", "a", "message"])  # type: ignore[arg-type]
+
+
+async def test_replies_to_one_read_go_out_in_one_write() -> None:
+    # Messages that arrive together are answered together: one write, not one
+    # per reply, and in order.
+    writes: list[bytes] = []
+    async with rapidws.serve(Echo(), "127.0.0.1", 0, compression=None) as server:
+        peer = await RawPeer.open_websocket(server.port)
+        await until(lambda: bool(server.connections))
+        (connection,) = server.connections
+        transport = connection.transport
+        write = transport.write
+
+        def counting_writelines(chunks: list[bytes]) -> None:
+            writes.append(b"".join(chunks))
+            write(b"".join(chunks))
+
+        connection.transport = SimpleNamespace(  # type: ignore[assignment]
+            write=lambda data: counting_writelines([data]), writelines=counting_writelines
+        )
+        peer.send(b"".join(frame(OP_TEXT, f"message {i}") for i in range(5)))
+        for i in range(5):
+            received = await peer.read_frame()
+            assert (received.opcode, received.payload) == (OP_TEXT, f"message {i}".encode())
+        connection.transport = transport
+        await peer.close()
+    assert len(writes) == 1
+    assert writes[0] == b"".join(frame(OP_TEXT, f"message {i}", mask=None) for i in range(5))

@@ -98,17 +98,17 @@ class Connection(asyncio.Protocol, Generic[P]):
     @property
     def request(self) -> Request | None:
         """The opening handshake's request (path, query, headers)."""
-        return getattr(self.protocol, "request", None)
+        return self.protocol.request
 
     @property
     def response(self) -> Response | None:
         """The opening handshake's response."""
-        return getattr(self.protocol, "response", None)
+        return self.protocol.response
 
     @property
     def subprotocol(self) -> str | None:
         """The negotiated subprotocol, if any."""
-        return getattr(self.protocol, "subprotocol", None)
+        return self.protocol.subprotocol
 
     @property
     def remote_address(self) -> Any:
@@ -170,14 +170,15 @@ class Connection(asyncio.Protocol, Generic[P]):
         return received
 
     def __aiter__(self) -> AsyncIterator[Data]:
-        return self._iterate()
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Data]:
+    async def __anext__(self) -> Data:
+        """Receive the next message; end the iteration after a normal closure."""
+        # A plain coroutine, not an async generator: one frame less per message.
         try:
-            while True:
-                yield await self.recv()
+            return await self.recv()
         except ConnectionClosedOK:
-            return
+            raise StopAsyncIteration from None
 
     async def send(
         self,
@@ -372,9 +373,17 @@ class Connection(asyncio.Protocol, Generic[P]):
         transport = self.transport
         if transport is None:
             return
-        out = self.protocol.data_to_send()
+        protocol = self.protocol
+        out = protocol.data_to_send()
         if len(out) == 1 and out[0]:
             transport.write(out[0])  # the common case: one frame
+        elif not out:
+            if protocol.state is OPEN:
+                return  # nothing written, nothing changed (EOF comes with b"")
+        elif b"" not in out:
+            # Several frames (replies to one read, a large frame's header and
+            # payload): one writev() on uvloop and on Python 3.12+.
+            transport.writelines(out)
         else:
             for data in out:
                 if data:
@@ -383,7 +392,7 @@ class Connection(asyncio.Protocol, Generic[P]):
                     transport.write_eof()
                 else:
                     transport.close()
-        if self._close_timer is None and not self._lost and self.protocol.close_expected():
+        if self._close_timer is None and not self._lost and protocol.close_expected():
             self._stop_keepalive()
             if self._reading_paused:
                 # The peer's close frame (or EOF) must get through: read-side

@@ -8,6 +8,7 @@ that sends an endless header line costs at most the limit in memory.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import http
 import re
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE
 __all__ = ["HeadReader", "Request", "Response"]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Request:
     """An HTTP request: the client's opening handshake.
 
@@ -35,7 +36,7 @@ class Request:
     headers: Headers
     version: tuple[int, int] = (1, 1)
 
-    @property
+    @functools.cached_property
     def path(self) -> str:
         """The path of the request target, without the query (``/chat``).
 

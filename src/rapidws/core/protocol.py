@@ -97,6 +97,13 @@ class Protocol:
         extensions: the negotiated extensions, in the order of the handshake.
     """
 
+    #: The opening handshake's request, response and subprotocol, on the sides
+    #: that have a handshake (:class:`~rapidws.core.server.ServerProtocol`,
+    #: :class:`~rapidws.core.client.ClientProtocol`).
+    request: Request | None = None
+    response: Response | None = None
+    subprotocol: str | None = None
+
     def __init__(
         self,
         *,
