@@ -175,6 +175,42 @@ def test_twins_agree_on_appends(
     assert results == {b"h" + expected}
 
 
+# MessageBuffer
+
+
+@pytest.mark.parametrize("mask", [None, MASK])
+def test_message_buffer_fills_in_pieces(impl: ModuleType, mask: bytes | None) -> None:
+    payload = bytes(range(256)) * 40 + b"tail"
+    sent = frame(0x2, payload, mask=mask)[-len(payload) :]
+    buffer = impl.MessageBuffer(len(payload))
+    assert buffer.filled == 0
+    for start, stop in [(0, 1), (1, 1), (1, 6), (6, 4000), (4000, len(payload))]:
+        buffer.append(bytearray(b"x" + sent[start:stop]), 1, 1 + stop - start, mask, start)
+        assert buffer.filled == stop
+    message = buffer.finish()
+    assert type(message) is bytes
+    assert message == payload
+    with pytest.raises(ValueError, match="finished already"):
+        buffer.finish()
+    with pytest.raises(ValueError, match="finished already"):
+        buffer.append(b"", 0, 0, None, 0)
+
+
+def test_message_buffer_of_nothing(impl: ModuleType) -> None:
+    assert impl.MessageBuffer(0).finish() == b""
+
+
+def test_message_buffer_refuses_too_much_and_too_little(impl: ModuleType) -> None:
+    buffer = impl.MessageBuffer(4)
+    buffer.append(b"abc", 0, 3, None, 0)
+    with pytest.raises(ValueError, match="not complete"):
+        buffer.finish()
+    with pytest.raises(ValueError, match="more bytes than"):
+        buffer.append(b"de", 0, 2, None, 0)
+    buffer.append(b"de", 1, 2, None, 0)
+    assert buffer.finish() == b"abce"
+
+
 # Differential: random streams of frames, good and bad, in both twins.
 
 frames = st.builds(

@@ -39,6 +39,7 @@ def test_speedups_chooses_an_implementation() -> None:
     assert rapidws.speedups.read_messages is chosen.read_messages
     assert rapidws.speedups.encode_frame is chosen.encode_frame
     assert rapidws.speedups.append_unmasked is chosen.append_unmasked
+    assert rapidws.speedups.MessageBuffer is chosen.MessageBuffer
     forced = os.environ.get("RAPIDWS_SPEEDUPS") == "python"
     assert ("python" if forced or not c_twin else "c") == rapidws.speedups.IMPLEMENTATION
 
@@ -263,6 +264,11 @@ def test_twins_agree_on_masks(data: bytes, mask: bytes, offset: int) -> None:
     lambda m: m.append_unmasked(bytearray(), b"abc", 0, 2, None, -1),
     lambda m: m.append_unmasked(bytearray(), b"abc", 0, 2, b"abc", 0),
     lambda m: m.append_unmasked(bytearray(), "abc", 0, 2, None, 0),
+    lambda m: m.MessageBuffer(-1),
+    lambda m: m.MessageBuffer("3"),
+    lambda m: m.MessageBuffer(3).append(b"abc", 2, 1, None, 0),
+    lambda m: m.MessageBuffer(3).append(b"abc", 0, 3, b"ab", 0),
+    lambda m: m.MessageBuffer(3).append("abc", 0, 3, None, 0),
 ])  # fmt: skip
 def test_twins_refuse_the_same_misuse(call: Any) -> None:
     errors = set()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Union
 
 from ..exceptions import InvalidState, PayloadTooBig, ProtocolError
 from ..speedups import (
+    MessageBuffer,
     Utf8Validator,
     append_unmasked,
     apply_mask,
@@ -73,6 +74,8 @@ Event = Union[str, bytes, Ping, Pong, Close, "Request", "Response"]
 # larger ones are written as header and payload, to avoid copying the payload.
 _JOIN_LIMIT = 4096
 _NO_LIMIT = (1 << 63) - 1
+# A binary frame is filled in place once this fraction of it has arrived.
+_FILL_RATIO = 8
 
 
 def generate_mask() -> bytes:
@@ -158,6 +161,10 @@ class Protocol:
         self._msg_size = 0
         self._msg_decoded = 0  # size after the extensions' decoding
         self._msg_buf: bytearray | None = None  # a message that came in pieces
+        self._msg_single = False  # whether the message is one frame
+        # A large binary message in one frame, filled in place once enough of
+        # it has arrived (see _payload).
+        self._msg_fill: MessageBuffer | None = None
         self._utf8 = Utf8Validator()  # for text messages that come in pieces
         # The opcode of the message being sent in fragments, 0 when none, and
         # whether it may be compressed.
@@ -434,6 +441,7 @@ class Protocol:
             fin = first & 0x80 != 0
             if opcode != OP_CONT:
                 self._msg_opcode = opcode
+                self._msg_single = fin
                 self._msg_rsv = first & 0x70
                 self._msg_size = 0
                 self._msg_decoded = 0
@@ -520,7 +528,9 @@ class Protocol:
     ) -> None:
         """Add ``buf[start:stop]``, unmasked from ``offset`` on, to the current message."""
         msg = self._msg_buf
-        if (msg is None and fin) or self._msg_rsv or self.close_sent is not None:
+        fill = self._msg_fill
+        whole = msg is None and fill is None and fin
+        if whole or self._msg_rsv or self.close_sent is not None:
             # A message in one piece, or input for the extensions, or one
             # that nobody will read.
             with memoryview(buf) as view:
@@ -528,6 +538,12 @@ class Protocol:
                 chunk = bytes(piece) if mask is None else apply_mask(piece, mask, offset)
                 piece.release()
             self._message_data(chunk, fin)
+            return
+        if fill is not None:
+            fill.append(buf, start, stop, mask, offset)
+            if fin:
+                self._events.append(fill.finish())
+                self._end_message()
             return
         # Pieces of a message go from the receive buffer into the message's
         # buffer in one copy, and are validated there as they arrive.
@@ -547,6 +563,14 @@ class Protocol:
         if fin:
             self._events.append(msg.decode() if text else bytes(msg))
             self._end_message()
+        elif self._msg_single and not text and len(msg) * _FILL_RATIO >= self._msg_size:
+            # A large binary frame that the peer is really sending: from now
+            # on its payload goes straight into the final bytes object, which
+            # saves copying it all at the end. Not before: a header alone
+            # must not make us hold the size it announces.
+            fill = self._msg_fill = MessageBuffer(self._msg_size)
+            fill.append(msg, 0, len(msg), None, 0)
+            self._msg_buf = None
 
     def _message_data(self, chunk: bytes | bytearray, fin: bool) -> None:
         """Add a piece of the current message's payload (decoded), in order."""
@@ -590,6 +614,7 @@ class Protocol:
     def _end_message(self) -> None:
         self._msg_opcode = 0
         self._msg_buf = None
+        self._msg_fill = None
 
     def _decode_extensions(self, chunk: bytes | bytearray, fin: bool) -> bytes:
         data = bytes(chunk)

@@ -15,6 +15,7 @@ import os
 
 __all__ = [
     "IMPLEMENTATION",
+    "MessageBuffer",
     "Utf8Validator",
     "append_unmasked",
     "apply_mask",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 from .pure import (
+    MessageBuffer,
     Utf8Validator,
     append_unmasked,
     apply_mask,
@@ -40,6 +42,7 @@ if os.environ.get("RAPIDWS_SPEEDUPS") != "python":
         pass
     else:
         IMPLEMENTATION = "c"
+        MessageBuffer = _c.MessageBuffer  # type: ignore[assignment, misc]
         Utf8Validator = _c.Utf8Validator  # type: ignore[assignment, misc]
         append_unmasked = _c.append_unmasked
         apply_mask = _c.apply_mask

@@ -5,6 +5,7 @@
  * read_messages       the receive loop for messages that fit one frame.
  * encode_frame        a frame's header and (masked) payload in one object.
  * append_unmasked     unmask a piece of payload onto a message's buffer.
+ * MessageBuffer       a binary message of known size, unmasked into place.
  * Utf8Validator       incremental UTF-8 validation (RFC 3629) without
  *                     decoding, with an ASCII fast path.
  */
@@ -390,6 +391,70 @@ done:
     return result;
 }
 
+/* A piece of payload to unmask: the arguments (src, start, end, mask, offset)
+ * of append_unmasked() and MessageBuffer.append(), checked. */
+
+typedef struct {
+    Py_buffer src, mask;  /* mask.buf is NULL for an unmasked frame */
+    Py_ssize_t start, end, offset;
+} Piece;
+
+static void
+piece_release(Piece *piece)
+{
+    if (piece->mask.buf != NULL) {
+        PyBuffer_Release(&piece->mask);
+    }
+    PyBuffer_Release(&piece->src);
+}
+
+/* Returns -1 with an exception set, holding nothing, or 0. */
+static int
+piece_get(Piece *piece, PyObject *const *args)
+{
+    piece->mask.buf = NULL;
+    if (as_offset(args[1], "start", &piece->start) < 0 ||
+        as_offset(args[2], "end", &piece->end) < 0 ||
+        as_offset(args[4], "offset", &piece->offset) < 0) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(args[0], &piece->src, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    if (args[3] != Py_None) {
+        if (PyObject_GetBuffer(args[3], &piece->mask, PyBUF_SIMPLE) < 0) {
+            piece->mask.buf = NULL;
+            goto fail;
+        }
+        if (piece->mask.len != 4) {
+            PyErr_SetString(PyExc_ValueError, "mask must contain 4 bytes");
+            goto fail;
+        }
+    }
+    if (piece->end > piece->src.len || piece->start > piece->end) {
+        PyErr_SetString(PyExc_ValueError, "need start <= end <= len(src)");
+        goto fail;
+    }
+    return 0;
+fail:
+    piece_release(piece);
+    return -1;
+}
+
+static void
+piece_copy(const Piece *piece, unsigned char *out)
+{
+    const unsigned char *in = (const unsigned char *)piece->src.buf + piece->start;
+
+    if (piece->mask.buf != NULL) {
+        mask_copy(out, in, piece->end - piece->start, (const unsigned char *)piece->mask.buf,
+                  piece->offset);
+    }
+    else {
+        memcpy(out, in, piece->end - piece->start);
+    }
+}
+
 /* append_unmasked(dst, src, start, end, mask, offset) -> None
  *
  * dst += src[start:end] XOR mask (from offset on), in one copy: the payload of
@@ -399,9 +464,9 @@ done:
 static PyObject *
 append_unmasked(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_buffer src, mask = {0};
-    Py_ssize_t start, end, offset, size;
-    PyObject *dst, *result = NULL;
+    Piece piece;
+    Py_ssize_t size;
+    PyObject *dst;
 
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError, "append_unmasked() takes 6 arguments");
@@ -412,49 +477,152 @@ append_unmasked(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "dst must be a bytearray");
         return NULL;
     }
-    if (as_offset(args[2], "start", &start) < 0 || as_offset(args[3], "end", &end) < 0 ||
-        as_offset(args[5], "offset", &offset) < 0) {
+    if (piece_get(&piece, args + 1) < 0) {
         return NULL;
-    }
-    if (PyObject_GetBuffer(args[1], &src, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    if (args[4] != Py_None) {
-        if (PyObject_GetBuffer(args[4], &mask, PyBUF_SIMPLE) < 0) {
-            goto done;
-        }
-        if (mask.len != 4) {
-            PyErr_SetString(PyExc_ValueError, "mask must contain 4 bytes");
-            goto done;
-        }
-    }
-    if (end > src.len || start > end) {
-        PyErr_SetString(PyExc_ValueError, "need start <= end <= len(src)");
-        goto done;
     }
     size = PyByteArray_GET_SIZE(dst);
-    if (PyByteArray_Resize(dst, size + (end - start)) < 0) {
-        goto done;
+    if (PyByteArray_Resize(dst, size + (piece.end - piece.start)) < 0) {
+        piece_release(&piece);
+        return NULL;
     }
-    {
-        unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(dst) + size;
-        const unsigned char *in = (const unsigned char *)src.buf + start;
+    piece_copy(&piece, (unsigned char *)PyByteArray_AS_STRING(dst) + size);
+    piece_release(&piece);
+    Py_RETURN_NONE;
+}
 
-        if (mask.buf != NULL) {
-            mask_copy(out, in, end - start, (const unsigned char *)mask.buf, offset);
-        }
-        else {
-            memcpy(out, in, end - start);
-        }
+/* MessageBuffer(size): a binary message of known size, filled in pieces.
+ *
+ * append(src, start, end, mask, offset) unmasks a piece into place;
+ * finish() returns the message. The C twin fills a bytes object that nobody
+ * else can see until it is complete, so finish() hands it over without the
+ * copy that bytes(bytearray) would cost. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *data;      /* the bytes being filled; NULL once finished */
+    Py_ssize_t filled;
+} MessageBuffer;
+
+static PyObject *
+MessageBuffer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t size;
+    MessageBuffer *self;
+
+    if (!PyArg_ParseTuple(args, "n:MessageBuffer", &size)) {
+        return NULL;
     }
-    result = Py_NewRef(Py_None);
-done:
-    if (mask.buf != NULL) {
-        PyBuffer_Release(&mask);
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "MessageBuffer() takes no keyword arguments");
+        return NULL;
     }
-    PyBuffer_Release(&src);
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be >= 0");
+        return NULL;
+    }
+    self = (MessageBuffer *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    /* Uninitialised: pages that the payload has not reached yet stay untouched. */
+    self->data = PyBytes_FromStringAndSize(NULL, size);
+    if (self->data == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void
+MessageBuffer_dealloc(MessageBuffer *self)
+{
+    Py_XDECREF(self->data);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+MessageBuffer_check_open(MessageBuffer *self)
+{
+    if (self->data == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the message was finished already");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+MessageBuffer_append(MessageBuffer *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Piece piece;
+    PyObject *result = NULL;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "append() takes 5 arguments");
+        return NULL;
+    }
+    if (MessageBuffer_check_open(self) < 0 || piece_get(&piece, args) < 0) {
+        return NULL;
+    }
+    if (piece.end - piece.start > PyBytes_GET_SIZE(self->data) - self->filled) {
+        PyErr_SetString(PyExc_ValueError, "more bytes than the message's size");
+    }
+    else {
+        piece_copy(&piece, (unsigned char *)PyBytes_AS_STRING(self->data) + self->filled);
+        self->filled += piece.end - piece.start;
+        result = Py_NewRef(Py_None);
+    }
+    piece_release(&piece);
     return result;
 }
+
+static PyObject *
+MessageBuffer_finish(MessageBuffer *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *data;
+
+    if (MessageBuffer_check_open(self) < 0) {
+        return NULL;
+    }
+    if (self->filled != PyBytes_GET_SIZE(self->data)) {
+        PyErr_SetString(PyExc_ValueError, "the message is not complete");
+        return NULL;
+    }
+    data = self->data;
+    self->data = NULL;
+    return data;
+}
+
+static PyObject *
+MessageBuffer_get_filled(MessageBuffer *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->filled);
+}
+
+static PyMethodDef MessageBuffer_methods[] = {
+    {"append", (PyCFunction)(void (*)(void))MessageBuffer_append, METH_FASTCALL,
+     "append(src, start, end, mask, offset) -> None\n\n"
+     "Unmask src[start:end] into place (mask None: copy it as it is)."},
+    {"finish", (PyCFunction)MessageBuffer_finish, METH_NOARGS,
+     "finish() -> bytes\n\nThe whole message, once every byte is in."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef MessageBuffer_getset[] = {
+    {"filled", (getter)MessageBuffer_get_filled, NULL, "How many bytes are in.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject MessageBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rapidws.speedups._c.MessageBuffer",
+    .tp_doc = "A binary message of known size, filled in pieces.",
+    .tp_basicsize = sizeof(MessageBuffer),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = MessageBuffer_new,
+    .tp_dealloc = (destructor)MessageBuffer_dealloc,
+    .tp_methods = MessageBuffer_methods,
+    .tp_getset = MessageBuffer_getset,
+};
 
 /* Utf8Validator: validate(data, final=False) -> bool; reset() -> None
  *
@@ -626,7 +794,7 @@ PyInit__c(void)
 {
     PyObject *module, *exported;
 
-    if (PyType_Ready(&Utf8ValidatorType) < 0) {
+    if (PyType_Ready(&Utf8ValidatorType) < 0 || PyType_Ready(&MessageBufferType) < 0) {
         return NULL;
     }
     module = PyModule_Create(&module_def);
@@ -639,8 +807,14 @@ PyInit__c(void)
         Py_DECREF(module);
         return NULL;
     }
-    exported = Py_BuildValue("[ssssss]", "Utf8Validator", "append_unmasked", "apply_mask", "encode_frame",
-                             "parse_frame_header", "read_messages");
+    Py_INCREF(&MessageBufferType);
+    if (PyModule_AddObject(module, "MessageBuffer", (PyObject *)&MessageBufferType) < 0) {
+        Py_DECREF(&MessageBufferType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    exported = Py_BuildValue("[sssssss]", "MessageBuffer", "Utf8Validator", "append_unmasked",
+                             "apply_mask", "encode_frame", "parse_frame_header", "read_messages");
     if (exported == NULL || PyModule_AddObject(module, "__all__", exported) < 0) {
         Py_XDECREF(exported);
         Py_DECREF(module);

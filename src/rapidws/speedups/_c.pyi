@@ -3,6 +3,7 @@
 from typing import Any
 
 __all__ = [
+    "MessageBuffer",
     "Utf8Validator",
     "append_unmasked",
     "apply_mask",
@@ -33,3 +34,17 @@ def parse_frame_header(
 class Utf8Validator:
     def validate(self, data: bytes | bytearray | memoryview, final: bool = False) -> bool: ...
     def reset(self) -> None: ...
+
+class MessageBuffer:
+    def __init__(self, size: int) -> None: ...
+    @property
+    def filled(self) -> int: ...
+    def append(
+        self,
+        src: bytes | bytearray | memoryview,
+        start: int,
+        end: int,
+        mask: bytes | None,
+        offset: int,
+    ) -> None: ...
+    def finish(self) -> bytes: ...

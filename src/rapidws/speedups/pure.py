@@ -13,6 +13,7 @@ import struct
 from typing import Any
 
 __all__ = [
+    "MessageBuffer",
     "Utf8Validator",
     "append_unmasked",
     "apply_mask",
@@ -121,6 +122,66 @@ def append_unmasked(  # noqa: PLR0917 - positional, as its C twin
         if mask is not None and len(mask) != 4:
             raise ValueError("mask must contain 4 bytes")
         dst += view[start:end] if mask is None else apply_mask(view[start:end], mask, offset)
+
+
+class MessageBuffer:
+    """A binary message of known size, filled in pieces as its payload arrives.
+
+    ``append()`` unmasks a piece into place and ``finish()`` returns the whole
+    message. The C twin fills a ``bytes`` object directly, which saves the
+    copy that ``bytes(bytearray)`` costs here.
+
+    Args:
+        size: the message's size, in bytes.
+    """
+
+    __slots__ = ("_data", "_size")
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        self._size = size
+        self._data: bytearray | None = bytearray()
+
+    @property
+    def filled(self) -> int:
+        """How many bytes are in."""
+        return self._size if self._data is None else len(self._data)
+
+    def append(
+        self,
+        src: bytes | bytearray | memoryview,
+        start: int,
+        end: int,
+        mask: bytes | None,
+        offset: int,
+    ) -> None:
+        """Unmask ``src[start:end]`` into place, as :func:`append_unmasked` does.
+
+        Raises:
+            ValueError: past the message's size, or after :meth:`finish`.
+        """
+        data = self._open()
+        if 0 <= start <= end and end - start > self._size - len(data):
+            raise ValueError("more bytes than the message's size")
+        append_unmasked(data, src, start, end, mask, offset)
+
+    def finish(self) -> bytes:
+        """Return the whole message.
+
+        Raises:
+            ValueError: when bytes are missing, or after an earlier call.
+        """
+        data = self._open()
+        if len(data) != self._size:
+            raise ValueError("the message is not complete")
+        self._data = None
+        return bytes(data)
+
+    def _open(self) -> bytearray:
+        if self._data is None:
+            raise ValueError("the message was finished already")
+        return self._data
 
 
 def parse_frame_header(
