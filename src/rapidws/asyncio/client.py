@@ -39,6 +39,8 @@ logger = logging.getLogger("rapidws.client")
 class ClientConnection(Connection[ClientProtocol]):
     """A connection opened by :func:`connect`."""
 
+    __slots__ = ("_opened",)
+
     def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
         super().__init__(protocol, logger=logger, **kwargs)
         self._opened: asyncio.Future[None] = self.loop.create_future()

@@ -27,6 +27,7 @@ from ..exceptions import (
     ConnectionClosedOK,
     InvalidState,
 )
+from .heartbeat import Heartbeat, heartbeat
 
 __all__ = ["Connection", "Data"]
 
@@ -34,6 +35,8 @@ Data = str | bytes
 P = TypeVar("P", bound=Protocol)
 
 _OK_CODES = frozenset((1000, 1001, 1005))
+# Always empty: the queue of a connection with no message waiting, shared.
+_NO_QUEUE: collections.deque[Data] = collections.deque(maxlen=0)
 
 
 class Connection(asyncio.Protocol, Generic[P]):
@@ -42,6 +45,38 @@ class Connection(asyncio.Protocol, Generic[P]):
     Created by :func:`~rapidws.asyncio.server.serve` and
     :func:`~rapidws.asyncio.client.connect`, not directly.
     """
+
+    # Slots: a server holds thousands of these, and a __dict__ costs ~1 KiB.
+    # Applications may still set their own attributes (the __dict__ slot,
+    # created on first use).
+    __slots__ = (
+        "__dict__",
+        "_close_timer",
+        "_closed",
+        "_drain_waiter",
+        "_fragmenting",
+        "_handling",
+        "_heartbeat",
+        "_lost",
+        "_messages",
+        "_pings",
+        "_queue_high",
+        "_queue_low",
+        "_reading_paused",
+        "_recv_waiter",
+        "_resume_timer",
+        "_write_high",
+        "_write_low",
+        "_writing_paused",
+        "close_timeout",
+        "latency",
+        "logger",
+        "loop",
+        "ping_interval",
+        "ping_timeout",
+        "protocol",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -69,7 +104,9 @@ class Connection(asyncio.Protocol, Generic[P]):
 
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self._messages: collections.deque[Data] = collections.deque()
+        # The messages that no recv() has taken yet; the queue is allocated
+        # (~0.7 KiB) when a message first has to wait in it.
+        self._messages: collections.deque[Data] = _NO_QUEUE
         self._recv_waiter: asyncio.Future[Data] | None = None
         self._reading_paused = False
         self._writing_paused = False
@@ -78,7 +115,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         self._fragmenting: asyncio.Future[None] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._close_timer: asyncio.TimerHandle | None = None
-        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._heartbeat: Heartbeat | None = None  # while keepalive pings are on
         self._resume_timer: asyncio.TimerHandle | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._lost = False
@@ -163,7 +200,7 @@ class Connection(asyncio.Protocol, Generic[P]):
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 # A message was handed over just before the cancellation: keep
                 # it for the next recv() rather than lose it.
-                self._messages.appendleft(waiter.result())
+                self._queue().appendleft(waiter.result())
             raise
         finally:
             self._recv_waiter = None
@@ -454,7 +491,7 @@ class Connection(asyncio.Protocol, Generic[P]):
             self._recv_waiter = None
             waiter.set_result(message)
             return
-        self._messages.append(message)
+        self._queue().append(message)
         if (
             self._queue_high is not None
             and len(self._messages) >= self._queue_high
@@ -462,6 +499,11 @@ class Connection(asyncio.Protocol, Generic[P]):
         ):
             # Read-side flow control: let TCP push back on the peer.
             self._pause_reading()
+
+    def _queue(self) -> collections.deque[Data]:
+        if self._messages is _NO_QUEUE:
+            self._messages = collections.deque()
+        return self._messages
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None and not self._lost:
@@ -491,28 +533,28 @@ class Connection(asyncio.Protocol, Generic[P]):
                 break
 
     def _start_keepalive(self) -> None:
-        if self.ping_interval is not None:
-            self._keepalive_timer = self.loop.call_later(self.ping_interval, self._keepalive)
+        if self.ping_interval is not None and self._heartbeat is None:
+            self._heartbeat = heartbeat(self.loop, self.ping_interval)
+            self._heartbeat.add(self)
 
     def _stop_keepalive(self) -> None:
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
-            self._keepalive_timer = None
+        if self._heartbeat is not None:
+            self._heartbeat.discard(self)
+            self._heartbeat = None
 
     def _keepalive(self) -> None:
+        """Send a keepalive ping (called by the heartbeat every ``ping_interval``)."""
         if self.protocol.state is not OPEN:
             return
         if self._writing_paused:
             # A ping would wait behind the buffered data, and its timeout would
             # measure our backlog, not the peer: try again next round.
-            self._start_keepalive()
             return
         waiter = self.ping()
         waiter.add_done_callback(_consume_exception)
         if self.ping_timeout is not None:
             timeout = self.loop.call_later(self.ping_timeout, self._ping_timed_out, waiter)
             waiter.add_done_callback(lambda _: timeout.cancel())
-        self._start_keepalive()
 
     def _ping_timed_out(self, waiter: asyncio.Future[float]) -> None:
         if waiter.done() or self.protocol.state is not OPEN:

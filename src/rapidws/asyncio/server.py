@@ -83,6 +83,8 @@ Handler = Callable[["ServerConnection"], Awaitable[Any]] | Callbacks
 class ServerConnection(Connection[ServerProtocol]):
     """A connection accepted by a :class:`Server`; the argument of the handler."""
 
+    __slots__ = ("_early_data", "_hooks_task", "_open_timer", "handler_task", "server")
+
     def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
         super().__init__(protocol, logger=logger, **kwargs)
         self.server = server
@@ -197,6 +199,8 @@ class ServerConnection(Connection[ServerProtocol]):
 
 class CallbackServerConnection(ServerConnection):
     """A server connection that hands its events to :class:`Callbacks`."""
+
+    __slots__ = ("_on_message", "callbacks")
 
     def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
         super().__init__(server, protocol, **kwargs)

@@ -46,6 +46,20 @@ class ClientProtocol(Protocol):
         max_body: the most bytes of a refusal's body to read.
     """
 
+    __slots__ = (
+        "_body_expected",
+        "_key",
+        "_reader",
+        "additional_headers",
+        "available_subprotocols",
+        "extension_factories",
+        "handshake_exc",
+        "max_body",
+        "origin",
+        "uri",
+        "user_agent",
+    )
+
     def __init__(
         self,
         uri: WebSocketURI,
@@ -79,12 +93,6 @@ class ClientProtocol(Protocol):
             max_line=max_line, max_headers=max_headers, max_header_bytes=max_header_bytes
         )
         self._key = ""
-        #: The handshake request, once sent.
-        self.request: Request | None = None
-        #: The handshake response, once received.
-        self.response: Response | None = None
-        #: The subprotocol the server chose, if any.
-        self.subprotocol: str | None = None
         #: Why the handshake failed, when it did.
         self.handshake_exc: InvalidHandshake | None = None
         self._body_expected: int | None = None  # length of a refusal's body

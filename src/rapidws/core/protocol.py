@@ -100,12 +100,44 @@ class Protocol:
         extensions: the negotiated extensions, in the order of the handshake.
     """
 
-    #: The opening handshake's request, response and subprotocol, on the sides
-    #: that have a handshake (:class:`~rapidws.core.server.ServerProtocol`,
-    #: :class:`~rapidws.core.client.ClientProtocol`).
-    request: Request | None = None
-    response: Response | None = None
-    subprotocol: str | None = None
+    # Slots: a server holds thousands of these, and a __dict__ costs ~1 KiB.
+    __slots__ = (
+        "_allowed_rsv",
+        "_buf",
+        "_discard",
+        "_events",
+        "_frame_fin",
+        "_frame_left",
+        "_frame_mask",
+        "_frame_offset",
+        "_masked",
+        "_msg_buf",
+        "_msg_decoded",
+        "_msg_fill",
+        "_msg_opcode",
+        "_msg_rsv",
+        "_msg_single",
+        "_msg_size",
+        "_out",
+        "_read_limit",
+        "_send_compress",
+        "_send_opcode",
+        "_utf8",
+        "close_rcvd",
+        "close_rcvd_then_sent",
+        "close_sent",
+        "eof_sent",
+        "extensions",
+        "is_client",
+        "max_frame_size",
+        "max_message_size",
+        "parser_exc",
+        "parsing_paused",
+        "request",
+        "response",
+        "state",
+        "subprotocol",
+    )
 
     def __init__(
         self,
@@ -130,6 +162,12 @@ class Protocol:
         for extension in self.extensions:
             self._allowed_rsv |= extension.rsv_bits
 
+        #: The opening handshake's request, response and subprotocol, on the
+        #: sides that have a handshake (:class:`~rapidws.core.server.ServerProtocol`,
+        #: :class:`~rapidws.core.client.ClientProtocol`).
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.subprotocol: str | None = None
         #: The close frame received from the peer, if any.
         self.close_rcvd: Close | None = None
         #: The close frame sent to the peer, if any.

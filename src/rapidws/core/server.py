@@ -67,6 +67,16 @@ class ServerProtocol(Protocol):
         server_header: the value of the ``Server`` header; ``None`` omits it.
     """
 
+    __slots__ = (
+        "_origins",
+        "_reader",
+        "available_subprotocols",
+        "extension_factories",
+        "handshake_exc",
+        "select_subprotocol",
+        "server_header",
+    )
+
     def __init__(
         self,
         *,
@@ -88,19 +98,13 @@ class ServerProtocol(Protocol):
             max_frame_size=max_frame_size,
         )
         self._origins = None if origins is None else [_origin_matcher(o) for o in origins]
-        self.available_subprotocols = list(subprotocols or ())
+        self.available_subprotocols = tuple(subprotocols or ())
         self.select_subprotocol = select_subprotocol
-        self.extension_factories = list(extensions)
+        self.extension_factories = tuple(extensions)
         self.server_header = server_header
         self._reader: HeadReader | None = HeadReader(
             max_line=max_line, max_headers=max_headers, max_header_bytes=max_header_bytes
         )
-        #: The handshake request, once received.
-        self.request: Request | None = None
-        #: The handshake response, once sent.
-        self.response: Response | None = None
-        #: The subprotocol chosen by :meth:`accept`, if any.
-        self.subprotocol: str | None = None
         #: Why the handshake failed, when it did.
         self.handshake_exc: InvalidHandshake | None = None
 

@@ -1,0 +1,91 @@
+"""Keepalive pings from one timer per loop and interval, not one per connection.
+
+A server with thousands of idle connections would otherwise hold a timer for
+each (about 0.6 KiB with uvloop) and wake up once per connection per interval.
+Here a :class:`Heartbeat` ticks :data:`TICKS` times per interval and, at each
+tick, pings the connections that joined one interval ago (or were pinged one
+interval ago): each connection is still pinged every interval, give or take a
+tick, and the pings of many connections spread over the interval instead of
+coming all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Protocol
+
+__all__ = ["TICKS", "Heartbeat", "Pingable", "heartbeat"]
+
+#: Ticks per interval: a connection's first ping comes between one interval
+#: and one interval plus a tick after it joins.
+TICKS = 16
+
+
+class Pingable(Protocol):
+    """What a heartbeat drives: a connection with a keepalive round."""
+
+    def _keepalive(self) -> None: ...
+
+
+class Heartbeat:
+    """The keepalive timer of every connection with one loop and interval."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        # One bucket per tick of the interval; each maps a connection to the
+        # tick at which its next ping is due.
+        self._buckets: list[dict[Pingable, int]] = [{} for _ in range(TICKS)]
+        self._members = 0
+        self._tick = 0  # the number of the next tick
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, connection: Pingable) -> None:
+        """Ping ``connection`` every interval from now on; add it once only."""
+        due = self._tick + TICKS
+        self._buckets[due % TICKS][connection] = due
+        self._members += 1
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.interval / TICKS, self._on_tick)
+
+    def discard(self, connection: Pingable) -> None:
+        """Stop pinging ``connection``; nothing happens if it was not added."""
+        for bucket in self._buckets:
+            if bucket.pop(connection, None) is not None:
+                self._members -= 1
+                return
+
+    def __len__(self) -> int:
+        return self._members
+
+    def _on_tick(self) -> None:
+        tick = self._tick
+        self._tick += 1
+        bucket = self._buckets[tick % TICKS]
+        due = [connection for connection, at in bucket.items() if at <= tick]
+        for connection in due:
+            bucket[connection] = tick + TICKS
+        self._timer = None
+        if self._members:
+            self._timer = self.loop.call_later(self.interval / TICKS, self._on_tick)
+        for connection in due:
+            # A connection may leave (close) while others are pinged.
+            if bucket.get(connection) == tick + TICKS:
+                connection._keepalive()
+
+
+_heartbeats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Heartbeat]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def heartbeat(loop: asyncio.AbstractEventLoop, interval: float) -> Heartbeat:
+    """Return the heartbeat of ``loop`` for pings every ``interval`` seconds."""
+    by_interval = _heartbeats.get(loop)
+    if by_interval is None:
+        by_interval = _heartbeats[loop] = {}
+    beat = by_interval.get(interval)
+    if beat is None:
+        beat = by_interval[interval] = Heartbeat(loop, interval)
+    return beat
