@@ -163,7 +163,9 @@ class ServerConnection(Connection[ServerProtocol]):
             self._early_data += len(data)
             if self._early_data > _EARLY_DATA_LIMIT:
                 self._pause_reading()
-        super().data_received(data)
+        # Connection.data_received() inlined: this runs for every read.
+        self.protocol.receive_data(data)
+        self._process_events()
 
     def _send_response(self, response: Response) -> None:
         self.protocol.send_response(response)

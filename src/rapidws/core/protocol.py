@@ -327,7 +327,11 @@ class Protocol:
         else:
             first = True
         if fin and first and not self.extensions:
-            self._send_frame(0x80 | opcode, data)  # the common case: a whole message
+            # The common case, a whole message; a server's small one inline.
+            if self.is_client or len(data) > _JOIN_LIMIT:
+                self._send_frame(0x80 | opcode, data)
+            else:
+                self._out.append(encode_frame(0x80 | opcode, data))
             return
         self._send_opcode = 0 if fin else (opcode or self._send_opcode)
         self._send_compress = compress
