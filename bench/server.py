@@ -27,7 +27,8 @@ class Echo(rapidws.Callbacks):
 
     def on_message(self, connection: rapidws.ServerConnection, message: str | bytes) -> None:
         """Echo ``message``, or its length on ``/ack``."""
-        if connection.request is not None and connection.request.path == "/ack":
+        request = connection.request
+        if request is not None and request.path == "/ack":
             connection.send_nowait(str(len(message)))
         else:
             connection.send_nowait(message)

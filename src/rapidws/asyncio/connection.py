@@ -429,6 +429,8 @@ class Connection(asyncio.Protocol, Generic[P]):
                     transport.write_eof()
                 else:
                     transport.close()
+        if protocol.state is OPEN and not protocol.eof_sent:
+            return  # close_expected() is false, without the call
         if self._close_timer is None and not self._lost and protocol.close_expected():
             self._stop_keepalive()
             if self._reading_paused:
