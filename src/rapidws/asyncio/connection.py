@@ -117,7 +117,8 @@ class Connection(asyncio.Protocol, Generic[P]):
         self._close_timer: asyncio.TimerHandle | None = None
         self._heartbeat: Heartbeat | None = None  # while keepalive pings are on
         self._resume_timer: asyncio.TimerHandle | None = None
-        self._closed: asyncio.Future[None] = self.loop.create_future()
+        # Done when the connection is lost; created by the first wait_closed().
+        self._closed: asyncio.Future[None] | None = None
         self._lost = False
         # Set while the events of one read are handled: what is sent meanwhile
         # (replies from callbacks) goes out in one write when they are done.
@@ -393,6 +394,10 @@ class Connection(asyncio.Protocol, Generic[P]):
         """Wait until the TCP connection is closed."""
         if self.protocol.parsing_paused:
             self._resume_parsing()
+        if self._lost:
+            return
+        if self._closed is None:
+            self._closed = self.loop.create_future()
         await asyncio.shield(self._closed)
 
     # Internals shared with subclasses.
@@ -604,7 +609,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         self._pings.clear()
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
-        if not self._closed.done():
+        if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
     def pause_writing(self) -> None:
