@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from types import SimpleNamespace
 
 import pytest
@@ -137,3 +138,24 @@ async def test_replies_to_one_read_go_out_in_one_write() -> None:
         await peer.close()
     assert len(writes) == 1
     assert writes[0] == b"".join(frame(OP_TEXT, f"message {i}", mask=None) for i in range(5))
+
+
+async def test_connections_can_be_held_weakly_and_carry_attributes() -> None:
+    # A broadcast registry: a WeakSet of connections, each with its own data.
+    registry: weakref.WeakSet[rapidws.ServerConnection] = weakref.WeakSet()
+
+    class Register(rapidws.Callbacks):
+        def on_open(self, connection: rapidws.ServerConnection) -> None:
+            connection.user = "alice"  # type: ignore[attr-defined]
+            registry.add(connection)
+
+        def on_message(self, connection: rapidws.ServerConnection, message: str | bytes) -> None:
+            connection.send_nowait(f"{connection.user}: {message}")  # type: ignore[attr-defined]
+
+    async with (
+        rapidws.serve(Register(), "127.0.0.1", 0) as server,
+        rapidws.connect(uri(server)) as ws,
+    ):
+        await ws.send("hi")
+        assert await wait(ws.recv()) == "alice: hi"
+        assert len(registry) == 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import time
+import weakref
 
-from rapidws.asyncio.heartbeat import TICKS, Heartbeat, heartbeat
+import rapidws
+from rapidws.asyncio.heartbeat import TICKS, Heartbeat
 
 INTERVAL = 0.16
 TICK = INTERVAL / TICKS
@@ -28,7 +31,7 @@ class Member:
 
 
 async def test_each_member_is_pinged_every_interval_from_when_it_joined() -> None:
-    beat = Heartbeat(asyncio.get_running_loop(), INTERVAL)
+    beat = Heartbeat(INTERVAL)
     first, second = Member(), Member()
     start = time.monotonic()
     beat.add(first)
@@ -51,7 +54,7 @@ async def test_each_member_is_pinged_every_interval_from_when_it_joined() -> Non
 
 
 async def test_discarded_members_are_not_pinged_and_the_timer_stops() -> None:
-    beat = Heartbeat(asyncio.get_running_loop(), INTERVAL)
+    beat = Heartbeat(INTERVAL)
     member = Member()
     beat.add(member)
     beat.discard(member)
@@ -62,7 +65,7 @@ async def test_discarded_members_are_not_pinged_and_the_timer_stops() -> None:
 
 
 async def test_a_member_that_leaves_during_a_tick_is_not_pinged() -> None:
-    beat = Heartbeat(asyncio.get_running_loop(), INTERVAL)
+    beat = Heartbeat(INTERVAL)
     members = [Member(beat) for _ in range(2)]
     members[0].evict = members[1]
     members[1].evict = members[0]
@@ -74,7 +77,54 @@ async def test_a_member_that_leaves_during_a_tick_is_not_pinged() -> None:
     assert len(beat) == 1
 
 
-async def test_one_heartbeat_per_loop_and_interval() -> None:
-    loop = asyncio.get_running_loop()
-    assert heartbeat(loop, 20.0) is heartbeat(loop, 20.0)
-    assert heartbeat(loop, 20.0) is not heartbeat(loop, 10.0)
+async def test_a_failing_member_does_not_stop_the_others() -> None:
+    beat = Heartbeat(INTERVAL)
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+
+    class Failing(Member):
+        def _keepalive(self) -> None:
+            super()._keepalive()
+            raise RuntimeError("boom")
+
+    members = [Failing(), Member(), Failing(), Member()]
+    for member in members:
+        beat.add(member)
+    await asyncio.sleep(INTERVAL * 1.5)
+    assert [len(member.times) for member in members] == [1, 1, 1, 1]
+    assert [type(error["exception"]) for error in errors] == [RuntimeError, RuntimeError]
+    for member in members:
+        beat.discard(member)
+
+
+async def test_connections_of_a_server_share_one_heartbeat() -> None:
+    async with rapidws.serve(lambda ws: ws.wait_closed(), "127.0.0.1", 0) as server:
+        clients = [await rapidws.connect(f"ws://127.0.0.1:{server.port}/") for _ in range(3)]
+        beats = {id(connection._heartbeat) for connection in server.connections}
+        assert len(beats) == 1
+        (beat,) = server._heartbeats.values()
+        assert len(beat) == 3
+        for client in clients:
+            await client.close()
+        await asyncio.sleep(0.1)
+        assert len(beat) == 0
+
+
+def test_no_event_loop_is_kept_alive() -> None:
+    # A program that calls asyncio.run() again and again must not accumulate loops.
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def session() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        async with (
+            rapidws.serve(
+                lambda ws: ws.wait_closed(), "127.0.0.1", 0, ping_interval=0.05
+            ) as server,
+            rapidws.connect(f"ws://127.0.0.1:{server.port}/", ping_interval=0.05),
+        ):
+            await asyncio.sleep(0.12)
+
+    for _ in range(3):
+        asyncio.run(session())
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]

@@ -128,6 +128,15 @@ def test_request_path_and_query(target: str, path: str, query: str) -> None:
     assert (request.path, request.query) == (path, query)
 
 
+def test_request_path_follows_a_rewritten_target() -> None:
+    # A process_request hook may route a request elsewhere.
+    request = Request("GET", "/old?x=1", Headers())
+    assert request.path == "/old"
+    request.target = "/new/route"
+    assert request.path == "/new/route"
+    assert request == Request("GET", "/new/route", Headers())
+
+
 @pytest.mark.parametrize(
     "line",
     [b"", b"GET", b"GET /", b"GET / HTTP/1.1 x", b"GET  HTTP/1.1", b"G\xe9T / HTTP/1.1"],

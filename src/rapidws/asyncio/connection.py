@@ -27,7 +27,7 @@ from ..exceptions import (
     ConnectionClosedOK,
     InvalidState,
 )
-from .heartbeat import Heartbeat, heartbeat
+from .heartbeat import Heartbeat
 
 __all__ = ["Connection", "Data"]
 
@@ -51,6 +51,7 @@ class Connection(asyncio.Protocol, Generic[P]):
     # created on first use).
     __slots__ = (
         "__dict__",
+        "__weakref__",
         "_close_timer",
         "_closed",
         "_drain_waiter",
@@ -451,6 +452,8 @@ class Connection(asyncio.Protocol, Generic[P]):
             self.transport.abort()
 
     def _process_events(self) -> None:
+        # Saved and restored: a handshake's events are handled in a nested call.
+        handling = self._handling
         self._handling = True
         try:
             for event in self.protocol.events_received():
@@ -464,7 +467,7 @@ class Connection(asyncio.Protocol, Generic[P]):
                 else:
                     self._handshake_event(event)  # type: ignore[arg-type]
         finally:
-            self._handling = False
+            self._handling = handling
         if self.protocol.parsing_paused and self._resume_timer is None:
             # Nothing more is parsed, so nothing more is read, until the
             # application has taken the messages before the pause (and had a
@@ -541,8 +544,12 @@ class Connection(asyncio.Protocol, Generic[P]):
 
     def _start_keepalive(self) -> None:
         if self.ping_interval is not None and self._heartbeat is None:
-            self._heartbeat = heartbeat(self.loop, self.ping_interval)
+            self._heartbeat = self._join_heartbeat(self.ping_interval)
             self._heartbeat.add(self)
+
+    def _join_heartbeat(self, interval: float) -> Heartbeat:
+        """Return the heartbeat to join: a server's connections share one."""
+        return Heartbeat(interval)
 
     def _stop_keepalive(self) -> None:
         if self._heartbeat is not None:

@@ -1,4 +1,4 @@
-"""Keepalive pings from one timer per loop and interval, not one per connection.
+"""Keepalive pings from one timer per server, not one per connection.
 
 A server with thousands of idle connections would otherwise hold a timer for
 each (about 0.6 KiB with uvloop) and wake up once per connection per interval.
@@ -6,16 +6,15 @@ Here a :class:`Heartbeat` ticks :data:`TICKS` times per interval and, at each
 tick, pings the connections that joined one interval ago (or were pinged one
 interval ago): each connection is still pinged every interval, give or take a
 tick, and the pings of many connections spread over the interval instead of
-coming all at once.
+coming all at once. The timer runs only while the heartbeat has members.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import Protocol
 
-__all__ = ["TICKS", "Heartbeat", "Pingable", "heartbeat"]
+__all__ = ["TICKS", "Heartbeat", "Pingable"]
 
 #: Ticks per interval: a connection's first ping comes between one interval
 #: and one interval plus a tick after it joins.
@@ -29,11 +28,15 @@ class Pingable(Protocol):
 
 
 class Heartbeat:
-    """The keepalive timer of every connection with one loop and interval."""
+    """The keepalive timer of the connections of one server (or one client).
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
-        self.loop = loop
+    Its members must all run on one event loop: the one running when the
+    first is added.
+    """
+
+    def __init__(self, interval: float) -> None:
         self.interval = interval
+        self._loop: asyncio.AbstractEventLoop | None = None
         # One bucket per tick of the interval; each maps a connection to the
         # tick at which its next ping is due.
         self._buckets: list[dict[Pingable, int]] = [{} for _ in range(TICKS)]
@@ -47,7 +50,8 @@ class Heartbeat:
         self._buckets[due % TICKS][connection] = due
         self._members += 1
         if self._timer is None:
-            self._timer = self.loop.call_later(self.interval / TICKS, self._on_tick)
+            self._loop = asyncio.get_running_loop()
+            self._timer = self._loop.call_later(self.interval / TICKS, self._on_tick)
 
     def discard(self, connection: Pingable) -> None:
         """Stop pinging ``connection``; nothing happens if it was not added."""
@@ -67,25 +71,18 @@ class Heartbeat:
         for connection in due:
             bucket[connection] = tick + TICKS
         self._timer = None
+        loop = self._loop
+        assert loop is not None
         if self._members:
-            self._timer = self.loop.call_later(self.interval / TICKS, self._on_tick)
+            self._timer = loop.call_later(self.interval / TICKS, self._on_tick)
+        else:
+            self._loop = None  # hold no loop while idle
         for connection in due:
             # A connection may leave (close) while others are pinged.
-            if bucket.get(connection) == tick + TICKS:
+            if bucket.get(connection) != tick + TICKS:
+                continue
+            try:
                 connection._keepalive()
-
-
-_heartbeats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Heartbeat]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def heartbeat(loop: asyncio.AbstractEventLoop, interval: float) -> Heartbeat:
-    """Return the heartbeat of ``loop`` for pings every ``interval`` seconds."""
-    by_interval = _heartbeats.get(loop)
-    if by_interval is None:
-        by_interval = _heartbeats[loop] = {}
-    beat = by_interval.get(interval)
-    if beat is None:
-        beat = by_interval[interval] = Heartbeat(loop, interval)
-    return beat
+            except Exception as exc:
+                # One connection's failure must not skip the others' pings.
+                loop.call_exception_handler({"message": "keepalive ping failed", "exception": exc})

@@ -30,6 +30,7 @@ from ..core.protocol import CONNECTING, OPEN
 from ..core.server import SERVER, SelectSubprotocol, ServerProtocol
 from ..exceptions import ConnectionClosed
 from .connection import Connection, Data
+from .heartbeat import Heartbeat
 
 __all__ = [
     "CallbackServerConnection",
@@ -181,6 +182,9 @@ class ServerConnection(Connection[ServerProtocol]):
     def _start_handler(self) -> None:
         self.handler_task = self.loop.create_task(self._run_handler())
 
+    def _join_heartbeat(self, interval: float) -> Heartbeat:
+        return self.server._heartbeat_for(interval)
+
     async def _run_handler(self) -> None:
         handler = self.server.handler
         assert not isinstance(handler, Callbacks)  # served by CallbackServerConnection
@@ -275,6 +279,14 @@ class Server:
         self.server: asyncio.Server | None = None
         self._closing: asyncio.Task[None] | None = None
         self._close_requested = asyncio.Event()
+        self._heartbeats: dict[float, Heartbeat] = {}
+
+    def _heartbeat_for(self, interval: float) -> Heartbeat:
+        """Return the keepalive timer that the connections share, for ``interval``."""
+        beat = self._heartbeats.get(interval)
+        if beat is None:
+            beat = self._heartbeats[interval] = Heartbeat(interval)
+        return beat
 
     def _new_connection(self) -> ServerConnection:
         protocol = ServerProtocol(**self._protocol_options)

@@ -8,7 +8,6 @@ that sends an endless header line costs at most the limit in memory.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import http
 import re
 from urllib.parse import urlsplit
@@ -20,7 +19,7 @@ from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE
 __all__ = ["HeadReader", "Request", "Response"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Request:
     """An HTTP request: the client's opening handshake.
 
@@ -36,17 +35,27 @@ class Request:
     headers: Headers
     version: tuple[int, int] = (1, 1)
 
-    @functools.cached_property
+    # The path and the target it was computed from: a callback that routes
+    # on the path reads it for every message.
+    _path: tuple[str, str] | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
     def path(self) -> str:
         """The path of the request target, without the query (``/chat``).
 
         It stays percent-encoded, as sent. For an absolute-form target
         (``ws://host/chat``) it is the path part.
         """
-        if self.target.startswith("/"):
-            # Not urlsplit(): it would read "//host/x" as an authority.
-            return self.target.partition("?")[0]
-        return urlsplit(self.target).path or "/"
+        target = self.target
+        cached = self._path
+        if cached is not None and cached[0] is target:
+            return cached[1]
+        # Not urlsplit() for the origin form: it reads "//host/x" as an authority.
+        path = target.partition("?")[0] if target.startswith("/") else urlsplit(target).path or "/"
+        self._path = (target, path)
+        return path
 
     @property
     def query(self) -> str:

@@ -74,8 +74,16 @@ Event = Union[str, bytes, Ping, Pong, Close, "Request", "Response"]
 # larger ones are written as header and payload, to avoid copying the payload.
 _JOIN_LIMIT = 4096
 _NO_LIMIT = (1 << 63) - 1
-# A binary frame is filled in place once this fraction of it has arrived.
-_FILL_RATIO = 8
+# A binary frame is filled in place once this fraction of it has arrived:
+# the whole payload is then allocated, so at most this many times what the
+# peer sent (and pages not written yet stay untouched).
+_FILL_RATIO = 2
+
+
+def _check_limit(name: str, value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise ValueError(f"{name} must be >= 0 or None")
+    return value
 
 
 def generate_mask() -> bytes:
@@ -102,6 +110,7 @@ class Protocol:
 
     # Slots: a server holds thousands of these, and a __dict__ costs ~1 KiB.
     __slots__ = (
+        "__weakref__",
         "_allowed_rsv",
         "_buf",
         "_discard",
@@ -111,6 +120,8 @@ class Protocol:
         "_frame_mask",
         "_frame_offset",
         "_masked",
+        "_max_frame_size",
+        "_max_message_size",
         "_msg_buf",
         "_msg_decoded",
         "_msg_fill",
@@ -129,8 +140,6 @@ class Protocol:
         "eof_sent",
         "extensions",
         "is_client",
-        "max_frame_size",
-        "max_message_size",
         "parser_exc",
         "parsing_paused",
         "request",
@@ -150,12 +159,10 @@ class Protocol:
     ) -> None:
         self.is_client = is_client
         self.state = state
+        self._max_message_size: int | None = None
+        self._max_frame_size: int | None = None
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size
-        # The largest single-frame message that read_messages() may take;
-        # anything larger goes through the general parser, which refuses it.
-        limits = [limit for limit in (max_message_size, max_frame_size) if limit is not None]
-        self._read_limit = min(limits, default=_NO_LIMIT)
         self._masked = not is_client  # whether received frames must be masked
         self.extensions: list[Extension] = list(extensions)
         self._allowed_rsv = 0
@@ -208,6 +215,32 @@ class Protocol:
         # whether it may be compressed.
         self._send_opcode = 0
         self._send_compress = True
+
+    @property
+    def max_message_size(self) -> int | None:
+        """The largest message, in bytes, that the peer may send; ``None``: no limit."""
+        return self._max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value: int | None) -> None:
+        self._max_message_size = _check_limit("max_message_size", value)
+        self._update_read_limit()
+
+    @property
+    def max_frame_size(self) -> int | None:
+        """The largest frame payload, in bytes; ``None`` leaves only ``max_message_size``."""
+        return self._max_frame_size
+
+    @max_frame_size.setter
+    def max_frame_size(self, value: int | None) -> None:
+        self._max_frame_size = _check_limit("max_frame_size", value)
+        self._update_read_limit()
+
+    def _update_read_limit(self) -> None:
+        # The largest single-frame message that read_messages() may take;
+        # anything larger goes through the general parser, which refuses it.
+        limits = [self._max_message_size, self._max_frame_size, _NO_LIMIT]
+        self._read_limit = min(limit for limit in limits if limit is not None)
 
     # Input.
 
@@ -320,6 +353,9 @@ class Protocol:
     ) -> None:
         if self.state is not OPEN:
             raise InvalidState(f"cannot send a message: connection is {self.state.name}")
+        if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1):
+            # Frame lengths count bytes, not items (array("I"), numpy views).
+            data = data.cast("B") if data.c_contiguous else data.tobytes()
         if opcode == OP_CONT:
             first = False
         elif self._send_opcode:
@@ -608,8 +644,8 @@ class Protocol:
         elif self._msg_single and not text and len(msg) * _FILL_RATIO >= self._msg_size:
             # A large binary frame that the peer is really sending: from now
             # on its payload goes straight into the final bytes object, which
-            # saves copying it all at the end. Not before: a header alone
-            # must not make us hold the size it announces.
+            # saves copying it at the end. Not before: a header alone must
+            # not make us allocate the size it announces.
             fill = self._msg_fill = MessageBuffer(self._msg_size)
             fill.append(msg, 0, len(msg), None, 0)
             self._msg_buf = None

@@ -63,6 +63,14 @@ class Utf8Validator:
         self._decoder.reset()
 
 
+def _as_bytes(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+    # A memoryview of wider items (array("I")) counts items: view its bytes,
+    # as the C twin's buffer access does.
+    if isinstance(data, memoryview) and (data.itemsize != 1 or data.ndim != 1):
+        return data.cast("B")
+    return data
+
+
 def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` (RFC 6455 section 5.3).
 
@@ -79,6 +87,7 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 
         raise ValueError("mask must contain 4 bytes")
     if offset < 0:
         raise ValueError("offset must be >= 0")
+    data = _as_bytes(data)
     size = len(data)
     if size == 0:
         return b""
@@ -116,7 +125,7 @@ def append_unmasked(  # noqa: PLR0917 - positional, as its C twin
         raise TypeError("dst must be a bytearray")
     if min(start, end, offset) < 0:
         raise ValueError("start, end and offset must be >= 0")
-    with memoryview(src) as view:
+    with memoryview(_as_bytes(src)) as view:
         if end > len(view) or start > end:
             raise ValueError("need start <= end <= len(src)")
         if mask is not None and len(mask) != 4:
@@ -318,6 +327,7 @@ def encode_frame(
     """
     if not 0 <= first <= 255:
         raise ValueError("first must be in range(256)")
+    payload = _as_bytes(payload)
     if mask is None:
         return frame_header(first, len(payload), None) + payload
     if len(mask) != 4:
