@@ -123,13 +123,11 @@ async def test_replies_to_one_read_go_out_in_one_write() -> None:
         transport = connection.transport
         write = transport.write
 
-        def counting_writelines(chunks: list[bytes]) -> None:
-            writes.append(b"".join(chunks))
-            write(b"".join(chunks))
+        def counting_write(data: bytes) -> None:
+            writes.append(data)
+            write(data)
 
-        connection.transport = SimpleNamespace(  # type: ignore[assignment]
-            write=lambda data: counting_writelines([data]), writelines=counting_writelines
-        )
+        connection.transport = SimpleNamespace(write=counting_write)  # type: ignore[assignment]
         peer.send(b"".join(frame(OP_TEXT, f"message {i}") for i in range(5)))
         for i in range(5):
             received = await peer.read_frame()

@@ -35,6 +35,8 @@ Data = str | bytes
 P = TypeVar("P", bound=Protocol)
 
 _OK_CODES = frozenset((1000, 1001, 1005))
+# Frames up to this size that are ready together go out in one write.
+_JOIN_LIMIT = 16 * 1024
 # Always empty: the queue of a connection with no message waiting, shared.
 _NO_QUEUE: collections.deque[Data] = collections.deque(maxlen=0)
 
@@ -423,18 +425,8 @@ class Connection(asyncio.Protocol, Generic[P]):
         elif not out:
             if protocol.state is OPEN:
                 return  # nothing written, nothing changed (EOF comes with b"")
-        elif b"" not in out:
-            # Several frames (replies to one read, a large frame's header and
-            # payload): one writev() on uvloop and on Python 3.12+.
-            transport.writelines(out)
         else:
-            for data in out:
-                if data:
-                    transport.write(data)
-                elif transport.can_write_eof():
-                    transport.write_eof()
-                else:
-                    transport.close()
+            _write_all(transport, out)
         if protocol.state is OPEN and not protocol.eof_sent:
             return  # close_expected() is false, without the call
         if self._close_timer is None and not self._lost and protocol.close_expected():
@@ -646,6 +638,28 @@ class Connection(asyncio.Protocol, Generic[P]):
         await asyncio.shield(waiter)
         if self._lost:
             raise self._closed_exc()
+
+
+def _write_all(transport: asyncio.Transport, out: list[bytes]) -> None:
+    # Small frames (the replies to one read) are joined into one write: one
+    # syscall. Large ones are written as they are, not copied. Not
+    # writelines(): asyncio's (3.12+) skips pause_writing(), and flow control.
+    small: list[bytes] = []
+    for data in out:
+        if 0 < len(data) <= _JOIN_LIMIT:
+            small.append(data)
+            continue
+        if small:
+            transport.write(b"".join(small))
+            small = []
+        if data:
+            transport.write(data)
+        elif transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+    if small:
+        transport.write(b"".join(small))
 
 
 async def _aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[Data]:
