@@ -36,9 +36,11 @@ class Headers:
     def __init__(self, items: HeadersLike | None = None) -> None:
         self._items: list[tuple[str, str]] = []
         # The values of each name, in order, keyed by the lower-cased name, so
-        # that a lookup is one dict access: a handshake makes a dozen. Every
-        # method that changes _items changes it too; it never holds an empty list.
-        self._index: dict[str, list[str]] = {}
+        # that a lookup is one dict access: a handshake makes a dozen. A name
+        # with one value (nearly all) maps to it, without a list: a server
+        # keeps every connection's headers. Every method that changes _items
+        # changes it too; it never holds an empty or one-item list.
+        self._index: dict[str, str | list[str]] = {}
         if items is not None:
             self.update(items)
 
@@ -48,7 +50,11 @@ class Headers:
             # Its fields were checked when they were added.
             self._items.extend(items._items)
             for key, values in items._index.items():
-                self._index.setdefault(key, []).extend(values)
+                mine = self._index.get(key)
+                if mine is None:
+                    self._index[key] = values if type(values) is str else list(values)
+                else:
+                    self._index[key] = _values(mine) + _values(values)
             return
         pairs = items.items() if isinstance(items, Mapping) else items
         for name, value in pairs:
@@ -74,18 +80,23 @@ class Headers:
         self._items.append((name, value))
         values = self._index.get(key)
         if values is None:
-            self._index[key] = [value]
+            self._index[key] = value
+        elif isinstance(values, str):
+            self._index[key] = [values, value]
         else:
             values.append(value)
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of the header ``name``, in order."""
-        return list(self._index.get(name.lower(), ()))
+        values = self._index.get(name.lower())
+        return [] if values is None else _values(values)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the value of ``name`` as ``headers[name]`` does, or ``default``."""
         values = self._index.get(name.lower())
-        return default if values is None else ", ".join(values)
+        if values is None:
+            return default
+        return values if type(values) is str else ", ".join(values)
 
     def items(self) -> list[tuple[str, str]]:
         """Return the headers as ``(name, value)`` pairs, in order."""
@@ -95,7 +106,7 @@ class Headers:
         values = self._index.get(name.lower())
         if values is None:
             raise KeyError(name)
-        return ", ".join(values)
+        return values if type(values) is str else ", ".join(values)
 
     def __setitem__(self, name: str, value: str) -> None:
         del self[name]
@@ -131,6 +142,11 @@ class Headers:
 
 
 HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def _values(values: str | list[str]) -> list[str]:
+    """Return the values of an index entry, as a new list."""
+    return [values] if type(values) is str else list(values)
 
 # RFC 7230 section 3.2.6.
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
