@@ -19,25 +19,34 @@ LATE = INTERVAL / 4  # how late a loaded machine may run a timer
 class Member:
     """Records when the heartbeat pings it."""
 
-    def __init__(self, beat: Heartbeat | None = None) -> None:
+    def __init__(self) -> None:
         self.times: list[float] = []
-        self.beat = beat
+        self.beat: Heartbeat | None = None
+        self.place = 0
         self.evict: Member | None = None
+
+    def join(self, beat: Heartbeat) -> None:
+        self.beat = beat
+        self.place = beat.add(self)
+
+    def leave(self) -> None:
+        assert self.beat is not None
+        self.beat.discard(self, self.place)
 
     def _keepalive(self) -> None:
         self.times.append(time.monotonic())
-        if self.evict is not None and self.beat is not None:
-            self.beat.discard(self.evict)
+        if self.evict is not None:
+            self.evict.leave()
 
 
 async def test_each_member_is_pinged_every_interval_from_when_it_joined() -> None:
     beat = Heartbeat(INTERVAL)
     first, second = Member(), Member()
     start = time.monotonic()
-    beat.add(first)
+    first.join(beat)
     await asyncio.sleep(INTERVAL / 2)
     joined = time.monotonic()
-    beat.add(second)
+    second.join(beat)
     await asyncio.sleep(INTERVAL * 2.7)
     assert len(first.times) == 3  # 3.2 intervals
     assert len(second.times) == 2  # 2.7 intervals
@@ -48,17 +57,17 @@ async def test_each_member_is_pinged_every_interval_from_when_it_joined() -> Non
     for times in (first.times, second.times):
         for earlier, later in itertools.pairwise(times):
             assert INTERVAL - 2 * TICK <= later - earlier <= INTERVAL + LATE
-    beat.discard(first)
-    beat.discard(second)
+    first.leave()
+    second.leave()
     assert len(beat) == 0
 
 
 async def test_discarded_members_are_not_pinged_and_the_timer_stops() -> None:
     beat = Heartbeat(INTERVAL)
     member = Member()
-    beat.add(member)
-    beat.discard(member)
-    beat.discard(member)  # twice is harmless
+    member.join(beat)
+    member.leave()
+    member.leave()  # twice is harmless
     await asyncio.sleep(INTERVAL * 1.5)
     assert member.times == []
     assert beat._timer is None
@@ -66,11 +75,11 @@ async def test_discarded_members_are_not_pinged_and_the_timer_stops() -> None:
 
 async def test_a_member_that_leaves_during_a_tick_is_not_pinged() -> None:
     beat = Heartbeat(INTERVAL)
-    members = [Member(beat) for _ in range(2)]
+    members = [Member() for _ in range(2)]
     members[0].evict = members[1]
     members[1].evict = members[0]
     for member in members:
-        beat.add(member)
+        member.join(beat)
     await asyncio.sleep(INTERVAL * 1.5)
     # Whichever went first evicted the other.
     assert sorted(len(member.times) for member in members) == [0, 1]
@@ -89,12 +98,12 @@ async def test_a_failing_member_does_not_stop_the_others() -> None:
 
     members = [Failing(), Member(), Failing(), Member()]
     for member in members:
-        beat.add(member)
+        member.join(beat)
     await asyncio.sleep(INTERVAL * 1.5)
     assert [len(member.times) for member in members] == [1, 1, 1, 1]
     assert [type(error["exception"]) for error in errors] == [RuntimeError, RuntimeError]
     for member in members:
-        beat.discard(member)
+        member.leave()
 
 
 async def test_connections_of_a_server_share_one_heartbeat() -> None:

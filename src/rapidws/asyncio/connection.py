@@ -60,6 +60,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         "_fragmenting",
         "_handling",
         "_heartbeat",
+        "_heartbeat_place",
         "_lost",
         "_messages",
         "_pings",
@@ -119,6 +120,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._close_timer: asyncio.TimerHandle | None = None
         self._heartbeat: Heartbeat | None = None  # while keepalive pings are on
+        self._heartbeat_place = 0
         self._resume_timer: asyncio.TimerHandle | None = None
         # Done when the connection is lost; created by the first wait_closed().
         self._closed: asyncio.Future[None] | None = None
@@ -537,7 +539,7 @@ class Connection(asyncio.Protocol, Generic[P]):
     def _start_keepalive(self) -> None:
         if self.ping_interval is not None and self._heartbeat is None:
             self._heartbeat = self._join_heartbeat(self.ping_interval)
-            self._heartbeat.add(self)
+            self._heartbeat_place = self._heartbeat.add(self)
 
     def _join_heartbeat(self, interval: float) -> Heartbeat:
         """Return the heartbeat to join: a server's connections share one."""
@@ -545,7 +547,7 @@ class Connection(asyncio.Protocol, Generic[P]):
 
     def _stop_keepalive(self) -> None:
         if self._heartbeat is not None:
-            self._heartbeat.discard(self)
+            self._heartbeat.discard(self, self._heartbeat_place)
             self._heartbeat = None
 
     def _keepalive(self) -> None:

@@ -44,21 +44,24 @@ class Heartbeat:
         self._tick = 0  # the number of the next tick
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, connection: Pingable) -> None:
-        """Ping ``connection`` every interval from now on; add it once only."""
+    def add(self, connection: Pingable) -> int:
+        """Ping ``connection`` every interval from now on; add it once only.
+
+        Returns its place, for :meth:`discard`.
+        """
         due = self._tick + TICKS
-        self._buckets[due % TICKS][connection] = due
+        place = due % TICKS
+        self._buckets[place][connection] = due
         self._members += 1
         if self._timer is None:
             self._loop = asyncio.get_running_loop()
             self._timer = self._loop.call_later(self.interval / TICKS, self._on_tick)
+        return place
 
-    def discard(self, connection: Pingable) -> None:
-        """Stop pinging ``connection``; nothing happens if it was not added."""
-        for bucket in self._buckets:
-            if bucket.pop(connection, None) is not None:
-                self._members -= 1
-                return
+    def discard(self, connection: Pingable, place: int) -> None:
+        """Stop pinging ``connection``, at the place :meth:`add` gave; again is harmless."""
+        if self._buckets[place].pop(connection, None) is not None:
+            self._members -= 1
 
     def __len__(self) -> int:
         return self._members

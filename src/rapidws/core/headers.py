@@ -148,6 +148,7 @@ def _values(values: str | list[str]) -> list[str]:
     """Return the values of an index entry, as a new list."""
     return [values] if type(values) is str else list(values)
 
+
 # RFC 7230 section 3.2.6.
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _TOKEN_RE = re.compile(_TOKEN)
