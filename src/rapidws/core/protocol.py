@@ -159,10 +159,9 @@ class Protocol:
     ) -> None:
         self.is_client = is_client
         self.state = state
-        self._max_message_size: int | None = None
-        self._max_frame_size: int | None = None
-        self.max_message_size = max_message_size
-        self.max_frame_size = max_frame_size
+        self._max_message_size = _check_limit("max_message_size", max_message_size)
+        self._max_frame_size = _check_limit("max_frame_size", max_frame_size)
+        self._update_read_limit()
         self._masked = not is_client  # whether received frames must be masked
         self.extensions: list[Extension] = list(extensions)
         self._allowed_rsv = 0
@@ -239,8 +238,11 @@ class Protocol:
     def _update_read_limit(self) -> None:
         # The largest single-frame message that read_messages() may take;
         # anything larger goes through the general parser, which refuses it.
-        limits = [self._max_message_size, self._max_frame_size, _NO_LIMIT]
-        self._read_limit = min(limit for limit in limits if limit is not None)
+        limit = _NO_LIMIT
+        for value in (self._max_message_size, self._max_frame_size):
+            if value is not None and value < limit:
+                limit = value
+        self._read_limit = limit
 
     # Input.
 
