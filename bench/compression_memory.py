@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from run import rss_kib  # bench/run.py, beside this script
+
 import rapidws
 
 SERVERS = {
@@ -67,15 +69,6 @@ def serve(kind: str, port: int) -> None:
             await asyncio.Future()
 
     asyncio.run(main())
-
-
-def rss_kib(pid: int) -> int:
-    """Return the resident memory of process ``pid``, in KiB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 async def load(port: int, count: int) -> list[rapidws.ClientConnection]:
