@@ -40,7 +40,6 @@ class Heartbeat:
         # One bucket per tick of the interval; each maps a connection to the
         # tick at which its next ping is due.
         self._buckets: list[dict[Pingable, int]] = [{} for _ in range(TICKS)]
-        self._members = 0
         self._tick = 0  # the number of the next tick
         self._timer: asyncio.TimerHandle | None = None
 
@@ -52,7 +51,6 @@ class Heartbeat:
         due = self._tick + TICKS
         place = due % TICKS
         self._buckets[place][connection] = due
-        self._members += 1
         if self._timer is None:
             self._loop = asyncio.get_running_loop()
             self._timer = self._loop.call_later(self.interval / TICKS, self._on_tick)
@@ -60,11 +58,10 @@ class Heartbeat:
 
     def discard(self, connection: Pingable, place: int) -> None:
         """Stop pinging ``connection``, at the place :meth:`add` gave; again is harmless."""
-        if self._buckets[place].pop(connection, None) is not None:
-            self._members -= 1
+        self._buckets[place].pop(connection, None)
 
     def __len__(self) -> int:
-        return self._members
+        return sum(map(len, self._buckets))
 
     def _on_tick(self) -> None:
         tick = self._tick
@@ -76,7 +73,7 @@ class Heartbeat:
         self._timer = None
         loop = self._loop
         assert loop is not None
-        if self._members:
+        if any(self._buckets):
             self._timer = loop.call_later(self.interval / TICKS, self._on_tick)
         else:
             self._loop = None  # hold no loop while idle
