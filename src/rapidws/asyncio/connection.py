@@ -36,7 +36,7 @@ P = TypeVar("P", bound=Protocol)
 
 _OK_CODES = frozenset((1000, 1001, 1005))
 # Frames up to this size that are ready together go out in one write.
-_JOIN_LIMIT = 16 * 1024
+_COALESCE_LIMIT = 16 * 1024
 # Always empty: the queue of a connection with no message waiting, shared.
 _NO_QUEUE: collections.deque[Data] = collections.deque(maxlen=0)
 
@@ -648,7 +648,7 @@ def _write_all(transport: asyncio.Transport, out: list[bytes]) -> None:
     # writelines(): asyncio's (3.12+) skips pause_writing(), and flow control.
     small: list[bytes] = []
     for data in out:
-        if 0 < len(data) <= _JOIN_LIMIT:
+        if 0 < len(data) <= _COALESCE_LIMIT:
             small.append(data)
             continue
         if small:
