@@ -48,7 +48,8 @@ class ClientConnection(Connection[ClientProtocol]):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the handshake request (called by asyncio)."""
         super().connection_made(transport)
-        self.protocol.send_request(self.protocol.connect())
+        self.request = self.protocol.connect()
+        self.protocol.send_request(self.request)
         self._write_pending()
 
     def _handshake_event(self, event: Request | Response) -> None:

@@ -79,6 +79,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         "ping_interval",
         "ping_timeout",
         "protocol",
+        "request",
         "transport",
     )
 
@@ -94,6 +95,9 @@ class Connection(asyncio.Protocol, Generic[P]):
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         self.protocol = protocol
+        #: The opening handshake's request (path, query, headers), once known.
+        #: An attribute, not a property: callbacks read it for every message.
+        self.request: Request | None = protocol.request
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
@@ -137,11 +141,6 @@ class Connection(asyncio.Protocol, Generic[P]):
     def state(self) -> State:
         """The state of the connection: CONNECTING, OPEN, CLOSING or CLOSED."""
         return self.protocol.state
-
-    @property
-    def request(self) -> Request | None:
-        """The opening handshake's request (path, query, headers)."""
-        return self.protocol.request
 
     @property
     def response(self) -> Response | None:

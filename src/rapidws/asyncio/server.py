@@ -124,6 +124,7 @@ class ServerConnection(Connection[ServerProtocol]):
 
     def _handshake_event(self, event: Request | Response) -> None:
         assert isinstance(event, Request)
+        self.request = event
         server = self.server
         if server.process_request is None and server.process_response is None:
             try:

@@ -230,9 +230,7 @@ class ClientProtocol(Protocol):
                 extensions.append(factory.accept(params))
             except InvalidHandshake as exc:
                 raise InvalidResponse(str(exc), response) from None
-        self.extensions = extensions
-        for extension in extensions:
-            self._allowed_rsv |= extension.rsv_bits
+        self._use_extensions(extensions)
 
 
 def _is_status(text: str) -> bool:

@@ -7,7 +7,6 @@ that sends an endless header line costs at most the limit in memory.
 
 from __future__ import annotations
 
-import dataclasses
 import http
 import re
 from urllib.parse import urlsplit
@@ -19,43 +18,62 @@ from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE
 __all__ = ["HeadReader", "Request", "Response"]
 
 
-@dataclasses.dataclass
 class Request:
     """An HTTP request: the client's opening handshake.
 
     Attributes:
         method: the request method, ``GET`` for a WebSocket handshake.
         target: the request target as sent, path and query (``/chat?room=1``).
+            A hook may rewrite it; :attr:`path` follows.
+        path: the path of the target, without the query (``/chat``). It stays
+            percent-encoded, as sent. For an absolute-form target
+            (``ws://host/chat``) it is the path part.
         headers: the request headers.
         version: the HTTP version, ``(1, 1)``.
     """
 
-    method: str
-    target: str
-    headers: Headers
-    version: tuple[int, int] = (1, 1)
+    # Slots, and the path computed when the target is set: a callback that
+    # routes on the path reads it for every message.
+    __slots__ = ("_target", "headers", "method", "path", "version")
 
-    # The path and the target it was computed from: a callback that routes
-    # on the path reads it for every message.
-    _path: tuple[str, str] | None = dataclasses.field(
-        default=None, init=False, repr=False, compare=False
-    )
+    def __init__(
+        self, method: str, target: str, headers: Headers, version: tuple[int, int] = (1, 1)
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.version = version
 
     @property
-    def path(self) -> str:
-        """The path of the request target, without the query (``/chat``).
+    def target(self) -> str:
+        """The request target as sent, path and query (``/chat?room=1``)."""
+        return self._target
 
-        It stays percent-encoded, as sent. For an absolute-form target
-        (``ws://host/chat``) it is the path part.
-        """
-        target = self.target
-        cached = self._path
-        if cached is not None and cached[0] is target:
-            return cached[1]
+    @target.setter
+    def target(self, target: str) -> None:
+        self._target = target
         # Not urlsplit() for the origin form: it reads "//host/x" as an authority.
-        path = target.partition("?")[0] if target.startswith("/") else urlsplit(target).path or "/"
-        self._path = (target, path)
-        return path
+        self.path = (
+            target.partition("?")[0] if target.startswith("/") else urlsplit(target).path or "/"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Request(method={self.method!r}, target={self.target!r}, "
+            f"headers={self.headers!r}, version={self.version!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (self.method, self.target, self.headers, self.version) == (
+            other.method,
+            other.target,
+            other.headers,
+            other.version,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
 
     @property
     def query(self) -> str:

@@ -132,6 +132,7 @@ class Protocol:
         "_out",
         "_read_limit",
         "_send_compress",
+        "_send_direct",
         "_send_opcode",
         "_utf8",
         "close_rcvd",
@@ -163,10 +164,6 @@ class Protocol:
         self._max_frame_size = _check_limit("max_frame_size", max_frame_size)
         self._update_read_limit()
         self._masked = not is_client  # whether received frames must be masked
-        self.extensions: list[Extension] = list(extensions)
-        self._allowed_rsv = 0
-        for extension in self.extensions:
-            self._allowed_rsv |= extension.rsv_bits
 
         #: The opening handshake's request, response and subprotocol, on the
         #: sides that have a handshake (:class:`~rapidws.core.server.ServerProtocol`,
@@ -214,6 +211,10 @@ class Protocol:
         # whether it may be compressed.
         self._send_opcode = 0
         self._send_compress = True
+        self.extensions: list[Extension] = []
+        self._allowed_rsv = 0
+        self._send_direct = False
+        self._use_extensions(list(extensions))
 
     @property
     def max_message_size(self) -> int | None:
@@ -234,6 +235,20 @@ class Protocol:
     def max_frame_size(self, value: int | None) -> None:
         self._max_frame_size = _check_limit("max_frame_size", value)
         self._update_read_limit()
+
+    def _use_extensions(self, extensions: list[Extension]) -> None:
+        """Apply the negotiated ``extensions`` to every frame from now on."""
+        self.extensions = extensions
+        self._allowed_rsv = 0
+        for extension in extensions:
+            self._allowed_rsv |= extension.rsv_bits
+        self._update_send_direct()
+
+    def _update_send_direct(self) -> None:
+        # Whether a whole message may be framed at once, with no fragmented
+        # message in progress, no extension to run and no mask: send_text()
+        # and send_binary() then take a shortcut for a small one.
+        self._send_direct = not (self.is_client or self.extensions or self._send_opcode)
 
     def _update_read_limit(self) -> None:
         # The largest single-frame message that read_messages() may take;
@@ -331,6 +346,9 @@ class Protocol:
         """
         if isinstance(data, str):
             data = data.encode()
+        if fin and self._send_direct and self.state is OPEN and len(data) <= _JOIN_LIMIT:
+            self._out.append(encode_frame(0x81, data))  # the common case, at once
+            return
         self._send_data(OP_TEXT, data, fin, compress)
 
     def send_binary(
@@ -340,6 +358,15 @@ class Protocol:
 
         With ``compress=False`` a negotiated compression skips this message.
         """
+        if (
+            fin
+            and self._send_direct
+            and self.state is OPEN
+            and type(data) is bytes
+            and len(data) <= _JOIN_LIMIT
+        ):
+            self._out.append(encode_frame(0x82, data))  # the common case, at once
+            return
         self._send_data(OP_BINARY, data, fin, compress)
 
     def send_continuation(self, data: str | bytes | bytearray | memoryview, fin: bool) -> None:
@@ -365,13 +392,10 @@ class Protocol:
         else:
             first = True
         if fin and first and not self.extensions:
-            # The common case, a whole message; a server's small one inline.
-            if self.is_client or len(data) > _JOIN_LIMIT:
-                self._send_frame(0x80 | opcode, data)
-            else:
-                self._out.append(encode_frame(0x80 | opcode, data))
+            self._send_frame(0x80 | opcode, data)  # a whole message
             return
         self._send_opcode = 0 if fin else (opcode or self._send_opcode)
+        self._update_send_direct()
         self._send_compress = compress
         rsv = 0
         for extension in self.extensions:

@@ -234,10 +234,7 @@ class ServerProtocol(Protocol):
         if accepted:
             headers.add("Sec-WebSocket-Extensions", serialize_extensions(accepted))
         self.subprotocol = subprotocol
-        self.extensions = extensions
-        self._allowed_rsv = 0
-        for extension in extensions:
-            self._allowed_rsv |= extension.rsv_bits
+        self._use_extensions(extensions)
 
     def _choose_subprotocol(self, request: Request, offered: list[str]) -> str | None:
         if self.select_subprotocol is not None:
