@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import random
 
 import pytest
@@ -131,7 +133,16 @@ def test_headers_lookups_match_a_scan_of_the_fields() -> None:
     model: list[tuple[str, str]] = []
     for step in range(500):
         name, value = rng.choice(names), str(step)
-        action = rng.randrange(4)
+        action = rng.randrange(5)
+        if action == 4:
+            # The index is dropped and rebuilt; a compacted copy merges too.
+            headers.compact()
+            if rng.random() < 0.5:
+                other = Headers({name: value})
+                other.compact()
+                headers.update(other)
+                model.append((name, value))
+            continue
         if action == 0:
             headers[name] = value
             model = [(n, v) for n, v in model if n.lower() != name.lower()] + [(name, value)]
@@ -153,14 +164,14 @@ def test_headers_lookups_match_a_scan_of_the_fields() -> None:
 
 
 def test_headers_remember_checked_names_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    checked: dict[str, str] = {}
+    checked: dict[str, tuple[str, str]] = {}
     monkeypatch.setattr(headers_module, "_CHECKED_NAMES", checked)
     monkeypatch.setattr(headers_module, "_CHECKED_NAMES_MAX", 3)
     long_name = "X-" + "a" * 63
     headers = Headers([("Host", "a"), (long_name, "b"), ("HOST", "c")])
-    assert checked == {"Host": "host", "HOST": "host"}  # not the long name
+    assert checked == {"Host": ("Host", "host"), "HOST": ("HOST", "host")}  # not the long name
     headers.update([("X-A", "1"), ("X-B", "2")])
-    assert checked == {"Host": "host", "HOST": "host", "X-A": "x-a"}  # full
+    assert list(checked) == ["Host", "HOST", "X-A"]  # full
     assert headers.get_all("host") == ["a", "c"]
     assert headers[long_name.upper()] == "b"
     assert headers["x-b"] == "2"
@@ -171,6 +182,20 @@ def test_headers_remember_checked_names_up_to_a_bound(monkeypatch: pytest.Monkey
     with pytest.raises(ValueError, match="invalid header name"):
         headers.add("Bad Name", "v")
     assert checked == {}
+
+
+def test_headers_share_names_and_values_across_objects() -> None:
+    # A server keeps every connection's handshake: repeated names and values
+    # are one string each, but not the values unique to a handshake.
+    key = base64.b64encode(os.urandom(16)).decode()  # never seen before
+    first, second = (
+        Headers([("".join(["Ho", "st"]), "".join(["exam", "ple.com"])), ("Sec-WebSocket-Key", k)])
+        for k in ("".join(key), "".join(list(key)))
+    )
+    (name1, value1), (_, key1) = first.items()
+    (name2, value2), (_, key2) = second.items()
+    assert name1 is name2 and value1 is value2
+    assert key1 == key2 and key1 is not key2
 
 
 def test_headers_equality() -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import time
+import types
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
@@ -39,6 +41,14 @@ _OK_CODES = frozenset((1000, 1001, 1005))
 _COALESCE_LIMIT = 16 * 1024
 # Always empty: the queue of a connection with no message waiting, shared.
 _NO_QUEUE: collections.deque[Data] = collections.deque(maxlen=0)
+# Always empty, read-only: the pings of a connection with none in flight.
+_NO_PINGS = cast("dict[bytes, tuple[asyncio.Future[float], float]]", types.MappingProxyType({}))
+
+
+@functools.lru_cache(maxsize=16)
+def _water_marks(high: int) -> tuple[int, int]:
+    # Cached: every connection of a server shares the pair and its ints.
+    return high, high // 4
 
 
 class Connection(asyncio.Protocol, Generic[P]):
@@ -102,11 +112,11 @@ class Connection(asyncio.Protocol, Generic[P]):
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         if isinstance(max_queue, int):
-            max_queue = (max_queue, max_queue // 4)
+            max_queue = _water_marks(max_queue)
         self._queue_high: int | None
         self._queue_high, self._queue_low = max_queue if max_queue is not None else (None, 0)
         if isinstance(write_limit, int):
-            write_limit = (write_limit, write_limit // 4)
+            write_limit = _water_marks(write_limit)
         self._write_high, self._write_low = write_limit
         self.logger = logger or logging.getLogger("rapidws")
 
@@ -121,7 +131,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         self._drain_waiter: asyncio.Future[None] | None = None
         # Set while a fragmented message is being sent; done when it is sent.
         self._fragmenting: asyncio.Future[None] | None = None
-        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = _NO_PINGS
         self._close_timer: asyncio.TimerHandle | None = None
         self._heartbeat: Heartbeat | None = None  # while keepalive pings are on
         self._heartbeat_place = 0
@@ -361,6 +371,8 @@ class Connection(asyncio.Protocol, Generic[P]):
             raise self._closed_exc() from None
         waiter: asyncio.Future[float] = self.loop.create_future()
         # perf_counter(): uvloop's loop.time() has millisecond resolution.
+        if self._pings is _NO_PINGS:
+            self._pings = {}
         self._pings[data] = (waiter, time.perf_counter())
         self._write_pending()
         return waiter
@@ -606,7 +618,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         for ping_waiter, _ in self._pings.values():
             if not ping_waiter.done():
                 ping_waiter.set_exception(closed)
-        self._pings.clear()
+        self._pings = _NO_PINGS
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
         if self._closed is not None and not self._closed.done():

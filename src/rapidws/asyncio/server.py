@@ -211,9 +211,9 @@ class CallbackServerConnection(ServerConnection):
 
     def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
         super().__init__(server, protocol, **kwargs)
-        assert server.callbacks is not None
+        assert server.callbacks is not None and server._on_message is not None
         self.callbacks = server.callbacks
-        self._on_message = server.callbacks.on_message
+        self._on_message = server._on_message
 
     def _start_handler(self) -> None:
         self._callback(self.callbacks.on_open, self)
@@ -270,6 +270,8 @@ class Server:
         self.handler = handler
         #: The callbacks, when the handler is a :class:`Callbacks` object.
         self.callbacks = handler if isinstance(handler, Callbacks) else None
+        # One bound method for every connection, not one each.
+        self._on_message = None if self.callbacks is None else self.callbacks.on_message
         self.process_request = process_request
         self.process_response = process_response
         self.open_timeout = open_timeout

@@ -163,6 +163,8 @@ class ClientProtocol(Protocol):
             self._handshake_failed(exc)
             return
         self.state = OPEN
+        # Kept as long as the connection, read rarely if ever.
+        response.headers.compact()
         self._events.append(response)
         if self._buf:
             data = bytes(self._buf)

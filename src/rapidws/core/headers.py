@@ -34,13 +34,16 @@ class Headers:
     __slots__ = ("_index", "_items")
 
     def __init__(self, items: HeadersLike | None = None) -> None:
-        self._items: list[tuple[str, str]] = []
+        # Names and values alternate in one flat list: a server keeps every
+        # connection's headers, and a tuple per field would cost 56 bytes.
+        self._items: list[str] = []
         # The values of each name, in order, keyed by the lower-cased name, so
         # that a lookup is one dict access: a handshake makes a dozen. A name
-        # with one value (nearly all) maps to it, without a list: a server
-        # keeps every connection's headers. Every method that changes _items
-        # changes it too; it never holds an empty or one-item list.
-        self._index: dict[str, str | list[str]] = {}
+        # with one value (nearly all) maps to it, without a list. None after
+        # compact(), until the next lookup rebuilds it. Every method that
+        # changes _items changes it too; it never holds an empty or one-item
+        # list.
+        self._index: dict[str, str | list[str]] | None = {}
         if items is not None:
             self.update(items)
 
@@ -49,12 +52,18 @@ class Headers:
         if isinstance(items, Headers):
             # Its fields were checked when they were added.
             self._items.extend(items._items)
-            for key, values in items._index.items():
-                mine = self._index.get(key)
+            index, theirs = self._index, items._index
+            if index is None:
+                return
+            if theirs is None:
+                self._index = None  # rebuilt by the next lookup
+                return
+            for key, values in theirs.items():
+                mine = index.get(key)
                 if mine is None:
-                    self._index[key] = values if type(values) is str else list(values)
+                    index[key] = values if type(values) is str else list(values)
                 else:
-                    self._index[key] = _values(mine) + _values(values)
+                    index[key] = _values(mine) + _values(values)
             return
         pairs = items.items() if isinstance(items, Mapping) else items
         for name, value in pairs:
@@ -68,42 +77,83 @@ class Headers:
                 characters (CR and LF would let a value inject headers) or
                 characters outside Latin-1.
         """
-        key = _CHECKED_NAMES.get(name)
-        if key is None:
+        checked = _CHECKED_NAMES.get(name)
+        if checked is None:
             if _TOKEN_RE.fullmatch(name) is None:
                 raise ValueError(f"invalid header name: {name!r}")
             key = name.lower()
             if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX and len(name) <= 64:
-                _CHECKED_NAMES[name] = key
+                _CHECKED_NAMES[name] = (name, key)
+        else:
+            name, key = checked  # the same string object for every connection
         if _VALUE_RE.fullmatch(value) is None:
             raise ValueError(f"invalid value for header {name}: {value!r}")
-        self._items.append((name, value))
-        values = self._index.get(key)
+        shared = _SHARED_VALUES.get(value)
+        if shared is not None:
+            value = shared
+        elif (
+            len(_SHARED_VALUES) < _SHARED_VALUES_MAX
+            and len(value) <= _SHARED_VALUE_LENGTH
+            and key not in _UNIQUE_VALUES
+        ):
+            _SHARED_VALUES[value] = value
+        self._items += (name, value)
+        index = self._index
+        if index is None:
+            return
+        values = index.get(key)
         if values is None:
-            self._index[key] = value
+            index[key] = value
         elif isinstance(values, str):
-            self._index[key] = [values, value]
+            index[key] = [values, value]
         else:
             values.append(value)
 
+    def compact(self) -> None:
+        """Free the lookup index until the next lookup needs it again.
+
+        For headers kept long and rarely read, such as every open
+        connection's handshake: it saves a dict per object, and the room
+        the list of fields kept to grow.
+        """
+        self._index = None
+        self._items = self._items[:]
+
+    def _lookup(self) -> dict[str, str | list[str]]:
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            items = self._items
+            for i in range(0, len(items), 2):
+                key, value = items[i].lower(), items[i + 1]
+                values = index.get(key)
+                if values is None:
+                    index[key] = value
+                elif isinstance(values, str):
+                    index[key] = [values, value]
+                else:
+                    values.append(value)
+        return index
+
     def get_all(self, name: str) -> list[str]:
         """Return every value of the header ``name``, in order."""
-        values = self._index.get(name.lower())
+        values = self._lookup().get(name.lower())
         return [] if values is None else _values(values)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the value of ``name`` as ``headers[name]`` does, or ``default``."""
-        values = self._index.get(name.lower())
+        values = self._lookup().get(name.lower())
         if values is None:
             return default
         return values if type(values) is str else ", ".join(values)
 
     def items(self) -> list[tuple[str, str]]:
         """Return the headers as ``(name, value)`` pairs, in order."""
-        return list(self._items)
+        items = self._items
+        return list(zip(items[::2], items[1::2], strict=True))
 
     def __getitem__(self, name: str) -> str:
-        values = self._index.get(name.lower())
+        values = self._lookup().get(name.lower())
         if values is None:
             raise KeyError(name)
         return values if type(values) is str else ", ".join(values)
@@ -114,31 +164,33 @@ class Headers:
 
     def __delitem__(self, name: str) -> None:
         key = name.lower()
-        if self._index.pop(key, None) is not None:
-            self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        if self._lookup().pop(key, None) is not None:
+            self._items = [x for n, v in self.items() if n.lower() != key for x in (n, v)]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and name.lower() in self._lookup()
 
     def __iter__(self) -> Iterator[str]:
-        return (n for n, _ in self._items)
+        return iter(self._items[::2])
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) // 2
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return [(n.lower(), v) for n, v in self._items] == [(n.lower(), v) for n, v in other._items]
+        return [(n.lower(), v) for n, v in self.items()] == [
+            (n.lower(), v) for n, v in other.items()
+        ]
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.items()!r})"
 
     def serialize(self) -> bytes:
         """Serialize the headers as HTTP/1.1 header lines, each ending in CRLF."""
-        return "".join(f"{n}: {v}\r\n" for n, v in self._items).encode("latin-1")
+        return "".join(f"{n}: {v}\r\n" for n, v in self.items()).encode("latin-1")
 
 
 HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
@@ -159,8 +211,17 @@ _VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # was a third of the cost of add(). It stops growing when full, so a peer
 # sending made-up names costs a bounded amount of memory; other names are
 # then checked as before.
-_CHECKED_NAMES: dict[str, str] = {}
+# The name is kept too, and stored in its place: one string for every
+# connection's copy of a header name.
+_CHECKED_NAMES: dict[str, tuple[str, str]] = {}
 _CHECKED_NAMES_MAX = 1024
+# Values shared the same way, for the same reason: most of a handshake's values
+# (host, origin, user agent, "websocket") are the same for many connections.
+# Bounded as well; not for the values that are unique to each handshake.
+_SHARED_VALUES: dict[str, str] = {}
+_SHARED_VALUES_MAX = 1024
+_SHARED_VALUE_LENGTH = 256
+_UNIQUE_VALUES = frozenset({"sec-websocket-key", "sec-websocket-accept"})
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _OWS_RE = re.compile(r"[ \t]*")
 

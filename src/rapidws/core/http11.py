@@ -236,6 +236,8 @@ class HeadReader:
 
 def parse_version(text: str) -> tuple[int, int] | None:
     """Parse ``HTTP/1.1`` into ``(1, 1)``; ``None`` when it is not a version."""
+    if text == "HTTP/1.1":
+        return (1, 1)  # nearly always: one tuple for every request, not one each
     match = _VERSION_RE.fullmatch(text)
     return None if match is None else (int(match.group(1)), int(match.group(2)))
 

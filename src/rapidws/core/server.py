@@ -170,6 +170,10 @@ class ServerProtocol(Protocol):
         self._out.append(response.serialize())
         if response.status == 101:
             self.state = OPEN
+            # Kept as long as the connection, read rarely if ever.
+            response.headers.compact()
+            if self.request is not None:
+                self.request.headers.compact()
             # Frames that came with the request are parsed now.
             if self._buf:
                 data = bytes(self._buf)
