@@ -98,16 +98,8 @@ class Headers:
         ):
             _SHARED_VALUES[value] = value
         self._items += (name, value)
-        index = self._index
-        if index is None:
-            return
-        values = index.get(key)
-        if values is None:
-            index[key] = value
-        elif isinstance(values, str):
-            index[key] = [values, value]
-        else:
-            values.append(value)
+        if self._index is not None:
+            _index_add(self._index, key, value)
 
     def compact(self) -> None:
         """Free the lookup index until the next lookup needs it again.
@@ -125,14 +117,7 @@ class Headers:
             index = self._index = {}
             items = self._items
             for i in range(0, len(items), 2):
-                key, value = items[i].lower(), items[i + 1]
-                values = index.get(key)
-                if values is None:
-                    index[key] = value
-                elif isinstance(values, str):
-                    index[key] = [values, value]
-                else:
-                    values.append(value)
+                _index_add(index, items[i].lower(), items[i + 1])
         return index
 
     def get_all(self, name: str) -> list[str]:
@@ -194,6 +179,17 @@ class Headers:
 
 
 HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def _index_add(index: dict[str, str | list[str]], key: str, value: str) -> None:
+    """Append ``value`` to the values of ``key`` in a Headers index."""
+    values = index.get(key)
+    if values is None:
+        index[key] = value
+    elif isinstance(values, str):
+        index[key] = [values, value]
+    else:
+        values.append(value)
 
 
 def _values(values: str | list[str]) -> list[str]:
