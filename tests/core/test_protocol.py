@@ -7,6 +7,7 @@ and the ``b""`` half-close that only the server sends.
 
 from __future__ import annotations
 
+import array
 from collections.abc import Callable
 
 import pytest
@@ -746,14 +747,55 @@ def test_sends_close_with_invalid_code_or_reason(side: str) -> None:
         lambda p: p.send_ping(),
         lambda p: p.send_pong(),
         lambda p: p.send_continuation(b"x", fin=True),
+        lambda p: p.send_message("x"),
+        lambda p: p.send_message(b"x"),
     ],
-    ids=["text", "binary", "ping", "pong", "continuation"],
+    ids=["text", "binary", "ping", "pong", "continuation", "message-text", "message-binary"],
 )
 def test_sends_after_close(side: str, send: Callable[[Protocol], None]) -> None:
     proto = make(side)
     proto.send_close()
     with pytest.raises(InvalidState):
         send(proto)
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize(
+    ("message", "opcode", "payload"),
+    [
+        ("Hello", OP_TEXT, b"Hello"),
+        ("€" * 2000, OP_TEXT, "€".encode() * 2000),  # 6000 bytes: past the join limit
+        ("x" * 5000, OP_TEXT, b"x" * 5000),
+        (b"", OP_BINARY, b""),
+        (b"\x00\xff", OP_BINARY, b"\x00\xff"),
+        (bytearray(b"ab"), OP_BINARY, b"ab"),
+        (memoryview(b"abc")[1:], OP_BINARY, b"bc"),
+        (memoryview(array.array("I", [1, 2])), OP_BINARY, array.array("I", [1, 2]).tobytes()),
+        (BINARY_64K, OP_BINARY, BINARY_64K),
+    ],
+    ids=["text", "text-wide", "text-long", "empty", "binary", "bytearray", "view", "wide", "64k"],
+)
+def test_send_message_frames_by_type(
+    side: str, message: str | bytes | bytearray | memoryview, opcode: int, payload: bytes
+) -> None:
+    proto = make(side)
+    proto.send_message(message)
+    assert b"".join(proto.data_to_send()) == outgoing(proto, opcode, payload)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_send_message_refuses_other_types_and_interleaving(side: str) -> None:
+    proto = make(side)
+    for message in (5, None, ["x"]):
+        with pytest.raises(TypeError, match=f"cannot send {type(message).__name__}"):
+            proto.send_message(message)  # type: ignore[arg-type]
+    proto.send_text("a", fin=False)
+    with pytest.raises(InvalidState, match="finish it first"):
+        proto.send_message("b")
+    proto.send_continuation("c", fin=True)
+    proto.send_message(b"d")  # the shortcut is back once the fragments end
+    out = proto.data_to_send()
+    assert out[-1] == outgoing(proto, OP_BINARY, b"d")
 
 
 @pytest.mark.parametrize("side", SIDES)

@@ -279,14 +279,7 @@ class Connection(asyncio.Protocol, Generic[P]):
             TypeError: for a message that is neither ``str`` nor bytes-like.
         """
         try:
-            if type(message) is str:
-                self.protocol.send_text(message, compress=compress)
-            elif isinstance(message, (bytes, bytearray, memoryview)):
-                self.protocol.send_binary(message, compress=compress)
-            elif isinstance(message, str):
-                self.protocol.send_text(message, compress=compress)
-            else:
-                raise TypeError(f"cannot send {type(message).__name__}: send str or bytes")
+            self.protocol.send_message(message, compress)
         except InvalidState:
             if self.protocol.state is OPEN:
                 raise

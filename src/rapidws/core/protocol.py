@@ -338,6 +338,33 @@ class Protocol:
 
     # Sending.
 
+    def send_message(
+        self, data: str | bytes | bytearray | memoryview, compress: bool = True
+    ) -> None:
+        """Send a whole message: ``str`` as text, bytes-like as binary.
+
+        With ``compress=False`` a negotiated compression skips this message.
+
+        Raises:
+            InvalidState: when the connection is not open, or while a
+                fragmented message is being sent.
+            TypeError: for anything else than ``str`` or bytes-like.
+        """
+        if self._send_direct and self.state is OPEN:
+            # The common case, at once: a server's small message.
+            if type(data) is bytes and len(data) <= _JOIN_LIMIT:
+                self._out.append(encode_frame(0x82, data))
+                return
+            if type(data) is str and len(data) <= _JOIN_LIMIT:
+                self._out.append(encode_frame(0x81, data.encode()))
+                return
+        if isinstance(data, str):
+            self._send_data(OP_TEXT, data.encode(), True, compress)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            self._send_data(OP_BINARY, data, True, compress)
+        else:
+            raise TypeError(f"cannot send {type(data).__name__}: send str or bytes")
+
     def send_text(self, data: str | bytes, fin: bool = True, *, compress: bool = True) -> None:
         """Send a text message, or its first fragment when ``fin`` is false.
 
@@ -346,9 +373,6 @@ class Protocol:
         """
         if isinstance(data, str):
             data = data.encode()
-        if fin and self._send_direct and self.state is OPEN and len(data) <= _JOIN_LIMIT:
-            self._out.append(encode_frame(0x81, data))  # the common case, at once
-            return
         self._send_data(OP_TEXT, data, fin, compress)
 
     def send_binary(
@@ -358,15 +382,6 @@ class Protocol:
 
         With ``compress=False`` a negotiated compression skips this message.
         """
-        if (
-            fin
-            and self._send_direct
-            and self.state is OPEN
-            and type(data) is bytes
-            and len(data) <= _JOIN_LIMIT
-        ):
-            self._out.append(encode_frame(0x82, data))  # the common case, at once
-            return
         self._send_data(OP_BINARY, data, fin, compress)
 
     def send_continuation(self, data: str | bytes | bytearray | memoryview, fin: bool) -> None:
