@@ -92,14 +92,24 @@ class Headers:
         if shared is not None:
             value = shared
         elif (
-            len(_SHARED_VALUES) < _SHARED_VALUES_MAX
+            key not in _UNIQUE_VALUES
             and len(value) <= _SHARED_VALUE_LENGTH
-            and key not in _UNIQUE_VALUES
+            and len(_SHARED_VALUES) < _SHARED_VALUES_MAX
         ):
             _SHARED_VALUES[value] = value
-        self._items += (name, value)
-        if self._index is not None:
-            _index_add(self._index, key, value)
+        items = self._items
+        items.append(name)
+        items.append(value)
+        index = self._index
+        if index is None:
+            return
+        values = index.get(key)
+        if values is None:
+            index[key] = value
+        elif isinstance(values, str):
+            index[key] = [values, value]
+        else:
+            values.append(value)
 
     def compact(self) -> None:
         """Free the lookup index until the next lookup needs it again.
@@ -111,34 +121,35 @@ class Headers:
         self._index = None
         self._items = self._items[:]
 
-    def _lookup(self) -> dict[str, str | list[str]]:
-        index = self._index
-        if index is None:
-            index = self._index = {}
-            items = self._items
-            for i in range(0, len(items), 2):
-                _index_add(index, items[i].lower(), items[i + 1])
-        return index
+    def _rebuild_index(self) -> dict[str, str | list[str]]:
+        # After compact(): the fields are added again, rarely.
+        items, self._items, self._index = self._items, [], {}
+        for i in range(0, len(items), 2):
+            self.add(items[i], items[i + 1])
+        return self._index
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of the header ``name``, in order."""
-        values = self._lookup().get(name.lower())
+        index = self._index if self._index is not None else self._rebuild_index()
+        values = index.get(name.lower())
         return [] if values is None else _values(values)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the value of ``name`` as ``headers[name]`` does, or ``default``."""
-        values = self._lookup().get(name.lower())
+        index = self._index if self._index is not None else self._rebuild_index()
+        values = index.get(name.lower())
         if values is None:
             return default
         return values if type(values) is str else ", ".join(values)
 
     def items(self) -> list[tuple[str, str]]:
         """Return the headers as ``(name, value)`` pairs, in order."""
-        items = self._items
-        return list(zip(items[::2], items[1::2], strict=True))
+        pairs = iter(self._items)
+        return list(zip(pairs, pairs, strict=True))
 
     def __getitem__(self, name: str) -> str:
-        values = self._lookup().get(name.lower())
+        index = self._index if self._index is not None else self._rebuild_index()
+        values = index.get(name.lower())
         if values is None:
             raise KeyError(name)
         return values if type(values) is str else ", ".join(values)
@@ -149,11 +160,13 @@ class Headers:
 
     def __delitem__(self, name: str) -> None:
         key = name.lower()
-        if self._lookup().pop(key, None) is not None:
+        index = self._index if self._index is not None else self._rebuild_index()
+        if index.pop(key, None) is not None:
             self._items = [x for n, v in self.items() if n.lower() != key for x in (n, v)]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._lookup()
+        index = self._index if self._index is not None else self._rebuild_index()
+        return isinstance(name, str) and name.lower() in index
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items[::2])
@@ -175,21 +188,13 @@ class Headers:
 
     def serialize(self) -> bytes:
         """Serialize the headers as HTTP/1.1 header lines, each ending in CRLF."""
-        return "".join(f"{n}: {v}\r\n" for n, v in self.items()).encode("latin-1")
+        pairs = iter(self._items)
+        return "".join([f"{n}: {v}\r\n" for n, v in zip(pairs, pairs, strict=True)]).encode(
+            "latin-1"
+        )
 
 
 HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
-
-
-def _index_add(index: dict[str, str | list[str]], key: str, value: str) -> None:
-    """Append ``value`` to the values of ``key`` in a Headers index."""
-    values = index.get(key)
-    if values is None:
-        index[key] = value
-    elif isinstance(values, str):
-        index[key] = [values, value]
-    else:
-        values.append(value)
 
 
 def _values(values: str | list[str]) -> list[str]:
