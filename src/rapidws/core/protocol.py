@@ -246,8 +246,8 @@ class Protocol:
 
     def _update_send_direct(self) -> None:
         # Whether a whole message may be framed at once, with no fragmented
-        # message in progress, no extension to run and no mask: send_text()
-        # and send_binary() then take a shortcut for a small one.
+        # message in progress, no extension to run and no mask: send_message()
+        # then takes a shortcut for a small one.
         self._send_direct = not (self.is_client or self.extensions or self._send_opcode)
 
     def _update_read_limit(self) -> None:
