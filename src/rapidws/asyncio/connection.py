@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import types
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
 from ..core.frames import Close
@@ -182,55 +182,64 @@ class Connection(asyncio.Protocol, Generic[P]):
         """The close reason once the connection is closed."""
         return self._closed_exc().reason if self._lost else None
 
-    async def recv(self) -> Data:
+    def recv(self) -> Coroutine[Any, Any, Data]:
         """Receive the next message: ``str`` for text, ``bytes`` for binary.
+
+        A coroutine, to await (or to run as a task).
 
         Raises:
             ConnectionClosedOK: after a normal closing handshake.
             ConnectionClosedError: after an abnormal closure.
             ConcurrencyError: when another coroutine is already waiting in ``recv()``.
         """
-        if self._messages:
-            message = self._messages.popleft()
-            if not self._messages and self.protocol.parsing_paused:
-                # The last message before the pause is taken: once the caller
-                # has answered it (in this step), go on.
-                self.loop.call_soon(self._resume_parsing)
-            elif self._reading_paused and len(self._messages) <= self._queue_low:
-                self._resume_reading()
-            return message
-        if self._recv_waiter is not None:
-            raise ConcurrencyError("another coroutine is already waiting for the next message")
-        if self._lost:
-            raise self._closed_exc()
-        if self.protocol.parsing_paused:
-            # The application handled the messages that preceded a protocol
-            # error or a close frame: act on what follows them now.
-            self._resume_parsing()
-        waiter = self.loop.create_future()
-        self._recv_waiter = waiter
-        try:
-            received: Data = await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                # A message was handed over just before the cancellation: keep
-                # it for the next recv() rather than lose it.
-                self._queue().appendleft(waiter.result())
-            raise
-        finally:
-            self._recv_waiter = None
-        return received
+        return self._receive(False)
 
     def __aiter__(self) -> AsyncIterator[Data]:
         return self
 
-    async def __anext__(self) -> Data:
+    def __anext__(self) -> Coroutine[Any, Any, Data]:
         """Receive the next message; end the iteration after a normal closure."""
-        # A plain coroutine, not an async generator: one frame less per message.
+        return self._receive(True)
+
+    async def _receive(self, iterating: bool) -> Data:
+        # The one coroutine behind recv() and async for, which differ only in
+        # what a normal closure raises: a coroutine less per message than
+        # __anext__ awaiting recv().
         try:
-            return await self.recv()
+            if self._messages:
+                message = self._messages.popleft()
+                if not self._messages and self.protocol.parsing_paused:
+                    # The last message before the pause is taken: once the caller
+                    # has answered it (in this step), go on.
+                    self.loop.call_soon(self._resume_parsing)
+                elif self._reading_paused and len(self._messages) <= self._queue_low:
+                    self._resume_reading()
+                return message
+            if self._recv_waiter is not None:
+                raise ConcurrencyError("another coroutine is already waiting for the next message")
+            if self._lost:
+                raise self._closed_exc()
+            if self.protocol.parsing_paused:
+                # The application handled the messages that preceded a protocol
+                # error or a close frame: act on what follows them now.
+                self._resume_parsing()
+            waiter = self.loop.create_future()
+            self._recv_waiter = waiter
+            try:
+                received: Data = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # A message was handed over just before the cancellation: keep
+                    # it for the next recv() rather than lose it.
+                    self._queue().appendleft(waiter.result())
+                raise
+            finally:
+                self._recv_waiter = None
+            return received
         except ConnectionClosedOK:
-            raise StopAsyncIteration from None
+            if iterating:
+                raise StopAsyncIteration from None
+            raise
 
     async def send(
         self,
