@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -748,3 +749,9 @@ async def test_close_while_reading_is_paused() -> None:
         assert sws.close_code == 1000
         # Messages that arrived before the close can still be read.
         assert await sws.recv() == "0"
+
+
+def test_recv_and_send_are_coroutine_functions() -> None:
+    # Mocks (create_autospec) and introspection rely on it.
+    for method in (rapidws.asyncio.Connection.recv, rapidws.asyncio.Connection.send):
+        assert inspect.iscoroutinefunction(method)

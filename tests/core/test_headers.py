@@ -198,6 +198,30 @@ def test_headers_share_names_and_values_across_objects() -> None:
     assert key1 == key2 and key1 is not key2
 
 
+def test_headers_never_share_credentials_or_subclassed_strings() -> None:
+    # The shared values live as long as the process: no secret may get there,
+    # nor a str subclass, which would reach every later Headers.
+    class Tagged(str):
+        __slots__ = ()
+
+    secret = "Bearer " + base64.b64encode(os.urandom(12)).decode()
+    cookie = "session=" + base64.b64encode(os.urandom(12)).decode()
+    agent = "agent/" + base64.b64encode(os.urandom(12)).decode()
+    Headers(
+        [
+            ("Authorization", secret),
+            ("Cookie", cookie),
+            ("Sec-WebSocket-Protocol", secret),
+            (Tagged("X-Tagged-Name"), "v"),
+            ("User-Agent", Tagged(agent)),
+        ]
+    )
+    assert not {secret, cookie, agent} & set(headers_module._SHARED_VALUES)
+    assert "X-Tagged-Name" not in headers_module._CHECKED_NAMES
+    [(name, _)] = Headers([("X-Tagged-Name", "v")]).items()
+    assert type(name) is str
+
+
 def test_headers_equality() -> None:
     assert Headers({"Host": "a"}) == Headers({"host": "a"})
     assert Headers({"Host": "a"}) != Headers({"Host": "A"})

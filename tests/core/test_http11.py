@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http
+import weakref
 
 import pytest
 
@@ -126,6 +127,21 @@ def test_parse_request_line_refuses_other_major_versions(version: bytes) -> None
 def test_request_path_and_query(target: str, path: str, query: str) -> None:
     request = Request("GET", target, Headers())
     assert (request.path, request.query) == (path, query)
+
+
+def test_request_takes_attributes_weak_references_and_patterns() -> None:
+    # A hook may tag the request; a registry may hold it weakly; a match
+    # statement may take it apart by position, as with the dataclass it was.
+    request = Request("GET", "/chat?x=1", Headers({"Host": "h"}))
+    request.user = "alice"  # type: ignore[attr-defined]
+    assert weakref.ref(request)() is request
+    match request:
+        case Request("GET", target, headers):
+            assert (target, headers["Host"]) == ("/chat?x=1", "h")
+        case _:
+            pytest.fail("no match")
+    with pytest.raises(AttributeError):
+        request.path = "/other"  # type: ignore[misc]  # it follows the target
 
 
 def test_request_path_follows_a_rewritten_target() -> None:

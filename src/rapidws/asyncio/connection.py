@@ -182,29 +182,17 @@ class Connection(asyncio.Protocol, Generic[P]):
         """The close reason once the connection is closed."""
         return self._closed_exc().reason if self._lost else None
 
-    def recv(self) -> Coroutine[Any, Any, Data]:
+    async def recv(self, *, _iterating: bool = False) -> Data:
         """Receive the next message: ``str`` for text, ``bytes`` for binary.
-
-        A coroutine, to await (or to run as a task).
 
         Raises:
             ConnectionClosedOK: after a normal closing handshake.
             ConnectionClosedError: after an abnormal closure.
             ConcurrencyError: when another coroutine is already waiting in ``recv()``.
         """
-        return self._receive(False)
-
-    def __aiter__(self) -> AsyncIterator[Data]:
-        return self
-
-    def __anext__(self) -> Coroutine[Any, Any, Data]:
-        """Receive the next message; end the iteration after a normal closure."""
-        return self._receive(True)
-
-    async def _receive(self, iterating: bool) -> Data:
-        # The one coroutine behind recv() and async for, which differ only in
-        # what a normal closure raises: a coroutine less per message than
-        # __anext__ awaiting recv().
+        # _iterating: called by __anext__, which ends the iteration after a
+        # normal closure; one coroutine per message, not __anext__ awaiting
+        # recv().
         try:
             if self._messages:
                 message = self._messages.popleft()
@@ -237,9 +225,16 @@ class Connection(asyncio.Protocol, Generic[P]):
                 self._recv_waiter = None
             return received
         except ConnectionClosedOK:
-            if iterating:
+            if _iterating:
                 raise StopAsyncIteration from None
             raise
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self
+
+    def __anext__(self) -> Coroutine[Any, Any, Data]:
+        """Receive the next message; end the iteration after a normal closure."""
+        return self.recv(_iterating=True)
 
     async def send(
         self,
@@ -288,7 +283,7 @@ class Connection(asyncio.Protocol, Generic[P]):
             TypeError: for a message that is neither ``str`` nor bytes-like.
         """
         try:
-            self.protocol.send_message(message, compress)
+            self.protocol.send_message(message, compress=compress)
         except InvalidState:
             if self.protocol.state is OPEN:
                 raise

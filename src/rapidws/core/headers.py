@@ -82,7 +82,8 @@ class Headers:
             if _TOKEN_RE.fullmatch(name) is None:
                 raise ValueError(f"invalid header name: {name!r}")
             key = name.lower()
-            if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX and len(name) <= 64:
+            # Plain str only: a subclass would reach every later Headers.
+            if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX and len(name) <= 64 and type(name) is str:
                 _CHECKED_NAMES[name] = (name, key)
         else:
             name, key = checked  # the same string object for every connection
@@ -92,9 +93,10 @@ class Headers:
         if shared is not None:
             value = shared
         elif (
-            key not in _UNIQUE_VALUES
+            key in _SHARED_VALUE_NAMES
             and len(value) <= _SHARED_VALUE_LENGTH
             and len(_SHARED_VALUES) < _SHARED_VALUES_MAX
+            and type(value) is str
         ):
             _SHARED_VALUES[value] = value
         items = self._items
@@ -122,11 +124,16 @@ class Headers:
         self._items = self._items[:]
 
     def _rebuild_index(self) -> dict[str, str | list[str]]:
-        # After compact(): the fields are added again, rarely.
-        items, self._items, self._index = self._items, [], {}
+        # After compact(): the fields are added again to a new object, rarely,
+        # and its index is taken whole. Nothing changes here before that one
+        # assignment, so that readers in other threads never see half of it.
+        items = self._items
+        fresh = Headers()
         for i in range(0, len(items), 2):
-            self.add(items[i], items[i + 1])
-        return self._index
+            fresh.add(items[i], items[i + 1])
+        index = self._index = fresh._index
+        assert index is not None
+        return index
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of the header ``name``, in order."""
@@ -218,11 +225,29 @@ _CHECKED_NAMES: dict[str, tuple[str, str]] = {}
 _CHECKED_NAMES_MAX = 1024
 # Values shared the same way, for the same reason: most of a handshake's values
 # (host, origin, user agent, "websocket") are the same for many connections.
-# Bounded as well; not for the values that are unique to each handshake.
+# Only of these headers: never credentials (Authorization, Cookie, tokens in
+# subprotocols), which must not outlive their connection in a global. Bounded
+# as well: once full (a peer may fill it with made-up values), values are
+# simply no longer shared.
 _SHARED_VALUES: dict[str, str] = {}
 _SHARED_VALUES_MAX = 1024
 _SHARED_VALUE_LENGTH = 256
-_UNIQUE_VALUES = frozenset({"sec-websocket-key", "sec-websocket-accept"})
+_SHARED_VALUE_NAMES = frozenset(
+    {
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "connection",
+        "host",
+        "origin",
+        "pragma",
+        "sec-websocket-extensions",
+        "sec-websocket-version",
+        "server",
+        "upgrade",
+        "user-agent",
+    }
+)
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _OWS_RE = re.compile(r"[ \t]*")
 

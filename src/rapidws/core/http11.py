@@ -25,16 +25,18 @@ class Request:
         method: the request method, ``GET`` for a WebSocket handshake.
         target: the request target as sent, path and query (``/chat?room=1``).
             A hook may rewrite it; :attr:`path` follows.
-        path: the path of the target, without the query (``/chat``). It stays
-            percent-encoded, as sent. For an absolute-form target
-            (``ws://host/chat``) it is the path part.
         headers: the request headers.
         version: the HTTP version, ``(1, 1)``.
+
+    Hooks may set attributes of their own on it (``request.user = ...``).
     """
 
-    # Slots, and the path computed when the target is set: a callback that
-    # routes on the path reads it for every message.
-    __slots__ = ("_target", "headers", "method", "path", "version")
+    # Slots (a server keeps every connection's request), with a __dict__ for
+    # the application's attributes, made on first use; the path is computed
+    # when the target is set: a callback that routes on it reads it for every
+    # message.
+    __slots__ = ("__dict__", "__weakref__", "_path", "_target", "headers", "method", "version")
+    __match_args__ = ("method", "target", "headers", "version")
 
     def __init__(
         self, method: str, target: str, headers: Headers, version: tuple[int, int] = (1, 1)
@@ -53,9 +55,18 @@ class Request:
     def target(self, target: str) -> None:
         self._target = target
         # Not urlsplit() for the origin form: it reads "//host/x" as an authority.
-        self.path = (
+        self._path = (
             target.partition("?")[0] if target.startswith("/") else urlsplit(target).path or "/"
         )
+
+    @property
+    def path(self) -> str:
+        """The path of the target, without the query (``/chat``).
+
+        It stays percent-encoded, as sent. For an absolute-form target
+        (``ws://host/chat``) it is the path part.
+        """
+        return self._path
 
     def __repr__(self) -> str:
         return (

@@ -339,7 +339,7 @@ class Protocol:
     # Sending.
 
     def send_message(
-        self, data: str | bytes | bytearray | memoryview, compress: bool = True
+        self, data: str | bytes | bytearray | memoryview, *, compress: bool = True
     ) -> None:
         """Send a whole message: ``str`` as text, bytes-like as binary.
 
