@@ -16,6 +16,7 @@ from rapidws import (
     ConnectionClosedOK,
     State,
 )
+from rapidws.asyncio.connection import Connection
 
 from .utils import (
     OP_BINARY,
@@ -753,5 +754,5 @@ async def test_close_while_reading_is_paused() -> None:
 
 def test_recv_and_send_are_coroutine_functions() -> None:
     # Mocks (create_autospec) and introspection rely on it.
-    for method in (rapidws.asyncio.Connection.recv, rapidws.asyncio.Connection.send):
+    for method in (Connection.recv, Connection.send):
         assert inspect.iscoroutinefunction(method)
