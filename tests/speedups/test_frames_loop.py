@@ -135,6 +135,27 @@ def test_encode_frame_rfc_example(impl: ModuleType) -> None:
     assert impl.encode_frame(0x01, b"Hel") == bytes.fromhex("010348656c")
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["", "Hello", "x" * 126, "caf\u00e9", "\u20ac" * 30000, "\U0001f600 ok", "a\x00b"],
+    ids=["empty", "ascii", "ascii-126", "latin1", "bmp-90k", "astral", "nul"],
+)
+@pytest.mark.parametrize("mask", [None, MASK])
+def test_encode_frame_encodes_text_to_utf8(impl: ModuleType, text: str, mask: bytes | None) -> None:
+    # ASCII is framed from the string's own storage in C; the rest is encoded.
+    assert impl.encode_frame(0x81, text, mask) == frame(0x1, text.encode(), mask=mask)
+
+    class Text(str):
+        pass
+
+    assert impl.encode_frame(0x81, Text(text), mask) == frame(0x1, text.encode(), mask=mask)
+
+
+def test_encode_frame_refuses_lone_surrogates_as_str_encode_does(impl: ModuleType) -> None:
+    with pytest.raises(UnicodeEncodeError):
+        impl.encode_frame(0x81, "a\ud800b")
+
+
 # append_unmasked()
 
 

@@ -256,7 +256,7 @@ def test_twins_agree_on_masks(data: bytes, mask: bytes, offset: int) -> None:
     lambda m: m.encode_frame(256, b""),
     lambda m: m.encode_frame(-1, b""),
     lambda m: m.encode_frame(0x82, b"", b"abc"),
-    lambda m: m.encode_frame(0x82, "text"),
+    lambda m: m.encode_frame(0x82, 5),
     lambda m: m.append_unmasked(b"", b"abc", 0, 1, None, 0),
     lambda m: m.append_unmasked(bytearray(), b"abc", 2, 1, None, 0),
     lambda m: m.append_unmasked(bytearray(), b"abc", 0, 4, None, 0),

@@ -356,7 +356,7 @@ class Protocol:
                 self._out.append(encode_frame(0x82, data))
                 return
             if type(data) is str and len(data) <= _JOIN_LIMIT:
-                self._out.append(encode_frame(0x81, data.encode()))
+                self._out.append(encode_frame(0x81, data))  # UTF-8 on the way
                 return
         if isinstance(data, str):
             self._send_data(OP_TEXT, data.encode(), True, compress)

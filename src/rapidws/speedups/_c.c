@@ -315,14 +315,15 @@ done:
     return result;
 }
 
-/* encode_frame(first, payload, mask=None) -> bytes: header and (masked) payload. */
+/* encode_frame(first, payload, mask=None) -> bytes: header and (masked) payload.
+ * A str payload is encoded to UTF-8 on the way. */
 
 static PyObject *
 encode_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer payload, mask = {0};
     long first;
-    PyObject *result = NULL;
+    PyObject *result = NULL, *source, *encoded = NULL;
 
     if (nargs < 2 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError, "encode_frame() takes 2 or 3 arguments");
@@ -336,12 +337,29 @@ encode_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "first must be in range(256)");
         return NULL;
     }
-    if (PyObject_GetBuffer(args[1], &payload, PyBUF_SIMPLE) < 0) {
-        return NULL;
+    source = args[1];
+    if (PyUnicode_Check(source) && PyUnicode_IS_COMPACT_ASCII(source)) {
+        /* ASCII text is its own UTF-8: framed straight from the string. */
+        PyBuffer_FillInfo(&payload, NULL, PyUnicode_DATA(source),
+                          PyUnicode_GET_LENGTH(source), 1, PyBUF_SIMPLE);
+    }
+    else {
+        if (PyUnicode_Check(source)) {
+            encoded = PyUnicode_AsUTF8String(source);  /* strict, as str.encode() */
+            if (encoded == NULL) {
+                return NULL;
+            }
+            source = encoded;
+        }
+        if (PyObject_GetBuffer(source, &payload, PyBUF_SIMPLE) < 0) {
+            Py_XDECREF(encoded);
+            return NULL;
+        }
     }
     if (nargs == 3 && args[2] != Py_None) {
         if (PyObject_GetBuffer(args[2], &mask, PyBUF_SIMPLE) < 0) {
             PyBuffer_Release(&payload);
+            Py_XDECREF(encoded);
             return NULL;
         }
         if (mask.len != 4) {
@@ -388,6 +406,7 @@ done:
         PyBuffer_Release(&mask);
     }
     PyBuffer_Release(&payload);
+    Py_XDECREF(encoded);
     return result;
 }
 
@@ -777,7 +796,8 @@ static PyMethodDef module_methods[] = {
      "append_unmasked(dst, src, start, end, mask, offset) -> None\n\n"
      "dst += src[start:end] unmasked with mask (None: as it is) from offset on."},
     {"encode_frame", (PyCFunction)(void (*)(void))encode_frame, METH_FASTCALL,
-     "encode_frame(first, payload, mask=None) -> bytes\n\nA frame: header and (masked) payload."},
+     "encode_frame(first, payload, mask=None) -> bytes\n\nA frame: header and (masked) payload;\n"
+     "a str payload is encoded to UTF-8."},
     {NULL, NULL, 0, NULL},
 };
 

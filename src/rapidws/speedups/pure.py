@@ -316,18 +316,18 @@ def frame_header(first: int, length: int, mask: bytes | None) -> bytes:
 
 
 def encode_frame(
-    first: int, payload: bytes | bytearray | memoryview, mask: bytes | None = None
+    first: int, payload: str | bytes | bytearray | memoryview, mask: bytes | None = None
 ) -> bytes:
     """Build a whole frame: its header and its payload, masked with ``mask`` if given.
 
     Args:
         first: the first byte: FIN, RSV1-3 and the opcode.
-        payload: the payload, unmasked.
+        payload: the payload, unmasked; a ``str`` is encoded to UTF-8.
         mask: the 4-byte masking key, or ``None`` for an unmasked frame.
     """
     if not 0 <= first <= 255:
         raise ValueError("first must be in range(256)")
-    payload = _as_bytes(payload)
+    payload = payload.encode() if isinstance(payload, str) else _as_bytes(payload)
     if mask is None:
         return frame_header(first, len(payload), None) + payload
     if len(mask) != 4:
