@@ -26,13 +26,16 @@ from typing import TYPE_CHECKING, Union
 
 from ..exceptions import InvalidState, PayloadTooBig, ProtocolError
 from ..speedups import (
+    JOIN_LIMIT,
     MessageBuffer,
+    ProtocolCore,
     Utf8Validator,
     append_unmasked,
     apply_mask,
     encode_frame,
     parse_frame_header,
     read_messages,
+    set_open_state,
 )
 from .frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Close, frame_header
 from .limits import MAX_MESSAGE_SIZE
@@ -54,6 +57,7 @@ class State(enum.IntEnum):
 
 
 CONNECTING, OPEN, CLOSING, CLOSED = State
+set_open_state(OPEN)  # ProtocolCore's common case is for open connections
 
 
 class Ping(bytes):
@@ -72,7 +76,6 @@ Event = Union[str, bytes, Ping, Pong, Close, "Request", "Response"]
 
 # Outgoing frames up to this size are joined with their header into one write;
 # larger ones are written as header and payload, to avoid copying the payload.
-_JOIN_LIMIT = 4096
 _NO_LIMIT = (1 << 63) - 1
 # A binary frame is filled in place once this fraction of it has arrived:
 # the whole payload is then allocated, so at most this many times what the
@@ -94,7 +97,7 @@ def generate_mask() -> bytes:
     return os.urandom(4)
 
 
-class Protocol:
+class Protocol(ProtocolCore):
     """The WebSocket engine for one connection, on either side.
 
     Args:
@@ -112,27 +115,19 @@ class Protocol:
     __slots__ = (
         "__weakref__",
         "_allowed_rsv",
-        "_buf",
         "_discard",
-        "_events",
         "_frame_fin",
-        "_frame_left",
         "_frame_mask",
         "_frame_offset",
-        "_masked",
         "_max_frame_size",
         "_max_message_size",
         "_msg_buf",
         "_msg_decoded",
         "_msg_fill",
-        "_msg_opcode",
         "_msg_rsv",
         "_msg_single",
         "_msg_size",
-        "_out",
-        "_read_limit",
         "_send_compress",
-        "_send_direct",
         "_send_opcode",
         "_utf8",
         "close_rcvd",
@@ -142,12 +137,19 @@ class Protocol:
         "extensions",
         "is_client",
         "parser_exc",
-        "parsing_paused",
         "request",
         "response",
-        "state",
         "subprotocol",
     )
+    # ProtocolCore's fields (slots there), typed for this engine.
+    state: State
+    _events: list[Event]
+
+    if TYPE_CHECKING:
+
+        def events_received(self) -> list[Event]:
+            """Return the events produced since the last call, oldest first."""
+            ...
 
     def __init__(
         self,
@@ -261,20 +263,8 @@ class Protocol:
 
     # Input.
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes received from the network."""
-        pos = 0
-        if (
-            self.state is OPEN
-            and not self._buf
-            and not self.parsing_paused
-            and not self._frame_left
-            and not self._msg_opcode
-        ):
-            # The common case, in one call: messages that fit one frame each.
-            pos = read_messages(data, 0, self._masked, self._read_limit, self._events)
-            if pos == len(data):
-                return
+    def _receive_more(self, data: bytes, pos: int) -> None:
+        # What receive_data() did not take at once (ProtocolCore): data[pos:].
         if self._discard or self.state is CLOSED:
             return
         if self.state is CONNECTING:
@@ -318,16 +308,6 @@ class Protocol:
 
     # Output.
 
-    def events_received(self) -> list[Event]:
-        """Return the events produced since the last call, oldest first."""
-        events, self._events = self._events, []
-        return events
-
-    def data_to_send(self) -> list[bytes]:
-        """Return the bytes to write since the last call; ``b""`` means half-close."""
-        out, self._out = self._out, []
-        return out
-
     def close_expected(self) -> bool:
         """Tell whether the I/O layer should expect the TCP connection to end soon.
 
@@ -338,26 +318,10 @@ class Protocol:
 
     # Sending.
 
-    def send_message(
+    def _send_message_more(
         self, data: str | bytes | bytearray | memoryview, *, compress: bool = True
     ) -> None:
-        """Send a whole message: ``str`` as text, bytes-like as binary.
-
-        With ``compress=False`` a negotiated compression skips this message.
-
-        Raises:
-            InvalidState: when the connection is not open, or while a
-                fragmented message is being sent.
-            TypeError: for anything else than ``str`` or bytes-like.
-        """
-        if self._send_direct and self.state is OPEN:
-            # The common case, at once: a server's small message.
-            if type(data) is bytes and len(data) <= _JOIN_LIMIT:
-                self._out.append(encode_frame(0x82, data))
-                return
-            if type(data) is str and len(data) <= _JOIN_LIMIT:
-                self._out.append(encode_frame(0x81, data))  # UTF-8 on the way
-                return
+        # What send_message() did not frame at once (ProtocolCore).
         if isinstance(data, str):
             self._send_data(OP_TEXT, data.encode(), True, compress)
         elif isinstance(data, (bytes, bytearray, memoryview)):
@@ -484,7 +448,7 @@ class Protocol:
         if self.is_client:
             # Masking copies the payload anyway: into the frame, at once.
             self._out.append(encode_frame(first, payload, generate_mask()))
-        elif len(payload) <= _JOIN_LIMIT:
+        elif len(payload) <= JOIN_LIMIT:
             self._out.append(encode_frame(first, payload))
         else:
             self._out.append(frame_header(first, len(payload), None))

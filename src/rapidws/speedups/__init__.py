@@ -1,7 +1,8 @@
 """The hot loops of the protocol, chosen in this one place.
 
 The protocol imports masking, UTF-8 validation, frame-header parsing, frame
-encoding and the receive loop for single-frame messages from here only. The C
+encoding, the receive loop for single-frame messages and its per-message core
+(:class:`ProtocolCore`, the base of its engine) from here only. The C
 twin (``_c``, built with the package when a compiler is there) is used when it
 imports; otherwise, or when the environment variable ``RAPIDWS_SPEEDUPS=python``
 is set, the pure-Python twin in :mod:`rapidws.speedups.pure`, which is the
@@ -15,23 +16,29 @@ import os
 
 __all__ = [
     "IMPLEMENTATION",
+    "JOIN_LIMIT",
     "MessageBuffer",
+    "ProtocolCore",
     "Utf8Validator",
     "append_unmasked",
     "apply_mask",
     "encode_frame",
     "parse_frame_header",
     "read_messages",
+    "set_open_state",
 ]
 
 from .pure import (
+    JOIN_LIMIT,
     MessageBuffer,
+    ProtocolCore,
     Utf8Validator,
     append_unmasked,
     apply_mask,
     encode_frame,
     parse_frame_header,
     read_messages,
+    set_open_state,
 )
 
 IMPLEMENTATION = "python"
@@ -49,3 +56,5 @@ if os.environ.get("RAPIDWS_SPEEDUPS") != "python":
         encode_frame = _c.encode_frame
         parse_frame_header = _c.parse_frame_header
         read_messages = _c.read_messages
+        ProtocolCore = _c.ProtocolCore  # type: ignore[misc]
+        set_open_state = _c.set_open_state

@@ -12,6 +12,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "structmember.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -209,6 +210,70 @@ read_message(const unsigned char *payload, Py_ssize_t n, const unsigned char *ke
     return result;
 }
 
+/* The loop of read_messages(): append the single-frame messages of
+ * p[pos:size] to events; return where it stopped, or -1 with an exception. */
+
+static Py_ssize_t
+read_loop(const unsigned char *p, Py_ssize_t size, Py_ssize_t pos, int masked,
+          unsigned long long limit, PyObject *events)
+{
+    while (size - pos >= 2) {
+        const unsigned char *frame = p + pos;
+        Py_ssize_t available = size - pos, header = 2;
+        unsigned long long length = frame[1] & 0x7F;
+        int opcode = frame[0] & 0x0F;
+        PyObject *message;
+
+        if ((frame[0] & 0xF0) != 0x80 || (opcode != 1 && opcode != 2) ||
+            ((frame[1] & 0x80) != 0) != masked) {
+            break;
+        }
+        if (length == 126) {
+            if (available < 4) {
+                break;
+            }
+            length = ((unsigned long long)frame[2] << 8) | frame[3];
+            header = 4;
+        }
+        else if (length == 127) {
+            if (available < 10) {
+                break;
+            }
+            length = 0;
+            for (int k = 2; k < 10; k++) {
+                length = (length << 8) | frame[k];
+            }
+            header = 10;
+        }
+        if (masked) {
+            header += 4;
+        }
+        if (length > limit || available < header ||
+            length > (unsigned long long)(available - header)) {
+            break;
+        }
+        message = read_message(frame + header, (Py_ssize_t)length,
+                               masked ? frame + header - 4 : NULL, opcode == 1);
+        if (message == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                /* The general parser fails the connection with 1007. */
+                PyErr_Clear();
+                break;
+            }
+            return -1;
+        }
+        if (PyList_Append(events, message) < 0) {
+            Py_DECREF(message);
+            return -1;
+        }
+        Py_DECREF(message);
+        pos += header + (Py_ssize_t)length;
+    }
+    return pos;
+}
+
+/* read_messages(buf, pos, masked, limit, events) -> int */
+
 static PyObject *
 read_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -252,65 +317,10 @@ read_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    {
-        const unsigned char *p = (const unsigned char *)buf.buf;
-        Py_ssize_t size = buf.len;
-
-        while (size - pos >= 2) {
-            const unsigned char *frame = p + pos;
-            Py_ssize_t available = size - pos, header = 2;
-            unsigned long long length = frame[1] & 0x7F;
-            int opcode = frame[0] & 0x0F;
-            PyObject *message;
-
-            if ((frame[0] & 0xF0) != 0x80 || (opcode != 1 && opcode != 2) ||
-                ((frame[1] & 0x80) != 0) != masked) {
-                break;
-            }
-            if (length == 126) {
-                if (available < 4) {
-                    break;
-                }
-                length = ((unsigned long long)frame[2] << 8) | frame[3];
-                header = 4;
-            }
-            else if (length == 127) {
-                if (available < 10) {
-                    break;
-                }
-                length = 0;
-                for (int k = 2; k < 10; k++) {
-                    length = (length << 8) | frame[k];
-                }
-                header = 10;
-            }
-            if (masked) {
-                header += 4;
-            }
-            if (length > limit || available < header ||
-                length > (unsigned long long)(available - header)) {
-                break;
-            }
-            message = read_message(frame + header, (Py_ssize_t)length,
-                                   masked ? frame + header - 4 : NULL, opcode == 1);
-            if (message == NULL) {
-                if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-                    /* The general parser fails the connection with 1007. */
-                    PyErr_Clear();
-                    break;
-                }
-                goto done;
-            }
-            if (PyList_Append(events, message) < 0) {
-                Py_DECREF(message);
-                goto done;
-            }
-            Py_DECREF(message);
-            pos += header + (Py_ssize_t)length;
-        }
+    pos = read_loop((const unsigned char *)buf.buf, buf.len, pos, masked, limit, events);
+    if (pos >= 0) {
         result = PyLong_FromSsize_t(pos);
     }
-done:
     PyBuffer_Release(&buf);
     return result;
 }
@@ -784,6 +794,252 @@ static PyTypeObject Utf8ValidatorType = {
     .tp_methods = Utf8Validator_methods,
 };
 
+/* ProtocolCore: the fields and methods of the protocol engine that every
+ * message goes through; rapidws.core.protocol.Protocol subclasses it, and
+ * what is not the common case goes on in its Python methods. */
+
+#define JOIN_LIMIT 4096
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *state, *buf, *events, *out;
+    Py_ssize_t frame_left, read_limit;
+    int msg_opcode;
+    char masked, parsing_paused, send_direct;
+} ProtocolCore;
+
+static PyObject *open_state = NULL;   /* set by set_open_state() */
+static PyObject *str_receive_more = NULL, *str_send_message_more = NULL;
+
+static int
+ProtocolCore_traverse(ProtocolCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->state);
+    Py_VISIT(self->buf);
+    Py_VISIT(self->events);
+    Py_VISIT(self->out);
+    return 0;
+}
+
+static int
+ProtocolCore_clear(ProtocolCore *self)
+{
+    Py_CLEAR(self->state);
+    Py_CLEAR(self->buf);
+    Py_CLEAR(self->events);
+    Py_CLEAR(self->out);
+    return 0;
+}
+
+static void
+ProtocolCore_dealloc(ProtocolCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    ProtocolCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* receive_data(data): the single-frame messages at once, the rest in Python. */
+
+static PyObject *
+ProtocolCore_receive_data(ProtocolCore *self, PyObject *data)
+{
+    Py_ssize_t pos = 0;
+    PyObject *args[3], *result;
+
+    if (self->state != NULL && self->state == open_state && self->buf != NULL &&
+        PyByteArray_CheckExact(self->buf) && PyByteArray_GET_SIZE(self->buf) == 0 &&
+        !self->parsing_paused && self->frame_left == 0 && self->msg_opcode == 0 &&
+        self->read_limit >= 0 && self->events != NULL && PyList_CheckExact(self->events) &&
+        PyBytes_CheckExact(data)) {
+        Py_ssize_t size = PyBytes_GET_SIZE(data);
+        /* Held: allocating a message may run a finalizer that swaps the list. */
+        PyObject *events = Py_NewRef(self->events);
+
+        pos = read_loop((const unsigned char *)PyBytes_AS_STRING(data), size, 0, self->masked,
+                        (unsigned long long)self->read_limit, events);
+        Py_DECREF(events);
+        if (pos < 0) {
+            return NULL;
+        }
+        if (pos == size) {
+            Py_RETURN_NONE;
+        }
+    }
+    args[0] = (PyObject *)self;
+    args[1] = data;
+    args[2] = PyLong_FromSsize_t(pos);
+    if (args[2] == NULL) {
+        return NULL;
+    }
+    result = PyObject_VectorcallMethod(str_receive_more, args,
+                                       3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(args[2]);
+    return result;
+}
+
+/* Swap a list field for a new empty one; return the old one. */
+
+static PyObject *
+swap_list(PyObject **field)
+{
+    PyObject *old = *field, *fresh;
+
+    if (old == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "the engine is not initialized");
+        return NULL;
+    }
+    fresh = PyList_New(0);
+    if (fresh == NULL) {
+        return NULL;
+    }
+    *field = fresh;
+    return old;
+}
+
+static PyObject *
+ProtocolCore_events_received(ProtocolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return swap_list(&self->events);
+}
+
+static PyObject *
+ProtocolCore_data_to_send(ProtocolCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return swap_list(&self->out);
+}
+
+/* send_message(data, *, compress=True): a server's small whole message at
+ * once; anything else in Python, arguments as given. */
+
+static PyObject *
+ProtocolCore_send_message(ProtocolCore *self, PyObject *const *args, size_t nargsf,
+                          PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+
+    if (nargs == 1 && self->send_direct && self->state != NULL && self->state == open_state &&
+        self->out != NULL && PyList_CheckExact(self->out) &&
+        (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0 ||
+         (PyTuple_GET_SIZE(kwnames) == 1 &&
+          PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "compress") == 0))) {
+        /* compress changes nothing here: there is no extension to skip. */
+        PyObject *data = args[0], *frame_args[2], *frame;
+        int first = 0;
+
+        if (PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) <= JOIN_LIMIT) {
+            first = 0x82;
+        }
+        else if (PyUnicode_CheckExact(data) && PyUnicode_GET_LENGTH(data) <= JOIN_LIMIT) {
+            first = 0x81;
+        }
+        if (first) {
+            frame_args[0] = PyLong_FromLong(first);
+            if (frame_args[0] == NULL) {
+                return NULL;
+            }
+            frame_args[1] = data;
+            frame = encode_frame(NULL, frame_args, 2);
+            Py_DECREF(frame_args[0]);
+            if (frame == NULL) {
+                return NULL;
+            }
+            /* Read after the allocation, which may run a finalizer that swaps it. */
+            {
+                PyObject *out = self->out;
+                int failed;
+
+                if (out == NULL || !PyList_Check(out)) {
+                    Py_DECREF(frame);
+                    PyErr_SetString(PyExc_AttributeError, "the engine's output is gone");
+                    return NULL;
+                }
+                Py_INCREF(out);
+                failed = PyList_Append(out, frame) < 0;
+                Py_DECREF(out);
+                Py_DECREF(frame);
+                if (failed) {
+                    return NULL;
+                }
+            }
+            Py_RETURN_NONE;
+        }
+    }
+    {
+        /* Python's turn, with self in front of the arguments. */
+        Py_ssize_t total = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
+        PyObject *small[8], **call = small, *result;
+
+        if (total + 1 > 8) {
+            call = PyMem_Malloc((total + 1) * sizeof(PyObject *));
+            if (call == NULL) {
+                return PyErr_NoMemory();
+            }
+        }
+        call[0] = (PyObject *)self;
+        memcpy(call + 1, args, total * sizeof(PyObject *));
+        result = PyObject_VectorcallMethod(str_send_message_more, call, nargs + 1, kwnames);
+        if (call != small) {
+            PyMem_Free(call);
+        }
+        return result;
+    }
+}
+
+static PyMethodDef ProtocolCore_methods[] = {
+    {"receive_data", (PyCFunction)ProtocolCore_receive_data, METH_O,
+     "receive_data(data) -> None\n\nFeed bytes received from the network."},
+    {"events_received", (PyCFunction)ProtocolCore_events_received, METH_NOARGS,
+     "events_received() -> list\n\nReturn the events produced since the last call, oldest first."},
+    {"data_to_send", (PyCFunction)ProtocolCore_data_to_send, METH_NOARGS,
+     "data_to_send() -> list\n\n"
+     "Return the bytes to write since the last call; b\"\" means half-close."},
+    {"send_message", (PyCFunction)(void (*)(void))ProtocolCore_send_message,
+     METH_FASTCALL | METH_KEYWORDS,
+     "send_message(data, *, compress=True) -> None\n\n"
+     "Send a whole message: str as text, bytes-like as binary."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef ProtocolCore_members[] = {
+    {"state", T_OBJECT_EX, offsetof(ProtocolCore, state), 0,
+     "The state of the connection: CONNECTING, OPEN, CLOSING or CLOSED."},
+    {"_buf", T_OBJECT_EX, offsetof(ProtocolCore, buf), 0, NULL},
+    {"_events", T_OBJECT_EX, offsetof(ProtocolCore, events), 0, NULL},
+    {"_out", T_OBJECT_EX, offsetof(ProtocolCore, out), 0, NULL},
+    {"_frame_left", T_PYSSIZET, offsetof(ProtocolCore, frame_left), 0, NULL},
+    {"_read_limit", T_PYSSIZET, offsetof(ProtocolCore, read_limit), 0, NULL},
+    {"_msg_opcode", T_INT, offsetof(ProtocolCore, msg_opcode), 0, NULL},
+    {"_masked", T_BOOL, offsetof(ProtocolCore, masked), 0, NULL},
+    {"_send_direct", T_BOOL, offsetof(ProtocolCore, send_direct), 0, NULL},
+    {"parsing_paused", T_BOOL, offsetof(ProtocolCore, parsing_paused), 0,
+     "Whether parsing stopped before a protocol error or the peer's close frame."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject ProtocolCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rapidws.speedups._c.ProtocolCore",
+    .tp_doc = "The engine's per-message fields and methods; subclassed by Protocol.",
+    .tp_basicsize = sizeof(ProtocolCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)ProtocolCore_traverse,
+    .tp_clear = (inquiry)ProtocolCore_clear,
+    .tp_dealloc = (destructor)ProtocolCore_dealloc,
+    .tp_methods = ProtocolCore_methods,
+    .tp_members = ProtocolCore_members,
+};
+
+/* set_open_state(state): the object that stands for OPEN. */
+
+static PyObject *
+set_open_state(PyObject *module, PyObject *state)
+{
+    Py_XSETREF(open_state, Py_NewRef(state));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask, offset=0) -> bytes\n\nXOR data with the 4-byte mask."},
@@ -798,6 +1054,8 @@ static PyMethodDef module_methods[] = {
     {"encode_frame", (PyCFunction)(void (*)(void))encode_frame, METH_FASTCALL,
      "encode_frame(first, payload, mask=None) -> bytes\n\nA frame: header and (masked) payload;\n"
      "a str payload is encoded to UTF-8."},
+    {"set_open_state", (PyCFunction)set_open_state, METH_O,
+     "set_open_state(state) -> None\n\nTell ProtocolCore which state object means OPEN."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -814,7 +1072,13 @@ PyInit__c(void)
 {
     PyObject *module, *exported;
 
-    if (PyType_Ready(&Utf8ValidatorType) < 0 || PyType_Ready(&MessageBufferType) < 0) {
+    if (PyType_Ready(&Utf8ValidatorType) < 0 || PyType_Ready(&MessageBufferType) < 0 ||
+        PyType_Ready(&ProtocolCoreType) < 0) {
+        return NULL;
+    }
+    str_receive_more = PyUnicode_InternFromString("_receive_more");
+    str_send_message_more = PyUnicode_InternFromString("_send_message_more");
+    if (str_receive_more == NULL || str_send_message_more == NULL) {
         return NULL;
     }
     module = PyModule_Create(&module_def);
@@ -833,8 +1097,19 @@ PyInit__c(void)
         Py_DECREF(module);
         return NULL;
     }
-    exported = Py_BuildValue("[sssssss]", "MessageBuffer", "Utf8Validator", "append_unmasked",
-                             "apply_mask", "encode_frame", "parse_frame_header", "read_messages");
+    Py_INCREF(&ProtocolCoreType);
+    if (PyModule_AddObject(module, "ProtocolCore", (PyObject *)&ProtocolCoreType) < 0) {
+        Py_DECREF(&ProtocolCoreType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(module, "JOIN_LIMIT", JOIN_LIMIT) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    exported = Py_BuildValue("[ssssssssss]", "JOIN_LIMIT", "MessageBuffer", "ProtocolCore",
+                             "Utf8Validator", "append_unmasked", "apply_mask", "encode_frame",
+                             "parse_frame_header", "read_messages", "set_open_state");
     if (exported == NULL || PyModule_AddObject(module, "__all__", exported) < 0) {
         Py_XDECREF(exported);
         Py_DECREF(module);

@@ -2,16 +2,25 @@
 
 from typing import Any
 
+# The same class as the reference twin, to the type checker.
+from .pure import ProtocolCore as ProtocolCore
+
 __all__ = [
+    "JOIN_LIMIT",
     "MessageBuffer",
+    "ProtocolCore",
     "Utf8Validator",
     "append_unmasked",
     "apply_mask",
     "encode_frame",
     "parse_frame_header",
     "read_messages",
+    "set_open_state",
 ]
 
+JOIN_LIMIT: int
+
+def set_open_state(state: object) -> None: ...
 def append_unmasked(
     dst: bytearray,
     src: bytes | bytearray | memoryview,

@@ -13,7 +13,9 @@ import struct
 from typing import Any
 
 __all__ = [
+    "JOIN_LIMIT",
     "MessageBuffer",
+    "ProtocolCore",
     "Utf8Validator",
     "append_unmasked",
     "apply_mask",
@@ -21,6 +23,7 @@ __all__ = [
     "frame_header",
     "parse_frame_header",
     "read_messages",
+    "set_open_state",
 ]
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
@@ -333,3 +336,104 @@ def encode_frame(
     if len(mask) != 4:
         raise ValueError("mask must contain 4 bytes")
     return frame_header(first, len(payload), mask) + apply_mask(payload, mask)
+
+
+#: Whole messages up to this size are framed into one object with their
+#: header; larger payloads are written after their header, not copied.
+JOIN_LIMIT = 4096
+
+_OPEN: object = None  # set_open_state()
+
+
+def set_open_state(state: object) -> None:
+    """Tell :class:`ProtocolCore` which state object means OPEN."""
+    global _OPEN  # one value, set once by the engine
+    _OPEN = state
+
+
+class ProtocolCore:
+    """The engine's per-message fields and methods; subclassed by ``Protocol``.
+
+    What is not the common case goes on in the subclass's ``_receive_more()``
+    and ``_send_message_more()``.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_events",
+        "_frame_left",
+        "_masked",
+        "_msg_opcode",
+        "_out",
+        "_read_limit",
+        "_send_direct",
+        "parsing_paused",
+        "state",
+    )
+
+    #: The state of the connection: CONNECTING, OPEN, CLOSING or CLOSED.
+    state: Any
+    #: Whether parsing stopped before a protocol error or the peer's close frame.
+    parsing_paused: bool
+    _buf: bytearray
+    _events: list[Any]
+    _out: list[bytes]
+    _frame_left: int
+    _read_limit: int
+    _msg_opcode: int
+    _masked: bool
+    _send_direct: bool
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes received from the network."""
+        pos = 0
+        if (
+            self.state is _OPEN
+            and not self._buf
+            and not self.parsing_paused
+            and not self._frame_left
+            and not self._msg_opcode
+        ):
+            # The common case, in one call: messages that fit one frame each.
+            pos = read_messages(data, 0, self._masked, self._read_limit, self._events)
+            if pos == len(data):
+                return
+        self._receive_more(data, pos)
+
+    def events_received(self) -> list[Any]:
+        """Return the events produced since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        """Return the bytes to write since the last call; ``b""`` means half-close."""
+        out, self._out = self._out, []
+        return out
+
+    def send_message(
+        self, data: str | bytes | bytearray | memoryview, *, compress: bool = True
+    ) -> None:
+        """Send a whole message: ``str`` as text, bytes-like as binary.
+
+        With ``compress=False`` a negotiated compression skips this message.
+
+        Raises:
+            InvalidState: when the connection is not open, or while a
+                fragmented message is being sent.
+            TypeError: for anything else than ``str`` or bytes-like.
+        """
+        if self._send_direct and self.state is _OPEN:
+            # The common case, at once: a server's small message.
+            kind = type(data)
+            if (kind is bytes or kind is str) and len(data) <= JOIN_LIMIT:
+                self._out.append(encode_frame(0x82 if kind is bytes else 0x81, data))
+                return
+        self._send_message_more(data, compress=compress)
+
+    def _receive_more(self, data: bytes, pos: int) -> None:
+        raise NotImplementedError
+
+    def _send_message_more(
+        self, data: str | bytes | bytearray | memoryview, *, compress: bool = True
+    ) -> None:
+        raise NotImplementedError

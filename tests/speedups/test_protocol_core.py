@@ -1,0 +1,146 @@
+"""Tests for ProtocolCore on both twins: what it takes at once, what it hands on."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from rapidws.core.protocol import CLOSING, OPEN
+from rapidws.speedups.pure import encode_frame
+
+from .twins import MODULES
+
+MASK = b"\x37\xfa\x21\x3d"
+
+
+def frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
+    """A whole frame (FIN set), as the reference twin encodes it."""
+    return encode_frame(0x80 | opcode, payload, mask)
+
+
+def make_core(impl: ModuleType, **fields: Any) -> Any:
+    """A ProtocolCore ready for the common case, recording what it hands on."""
+    impl.set_open_state(OPEN)
+
+    class Core(impl.ProtocolCore):  # type: ignore[misc, name-defined]
+        __slots__ = ("calls",)
+
+        def _receive_more(self, data: bytes, pos: int) -> None:
+            self.calls.append(("receive", bytes(data), pos))
+
+        def _send_message_more(self, data: Any, *, compress: bool = True) -> None:
+            self.calls.append(("send", data, compress))
+
+    core = Core()
+    core.calls = []
+    values = {
+        "state": OPEN,
+        "_buf": bytearray(),
+        "_events": [],
+        "_out": [],
+        "_frame_left": 0,
+        "_read_limit": 1 << 20,
+        "_msg_opcode": 0,
+        "_masked": True,
+        "_send_direct": True,
+        "parsing_paused": False,
+    }
+    values.update(fields)
+    for name, value in values.items():
+        setattr(core, name, value)
+    return core
+
+
+def test_the_twins_join_the_same_sizes() -> None:
+    assert {module.JOIN_LIMIT for module in MODULES} == {4096}
+
+
+def test_whole_messages_are_taken_at_once(impl: ModuleType) -> None:
+    core = make_core(impl)
+    data = frame(0x2, b"abc", mask=MASK) + frame(0x1, "é".encode(), mask=MASK)
+    core.receive_data(data)
+    assert (core.events_received(), core.calls) == ([b"abc", "é"], [])
+    assert core.events_received() == []
+
+
+def test_the_rest_is_handed_on_where_it_starts(impl: ModuleType) -> None:
+    core = make_core(impl)
+    whole = frame(0x2, b"abc", mask=MASK)
+    rest = frame(0x2, b"defg", mask=MASK)[:5]
+    core.receive_data(whole + rest)
+    assert core.events_received() == [b"abc"]
+    assert core.calls == [("receive", whole + rest, len(whole))]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"state": CLOSING},
+        {"_buf": bytearray(b"\x82")},
+        {"parsing_paused": True},
+        {"_frame_left": 3},
+        {"_msg_opcode": 1},
+    ],
+    ids=["closing", "buffered", "paused", "in-frame", "in-message"],
+)
+def test_anything_in_progress_is_handed_on_whole(impl: ModuleType, fields: dict[str, Any]) -> None:
+    core = make_core(impl, **fields)
+    data = frame(0x2, b"abc", mask=MASK)
+    core.receive_data(data)
+    assert (core.events_received(), core.calls) == ([], [("receive", data, 0)])
+
+
+@pytest.mark.parametrize("compress", [None, True, False])
+def test_small_messages_are_framed_at_once(impl: ModuleType, compress: bool | None) -> None:
+    core = make_core(impl)
+    kwargs = {} if compress is None else {"compress": compress}
+    core.send_message(b"abc", **kwargs)
+    core.send_message("é" * 4096, **kwargs)
+    assert core.data_to_send() == [frame(0x2, b"abc"), frame(0x1, "é".encode() * 4096)]
+    assert (core.calls, core.data_to_send()) == ([], [])
+
+
+class Text(str):
+    __slots__ = ()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, bytearray(b"abc")),
+        ({}, memoryview(b"abc")),
+        ({}, Text("abc")),
+        ({}, b"x" * 4097),
+        ({}, "x" * 4097),
+        ({}, 5),
+        ({"_send_direct": False}, b"abc"),
+        ({"state": CLOSING}, b"abc"),
+    ],
+    ids=[
+        "bytearray",
+        "view",
+        "str-subclass",
+        "large",
+        "large-text",
+        "int",
+        "not-direct",
+        "closing",
+    ],
+)
+def test_other_messages_are_handed_on(
+    impl: ModuleType, fields: dict[str, Any], message: Any
+) -> None:
+    core = make_core(impl, **fields)
+    core.send_message(message, compress=False)
+    assert (core.calls, core.data_to_send()) == ([("send", message, False)], [])
+
+
+def test_a_wrong_call_is_refused_by_the_python_signature(impl: ModuleType) -> None:
+    core = make_core(impl)
+    with pytest.raises(TypeError):
+        core.send_message(b"abc", True)
+    with pytest.raises(TypeError):
+        core.send_message(b"abc", level=9)
+    assert core.data_to_send() == []
