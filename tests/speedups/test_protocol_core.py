@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from types import ModuleType
 from typing import Any
 
@@ -144,3 +145,35 @@ def test_a_wrong_call_is_refused_by_the_python_signature(impl: ModuleType) -> No
     with pytest.raises(TypeError):
         core.send_message(b"abc", level=9)
     assert core.data_to_send() == []
+
+
+@pytest.mark.parametrize("method", ["events_received", "data_to_send"])
+def test_a_finalizer_that_swaps_the_list_during_the_swap(impl: ModuleType, method: str) -> None:
+    # The new list's allocation may start a collection whose finalizers run
+    # Python code: one that replaces the field must not leave a freed list.
+    core = make_core(impl)
+    field = "_events" if method == "events_received" else "_out"
+    setattr(core, field, [b"old"])
+
+    class Swapper:
+        def __del__(self) -> None:
+            setattr(core, field, [b"from-finalizer"])
+
+    gc.disable()
+    try:
+        swapper = Swapper()
+        swapper.cycle = swapper  # type: ignore[attr-defined]
+        del swapper
+        lists = [[] for _ in range(200)]  # no free list: the next list is GC-allocated
+        gc.set_threshold(1)
+        gc.enable()
+        # Called directly, not through getattr(): a bound method's allocation
+        # would run the collection before the swap.
+        returned = core.events_received() if field == "_events" else core.data_to_send()
+    finally:
+        gc.set_threshold(700)
+        gc.enable()
+    fresh = [b"new"]  # a freed list's memory would come back here
+    assert fresh is not returned
+    assert returned in ([b"old"], [b"from-finalizer"])
+    assert getattr(core, field) == [] and len(lists) == 200

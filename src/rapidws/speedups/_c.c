@@ -803,7 +803,7 @@ static PyTypeObject Utf8ValidatorType = {
 typedef struct {
     PyObject_HEAD
     PyObject *state, *buf, *events, *out;
-    Py_ssize_t frame_left, read_limit;
+    long long frame_left, read_limit;  /* 64 bits on every platform */
     int msg_opcode;
     char masked, parsing_paused, send_direct;
 } ProtocolCore;
@@ -883,14 +883,17 @@ ProtocolCore_receive_data(ProtocolCore *self, PyObject *data)
 static PyObject *
 swap_list(PyObject **field)
 {
-    PyObject *old = *field, *fresh;
+    /* Allocated first: a collection it starts may run a finalizer that
+     * replaces the field, which is read only afterwards. */
+    PyObject *fresh = PyList_New(0), *old;
 
-    if (old == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "the engine is not initialized");
+    if (fresh == NULL) {
         return NULL;
     }
-    fresh = PyList_New(0);
-    if (fresh == NULL) {
+    old = *field;
+    if (old == NULL) {
+        Py_DECREF(fresh);
+        PyErr_SetString(PyExc_AttributeError, "the engine is not initialized");
         return NULL;
     }
     *field = fresh;
@@ -977,7 +980,9 @@ ProtocolCore_send_message(ProtocolCore *self, PyObject *const *args, size_t narg
             }
         }
         call[0] = (PyObject *)self;
-        memcpy(call + 1, args, total * sizeof(PyObject *));
+        if (total > 0) {
+            memcpy(call + 1, args, total * sizeof(PyObject *));
+        }
         result = PyObject_VectorcallMethod(str_send_message_more, call, nargs + 1, kwnames);
         if (call != small) {
             PyMem_Free(call);
@@ -1007,8 +1012,8 @@ static PyMemberDef ProtocolCore_members[] = {
     {"_buf", T_OBJECT_EX, offsetof(ProtocolCore, buf), 0, NULL},
     {"_events", T_OBJECT_EX, offsetof(ProtocolCore, events), 0, NULL},
     {"_out", T_OBJECT_EX, offsetof(ProtocolCore, out), 0, NULL},
-    {"_frame_left", T_PYSSIZET, offsetof(ProtocolCore, frame_left), 0, NULL},
-    {"_read_limit", T_PYSSIZET, offsetof(ProtocolCore, read_limit), 0, NULL},
+    {"_frame_left", T_LONGLONG, offsetof(ProtocolCore, frame_left), 0, NULL},
+    {"_read_limit", T_LONGLONG, offsetof(ProtocolCore, read_limit), 0, NULL},
     {"_msg_opcode", T_INT, offsetof(ProtocolCore, msg_opcode), 0, NULL},
     {"_masked", T_BOOL, offsetof(ProtocolCore, masked), 0, NULL},
     {"_send_direct", T_BOOL, offsetof(ProtocolCore, send_direct), 0, NULL},
