@@ -176,4 +176,5 @@ def test_a_finalizer_that_swaps_the_list_during_the_swap(impl: ModuleType, metho
     fresh = [b"new"]  # a freed list's memory would come back here
     assert fresh is not returned
     assert returned in ([b"old"], [b"from-finalizer"])
-    assert getattr(core, field) == [] and len(lists) == 200
+    # When the collection runs depends on the Python version (3.12+: later).
+    assert getattr(core, field) in ([], [b"from-finalizer"]) and len(lists) == 200
