@@ -74,8 +74,6 @@ class Pong(bytes):
 
 Event = Union[str, bytes, Ping, Pong, Close, "Request", "Response"]
 
-# Outgoing frames up to this size are joined with their header into one write;
-# larger ones are written as header and payload, to avoid copying the payload.
 _NO_LIMIT = (1 << 63) - 1
 # A binary frame is filled in place once this fraction of it has arrived:
 # the whole payload is then allocated, so at most this many times what the
@@ -213,9 +211,6 @@ class Protocol(ProtocolCore):
         # whether it may be compressed.
         self._send_opcode = 0
         self._send_compress = True
-        self.extensions: list[Extension] = []
-        self._allowed_rsv = 0
-        self._send_direct = False
         self._use_extensions(list(extensions))
 
     @property
