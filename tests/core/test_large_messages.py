@@ -6,12 +6,14 @@ import array
 
 import pytest
 
-from rapidws.core.frames import OP_BINARY, OP_CLOSE, OP_TEXT, Close
+from rapidws.core.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_TEXT, Close
 from rapidws.core.protocol import CLOSING, Protocol
+from rapidws.exceptions import InvalidState
 
 from .test_protocol import SIDES, feed, incoming, make
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB
+BIG = bytes(range(256)) * 8192  # 2 MiB
 
 
 def pieces(data: bytes, size: int) -> list[bytes]:
@@ -40,17 +42,115 @@ def test_a_header_alone_does_not_allocate_its_announced_size(side: str) -> None:
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_filled_in_place_once_half_arrived(side: str) -> None:
+def test_filled_in_place_once_a_quarter_arrived(side: str) -> None:
+    proto = make(side, max_message_size=None)
+    data = incoming(proto, OP_BINARY, BIG)
+    header = len(data) - len(BIG)
+    quarter = header + len(BIG) // 4
+    assert feed(proto, data[: quarter - 1]) == []
+    assert proto._msg_fill is None
+    assert feed(proto, data[quarter - 1 : quarter + 10]) == []
+    assert proto._msg_fill is not None
+    assert proto._msg_fill.filled == len(BIG) // 4 + 10
+    assert feed(proto, data[quarter + 10 :]) == [BIG]
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_large_first_read_goes_in_place_at_once(side: str) -> None:
+    proto = make(side, max_message_size=None)
+    data = incoming(proto, OP_BINARY, BIG)
+    header = len(data) - len(BIG)
+    assert feed(proto, data[: header + len(BIG) // 4]) == []
+    assert proto._msg_buf is None
+    assert proto._msg_fill is not None
+    assert proto._msg_fill.filled == len(BIG) // 4
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_up_to_a_mebibyte_goes_in_place_from_the_first_byte(side: str) -> None:
+    # Its allocation is bounded anyway; growing a buffer first would cost
+    # copies, and a heap that grows and shrinks every message.
+    for size, in_place in [(1 << 20, True), ((1 << 20) + 1, False)]:
+        proto = make(side, max_message_size=None)
+        data = incoming(proto, OP_BINARY, bytes(size))
+        assert feed(proto, data[:20]) == []
+        assert (proto._msg_fill is not None) is in_place
+        assert (proto._msg_buf is not None) is not in_place
+
+
+# payload_buffer(): reading a large frame's payload straight into the message.
+
+
+def read_into(proto: Protocol, wire: bytes, sizes: list[int]) -> int:
+    """Write ``wire`` into payload_buffer() views, ``sizes`` bytes at a time, as recv_into does."""
+    done = 0
+    for size in sizes:
+        view = proto.payload_buffer()
+        assert view is not None
+        assert len(view) == len(wire) - done  # the rest of the frame, no more
+        view[:size] = wire[done : done + size]
+        view.release()
+        proto.payload_received(size)
+        done += size
+    return done
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_payload_read_straight_into_the_message(side: str) -> None:
     proto = make(side)
     data = incoming(proto, OP_BINARY, PAYLOAD)
-    header = len(data) - len(PAYLOAD)
-    half = header + len(PAYLOAD) // 2
-    assert feed(proto, data[: half - 1]) == []
+    start = len(data) - len(PAYLOAD) + 30_000
+    assert proto.payload_buffer() is None
+    assert feed(proto, data[:start]) == []
+    rest = data[start:]
+    assert read_into(proto, rest, [1, 3, 5000, 20_000, len(rest) - 25_004]) == len(rest)
+    assert proto.payload_buffer() is None
+    assert proto.events_received() == [PAYLOAD]
     assert proto._msg_fill is None
-    assert feed(proto, data[half - 1 : half + 10]) == []
-    assert proto._msg_fill is not None
-    assert proto._msg_fill.filled == len(PAYLOAD) // 2 + 10
-    assert feed(proto, data[half + 10 :]) == [PAYLOAD]
+    # The frames after it are parsed as usual.
+    assert feed(proto, incoming(proto, OP_TEXT, b"next")) == ["next"]
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_no_payload_buffer_unless_a_binary_frame_fills_in_place(side: str) -> None:
+    proto = make(side)
+    assert proto.payload_buffer() is None
+    text = incoming(proto, OP_TEXT, b"a" * 100_000)
+    feed(proto, text[:60_000])
+    assert proto.payload_buffer() is None  # text is validated and decoded
+    assert feed(proto, text[60_000:]) == ["a" * 100_000]
+    fragment = incoming(proto, OP_BINARY, PAYLOAD, fin=False)
+    feed(proto, fragment[:60_000])
+    assert proto.payload_buffer() is None  # a fragmented message grows
+    assert feed(proto, fragment[60_000:], incoming(proto, OP_CONT, b"")) == [PAYLOAD]
+    with pytest.raises(InvalidState, match="payload_buffer"):
+        proto.payload_received(0)
+
+
+def test_no_payload_buffer_once_closing_or_paused() -> None:
+    proto = make("server")
+    data = incoming(proto, OP_BINARY, PAYLOAD)
+    feed(proto, data[:50_000])
+    proto.parsing_paused = True
+    assert proto.payload_buffer() is None
+    proto.parsing_paused = False
+    assert proto.payload_buffer() is not None
+    proto.send_close(1001)
+    assert proto.payload_buffer() is None
+
+
+def test_message_read_into_is_dropped_if_we_closed_meanwhile() -> None:
+    proto = make("server")
+    data = incoming(proto, OP_BINARY, PAYLOAD)
+    start = len(data) - len(PAYLOAD) + 30_000
+    feed(proto, data[:start])
+    view = proto.payload_buffer()
+    assert view is not None
+    proto.send_close(1001)  # between the read and its callback
+    view[:] = data[start:]
+    proto.payload_received(len(view))
+    assert proto.events_received() == []
+    assert proto._msg_fill is None
 
 
 def test_text_frames_are_validated_as_they_arrive_not_filled_in_place() -> None:

@@ -232,6 +232,63 @@ def test_message_buffer_refuses_too_much_and_too_little(impl: ModuleType) -> Non
     assert buffer.finish() == b"abce"
 
 
+@pytest.mark.parametrize("mask", [None, MASK])
+def test_message_buffer_takes_reads_into_its_view(impl: ModuleType, mask: bytes | None) -> None:
+    payload = bytes(range(256)) * 40 + b"tail"
+    sent = frame(0x2, payload, mask=mask)[-len(payload) :]
+    buffer = impl.MessageBuffer(len(payload))
+    buffer.append(sent, 0, 5, mask, 0)
+    pos = 5
+    for want, got in [(1, 1), (100, 37), (4000, 4000), (len(payload) - 4043, len(payload) - 4043)]:
+        view = buffer.reserve(want)
+        assert len(view) == want and not view.readonly
+        view[:got] = sent[pos : pos + got]  # as recv_into() would
+        buffer.commit(got, mask, pos)
+        view.release()
+        pos += got
+        assert buffer.filled == pos
+    message = buffer.finish()
+    assert type(message) is bytes
+    assert message == payload
+    with pytest.raises(ValueError, match="finished already"):
+        buffer.reserve(1)
+    with pytest.raises(ValueError, match="finished already"):
+        buffer.commit(0, None, 0)
+
+
+def test_message_buffer_reserve_and_commit_check_their_bounds(impl: ModuleType) -> None:
+    buffer = impl.MessageBuffer(4)
+    for n, match in [(0, "0 < n"), (5, "0 < n"), (-1, ">= 0")]:
+        with pytest.raises(ValueError, match=match):
+            buffer.reserve(n)
+    with pytest.raises(ValueError, match="more bytes than reserve"):
+        buffer.commit(1, None, 0)  # nothing reserved
+    view = buffer.reserve(2)
+    view[:] = b"ab"
+    with pytest.raises(ValueError, match="more bytes than reserve"):
+        buffer.commit(3, None, 0)
+    with pytest.raises(ValueError, match="4 bytes"):
+        buffer.commit(2, b"abc", 0)
+    view.release()
+    buffer.commit(2, None, 0)
+    with pytest.raises(ValueError, match="more bytes than reserve"):
+        buffer.commit(1, None, 0)  # a commit closes the window
+    buffer.reserve(2)
+    buffer.append(b"cd", 0, 2, None, 0)  # and so does an append
+    with pytest.raises(ValueError, match="more bytes than reserve"):
+        buffer.commit(1, None, 0)
+    assert buffer.finish() == b"abcd"
+
+
+def test_message_buffer_view_outlives_the_buffer(impl: ModuleType) -> None:
+    # The view keeps what it points into alive, whatever happens to the rest.
+    buffer = impl.MessageBuffer(3)
+    view = buffer.reserve(3)
+    del buffer
+    view[:] = b"xyz"
+    assert bytes(view) == b"xyz"
+
+
 # Differential: random streams of frames, good and bad, in both twins.
 
 frames = st.builds(

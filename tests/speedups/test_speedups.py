@@ -236,7 +236,7 @@ def test_twins_agree_on_frame_headers(buf: bytes, pos: int) -> None:
 
 @settings(derandomize=True, database=None, deadline=None, max_examples=300)
 @given(
-    data=st.binary(max_size=100), mask=st.binary(min_size=4, max_size=4), offset=st.integers(0, 9)
+    data=st.binary(max_size=400), mask=st.binary(min_size=4, max_size=4), offset=st.integers(0, 9)
 )
 def test_twins_agree_on_masks(data: bytes, mask: bytes, offset: int) -> None:
     results = {module.apply_mask(data, mask, offset) for module in MODULES}

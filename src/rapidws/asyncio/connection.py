@@ -39,6 +39,9 @@ P = TypeVar("P", bound=Protocol)
 _OK_CODES = frozenset((1000, 1001, 1005))
 # Frames up to this size that are ready together go out in one write.
 _COALESCE_LIMIT = 16 * 1024
+# A frame with this much payload still to come is read straight into its
+# message (recv_into), not through data_received() and a copy.
+_DIRECT_READ_MIN = 64 * 1024
 # Always empty: the queue of a connection with no message waiting, shared.
 _NO_QUEUE: collections.deque[Data] = collections.deque(maxlen=0)
 # Always empty, read-only: the pings of a connection with none in flight.
@@ -591,8 +594,21 @@ class Connection(asyncio.Protocol, Generic[P]):
 
     def data_received(self, data: bytes) -> None:
         """Feed received bytes to the engine (called by asyncio)."""
-        self.protocol.receive_data(data)
+        protocol = self.protocol
+        protocol.receive_data(data)
         self._process_events()
+        if protocol.payload_left >= _DIRECT_READ_MIN:
+            self._read_payload_directly()
+
+    def _read_payload_directly(self) -> None:
+        # The rest of a large frame goes from the socket into the message.
+        if self.transport is not None and self.protocol.payload_buffer() is not None:
+            self.transport.set_protocol(_PayloadReader(self))
+
+    def _read_messages(self) -> None:
+        # Back from _PayloadReader: messages come through data_received().
+        if self.transport is not None:
+            self.transport.set_protocol(self)
 
     def eof_received(self) -> None:
         """Handle the peer's half-close (called by asyncio); the transport then closes."""
@@ -648,6 +664,66 @@ class Connection(asyncio.Protocol, Generic[P]):
         await asyncio.shield(waiter)
         if self._lost:
             raise self._closed_exc()
+
+
+class _PayloadReader(asyncio.BufferedProtocol):
+    """The transport's protocol while a large frame's payload is read in place.
+
+    The socket reads into the message itself (the engine's ``payload_buffer()``),
+    which is unmasked there: no bytes object per read, no copy. When the frame
+    is complete, the connection is the transport's protocol again. Every other
+    callback goes to the connection.
+    """
+
+    __slots__ = ("_connection", "_spill")
+
+    def __init__(self, connection: Connection[Any]) -> None:
+        self._connection = connection
+        self._spill: bytearray | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
+        """Return where the next bytes go (called by the transport)."""
+        view: memoryview | None = self._connection.protocol.payload_buffer()
+        if view is not None:
+            return view
+        # The engine takes no more in place (the application closed, or a TLS
+        # transport feeds us past the frame's end): these go the usual way.
+        self._spill = bytearray(max(sizehint, _DIRECT_READ_MIN))
+        return self._spill
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Take ``nbytes`` read into the last buffer (called by the transport)."""
+        connection = self._connection
+        spill = self._spill
+        if spill is not None:
+            self._spill = None
+            connection._read_messages()
+            with memoryview(spill) as view:  # the transport may still hold spill
+                data = bytes(view[:nbytes])
+            connection.data_received(data)
+            return
+        protocol = connection.protocol
+        protocol.payload_received(nbytes)
+        if not protocol.payload_left:
+            connection._read_messages()
+            connection._process_events()
+
+    def eof_received(self) -> None:
+        """Hand the EOF to the connection (called by the transport)."""
+        self._connection._read_messages()
+        self._connection.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Hand the loss to the connection (called by the transport)."""
+        self._connection.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """Hand flow control to the connection (called by the transport)."""
+        self._connection.pause_writing()
+
+    def resume_writing(self) -> None:
+        """Hand flow control to the connection (called by the transport)."""
+        self._connection.resume_writing()
 
 
 def _write_all(transport: asyncio.Transport, out: list[bytes]) -> None:

@@ -29,7 +29,7 @@ from ..core.limits import (
 from ..core.protocol import CONNECTING, OPEN
 from ..core.server import SERVER, SelectSubprotocol, ServerProtocol
 from ..exceptions import ConnectionClosed
-from .connection import Connection, Data
+from .connection import _DIRECT_READ_MIN, Connection, Data
 from .heartbeat import Heartbeat
 
 __all__ = [
@@ -166,8 +166,11 @@ class ServerConnection(Connection[ServerProtocol]):
             if self._early_data > _EARLY_DATA_LIMIT:
                 self._pause_reading()
         # Connection.data_received() inlined: this runs for every read.
-        self.protocol.receive_data(data)
+        protocol = self.protocol
+        protocol.receive_data(data)
         self._process_events()
+        if protocol.payload_left >= _DIRECT_READ_MIN:
+            self._read_payload_directly()
 
     def _send_response(self, response: Response) -> None:
         self.protocol.send_response(response)

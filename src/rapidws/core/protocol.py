@@ -75,10 +75,13 @@ class Pong(bytes):
 Event = Union[str, bytes, Ping, Pong, Close, "Request", "Response"]
 
 _NO_LIMIT = (1 << 63) - 1
-# A binary frame is filled in place once this fraction of it has arrived:
-# the whole payload is then allocated, so at most this many times what the
-# peer sent (and pages not written yet stay untouched).
-_FILL_RATIO = 2
+# A binary frame is filled in place once this fraction of it has arrived, or
+# at once up to _FILL_RATIO * _FILL_FLOOR (1 MiB): the whole payload is then
+# allocated, so at most 4 times what the peer sent or 1 MiB (pages not written
+# yet stay untouched). Growing a buffer first would cost copies, and a heap
+# that grows and shrinks (page faults) with every large message.
+_FILL_RATIO = 4
+_FILL_FLOOR = 256 * 1024
 
 
 def _check_limit(name: str, value: int | None) -> int | None:
@@ -284,6 +287,40 @@ class Protocol(ProtocolCore):
         """Parse the bytes held back while :attr:`parsing_paused` was set."""
         self.parsing_paused = False
         self.receive_data(b"")
+
+    def payload_buffer(self) -> memoryview | None:
+        """Return a writable view for the current frame's payload to be read into.
+
+        There is one while a binary message that is a single frame is being
+        filled in place (a large one, once part of it is here), nothing else is
+        held back, and the message will be read. A socket reads the masked
+        payload straight into the message (``recv_into``), without a copy;
+        :meth:`payload_received` takes it from there. The view covers the rest
+        of the frame and nothing more, so it never holds a byte of the next.
+        """
+        fill = self._msg_fill
+        if fill is None or not self._frame_left or self.state is not OPEN:
+            return None
+        if self.parsing_paused or self._buf:
+            return None
+        return fill.reserve(self._frame_left)
+
+    def payload_received(self, nbytes: int) -> None:
+        """Take ``nbytes`` read into the start of the last :meth:`payload_buffer`.
+
+        The last of the frame makes the message an event.
+        """
+        fill = self._msg_fill
+        if fill is None:
+            raise InvalidState("no payload_buffer() to take bytes from")
+        fill.commit(nbytes, self._frame_mask, self._frame_offset)
+        self._frame_left -= nbytes
+        self._frame_offset += nbytes
+        if not self._frame_left:
+            message = fill.finish()
+            if self.state is OPEN:  # else nobody reads it, as in _message_data()
+                self._events.append(message)
+            self._end_message()
 
     def receive_eof(self) -> None:
         """Tell the engine that the peer closed its side of the TCP connection."""
@@ -625,11 +662,17 @@ class Protocol(ProtocolCore):
             return
         # Pieces of a message go from the receive buffer into the message's
         # buffer in one copy, and are validated there as they arrive.
+        text = self._msg_opcode == OP_TEXT
         if msg is None:
+            arrived = max(stop - start, _FILL_FLOOR)
+            if self._msg_single and not text and arrived * _FILL_RATIO >= self._msg_size:
+                # Enough of a large binary frame is here: straight in place.
+                fill = self._msg_fill = MessageBuffer(self._msg_size)
+                fill.append(buf, start, stop, mask, offset)
+                return
             msg = self._msg_buf = bytearray()
         size = len(msg)
         append_unmasked(msg, buf, start, stop, mask, offset)
-        text = self._msg_opcode == OP_TEXT
         if text:
             with memoryview(msg) as view:
                 piece = view[size:]

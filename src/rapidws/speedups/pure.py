@@ -140,20 +140,23 @@ class MessageBuffer:
     """A binary message of known size, filled in pieces as its payload arrives.
 
     ``append()`` unmasks a piece into place and ``finish()`` returns the whole
-    message. The C twin fills a ``bytes`` object directly, which saves the
-    copy that ``bytes(bytearray)`` costs here.
+    message. ``reserve()`` and ``commit()`` let a socket read payload straight
+    into the message (``recv_into``), which is unmasked there. The C twin
+    fills a ``bytes`` object directly, which saves the copy that
+    ``bytes(bytearray)`` costs here; its ``reserve()`` views that object.
 
     Args:
         size: the message's size, in bytes.
     """
 
-    __slots__ = ("_data", "_size")
+    __slots__ = ("_data", "_size", "_window")
 
     def __init__(self, size: int) -> None:
         if size < 0:
             raise ValueError("size must be >= 0")
         self._size = size
         self._data: bytearray | None = bytearray()
+        self._window: bytearray | None = None
 
     @property
     def filled(self) -> int:
@@ -177,6 +180,40 @@ class MessageBuffer:
         if 0 <= start <= end and end - start > self._size - len(data):
             raise ValueError("more bytes than the message's size")
         append_unmasked(data, src, start, end, mask, offset)
+        self._window = None
+
+    def reserve(self, n: int) -> memoryview:
+        """Return a writable view for the next ``n`` bytes of (masked) payload.
+
+        Raises:
+            ValueError: unless ``0 < n <=`` the bytes still missing, or after
+                :meth:`finish`.
+        """
+        data = self._open()
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        if n == 0 or n > self._size - len(data):
+            raise ValueError("need 0 < n <= the bytes still missing")
+        self._window = bytearray(n)
+        return memoryview(self._window)
+
+    def commit(self, nbytes: int, mask: bytes | None, offset: int) -> None:
+        """Take the first ``nbytes`` written into the view :meth:`reserve` returned.
+
+        They are unmasked in place with ``mask`` from ``offset`` on (``None``:
+        taken as they are).
+
+        Raises:
+            ValueError: past the reserved bytes, or after :meth:`finish`.
+        """
+        data = self._open()
+        if nbytes < 0 or offset < 0:
+            raise ValueError("nbytes and offset must be >= 0")
+        window = self._window or b""
+        if nbytes > len(window):
+            raise ValueError("more bytes than reserve() opened")
+        append_unmasked(data, window, 0, nbytes, mask, offset)
+        self._window = None
 
     def finish(self) -> bytes:
         """Return the whole message.
@@ -187,7 +224,7 @@ class MessageBuffer:
         data = self._open()
         if len(data) != self._size:
             raise ValueError("the message is not complete")
-        self._data = None
+        self._data = self._window = None
         return bytes(data)
 
     def _open(self) -> bytearray:
@@ -383,6 +420,11 @@ class ProtocolCore:
     _msg_opcode: int
     _masked: bool
     _send_direct: bool
+
+    @property
+    def payload_left(self) -> int:
+        """How many bytes of the current data frame's payload are still to come."""
+        return self._frame_left
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the network."""
