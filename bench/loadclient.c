@@ -20,6 +20,8 @@
  *            close frame, the server's FIN, close.
  * upload:    one connection to /ack sends `size`-byte binary messages and waits for
  *            each ack (the length, as text) before the next.
+ *            -R: raw TCP; each message is an 8-byte big-endian length and the
+ *            payload (a leading zero byte tells the raw server to ack, not echo).
  * idle:      opens 20 warm-up connections (one 16-byte echo each) and closes them,
  *            prints "base", waits 1 s, opens `conns` connections (one 16-byte echo
  *            each, at most `open_limit` handshakes at a time), prints
@@ -93,6 +95,7 @@ typedef struct {
 
 /* configuration */
 static int mode = M_ECHO, raw = 0, port = 0, nconn = 1, open_limit = 100;
+static int ack_len; /* the length of an upload's ack: `size` in decimal */
 static size_t size = 16;
 static double warmup = 1.0, duration = 5.0, hold = 3.0;
 static const char *path = "/";
@@ -380,9 +383,9 @@ static int send_message(conn_t *c) {
     c->deadline = c->sent + MESSAGE_TIMEOUT;
     size_t n = mode == M_IDLE ? 16 : size;
     if (raw) { /* one message in flight: nothing else is ever queued */
-        c->ext = payload;
+        c->ext = mode == M_UPLOAD ? payload - 8 : payload; /* the length is in front */
         c->off = 0;
-        c->len = n;
+        c->len = mode == M_UPLOAD ? n + 8 : n;
     } else {
         append_frame(c, 2, payload, n);
     }
@@ -463,6 +466,16 @@ static void on_connected(conn_t *c) {
 
 /* Feed received bytes to the frame parser. Returns -1 if the connection was closed. */
 static int feed(conn_t *c, const uint8_t *p, size_t n) {
+    if (raw && mode == M_UPLOAD) {
+        if (!c->inflight || c->acklen + n >= sizeof c->ack) {
+            conn_fail(c, E_PROTOCOL, "unexpected bytes");
+            return -1;
+        }
+        memcpy(c->ack + c->acklen, p, n);
+        c->acklen += (int)n;
+        if (c->acklen >= ack_len) return app_message(c);
+        return 0;
+    }
     if (raw) {
         if (!c->inflight || c->moff + n > (mode == M_IDLE ? 16 : size)) {
             conn_fail(c, E_PROTOCOL, "unexpected bytes");
@@ -878,7 +891,7 @@ int main(int argc, char **argv) {
     }
     if (port <= 0 || port > 65535 || nconn < 1 || nconn > 100000 || size > (256u << 20) ||
         warmup < 0 || duration <= 0 || duration > 3600 || hold < 0 || hold > 600 || open_limit < 1 ||
-        (raw && (mode == M_HANDSHAKE || mode == M_UPLOAD)))
+        (raw && mode == M_HANDSHAKE))
         usage();
     if (mode == M_UPLOAD && !strcmp(path, "/")) path = "/ack";
 
@@ -902,12 +915,18 @@ int main(int argc, char **argv) {
         prng_state = (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid();
 
     size_t psize = size > 16 ? size : 16;
-    payload = malloc(psize);
+    uint8_t *block = malloc(psize + 8);
+    payload = block ? block + 8 : NULL; /* 8 bytes in front for a raw upload's length */
     hist = calloc(HIST_US, sizeof *hist);
-    for (size_t i = 0; i < psize; i += 8) {
+    for (size_t i = 0; payload && i < psize; i += 8) {
         uint64_t r = prng();
         memcpy(payload + i, &r, psize - i < 8 ? psize - i : 8);
     }
+    if (payload) {
+        payload[0] |= 1; /* a raw echo never starts with the zero byte of a raw upload */
+        for (int i = 0; i < 8; i++) block[i] = (uint8_t)((uint64_t)size >> (56 - 8 * i));
+    }
+    ack_len = snprintf(NULL, 0, "%zu", size);
     nconns_alloc = mode == M_IDLE ? (nconn > 20 ? nconn : 20) : nconn;
     conns = calloc((size_t)nconns_alloc, sizeof *conns);
     if (!payload || !hist || !conns) {

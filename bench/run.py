@@ -69,7 +69,7 @@ class Server:
 
     name: str
     command: tuple[str, ...]  # {port} and {loop} are filled in
-    raw: bool = False  # raw TCP: echo and idle only, without WebSocket
+    raw: bool = False  # raw TCP, without WebSocket: echo, upload (length-prefixed) and idle
     python: bool = True  # runs on the chosen event loop
 
 
@@ -574,7 +574,7 @@ def floor_check(results: dict, all_cases: list[Case]) -> list[str]:
     lines = []
     floor = results.get("raw TCP (floor)", {})
     for case in all_cases:
-        if case.mode != "echo" or case.name not in floor or "value" not in floor[case.name]:
+        if case.mode not in ("echo", "upload") or "value" not in floor.get(case.name, {}):
             continue
         best_name, best = max(
             (
@@ -588,7 +588,7 @@ def floor_check(results: dict, all_cases: list[Case]) -> list[str]:
         record = floor[case.name]
         if best:
             lines.append(
-                f"{case.name}: raw TCP {number(record['value'])} msg/s = "
+                f"{case.name}: raw TCP {number(record['value'])} {case.unit} = "
                 f"{record['value'] / best:.2f}x the fastest WebSocket server "
                 f"({best_name}); load client at {record['client_cpu_pct']:.0f}% "
                 f"of its core on the raw run"
@@ -697,7 +697,7 @@ def run_loop(
                     continue
                 shift = index % len(active)
                 for server in active[shift:] + active[:shift]:
-                    if server.raw and case.mode in ("handshake", "upload"):
+                    if server.raw and case.mode == "handshake":
                         continue
                     if "_error" in results[server.name]:
                         continue

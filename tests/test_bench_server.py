@@ -45,3 +45,29 @@ def test_bench_server_echoes_and_acks(api: str, loop: str) -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(10) == 0
+
+
+RAW = Path(__file__).parents[1] / "bench" / "peers" / "raw_tcp_server.py"
+
+
+def test_raw_server_echoes_and_acks_length_prefixed_uploads() -> None:
+    port = free_port()
+    command = [sys.executable, str(RAW), "--port", str(port), "--loop", "asyncio"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("ready")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as echo:
+            echo.sendall(b"\x01echo")
+            assert echo.recv(100) == b"\x01echo"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as upload:
+            # Lengths and payloads cut anywhere, an empty message included.
+            wire = b"".join(n.to_bytes(8, "big") + b"p" * n for n in (3 << 20, 0, 5))
+            for cut in range(0, len(wire), 300_001):
+                upload.sendall(wire[cut : cut + 300_001])
+            acks = b""
+            while acks != str(3 << 20).encode() + b"05":
+                acks += upload.recv(100)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(10) == 0

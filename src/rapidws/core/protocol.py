@@ -82,6 +82,9 @@ _NO_LIMIT = (1 << 63) - 1
 # that grows and shrinks (page faults) with every large message.
 _FILL_RATIO = 4
 _FILL_FLOOR = 256 * 1024
+# payload_buffer() views at most this much: each read is unmasked while it is
+# still in the CPU cache.
+_READ_CHUNK = 256 * 1024
 
 
 def _check_limit(name: str, value: int | None) -> int | None:
@@ -296,14 +299,14 @@ class Protocol(ProtocolCore):
         held back, and the message will be read. A socket reads the masked
         payload straight into the message (``recv_into``), without a copy;
         :meth:`payload_received` takes it from there. The view covers the rest
-        of the frame and nothing more, so it never holds a byte of the next.
+        of the frame, 256 KiB at most, so it never holds a byte of the next.
         """
         fill = self._msg_fill
         if fill is None or not self._frame_left or self.state is not OPEN:
             return None
         if self.parsing_paused or self._buf:
             return None
-        return fill.reserve(self._frame_left)
+        return fill.reserve(min(self._frame_left, _READ_CHUNK))
 
     def payload_received(self, nbytes: int) -> None:
         """Take ``nbytes`` read into the start of the last :meth:`payload_buffer`.
