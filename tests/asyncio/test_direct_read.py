@@ -10,8 +10,8 @@ import pytest
 
 import rapidws
 from rapidws import ConnectionClosedError
-from rapidws.asyncio import connection as connection_module
 from rapidws.asyncio.connection import _PayloadReader
+from rapidws.speedups import DIRECT_READ_MIN
 
 from .utils import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, RawPeer, echo, frame, uri, wait
 
@@ -168,7 +168,7 @@ def test_reader_hands_everything_else_to_the_connection() -> None:
     connection: Any = Recording()
     reader = _PayloadReader(connection)
     buffer = reader.get_buffer(-1)
-    assert len(buffer) >= connection_module._DIRECT_READ_MIN
+    assert len(buffer) >= DIRECT_READ_MIN
     buffer[:3] = b"abc"
     reader.buffer_updated(3)
     reader.pause_writing()

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import types
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
 from ..core.frames import Close
@@ -29,6 +29,7 @@ from ..exceptions import (
     ConnectionClosedOK,
     InvalidState,
 )
+from ..speedups import DIRECT_READ_MIN, ConnectionCore
 from .heartbeat import Heartbeat
 
 __all__ = ["Connection", "Data"]
@@ -39,9 +40,6 @@ P = TypeVar("P", bound=Protocol)
 _OK_CODES = frozenset((1000, 1001, 1005))
 # Frames up to this size that are ready together go out in one write.
 _COALESCE_LIMIT = 16 * 1024
-# A frame with this much payload still to come is read straight into its
-# message (recv_into), not through data_received() and a copy.
-_DIRECT_READ_MIN = 64 * 1024
 # Always empty: the queue of a connection with no message waiting, shared.
 _NO_QUEUE: collections.deque[Data] = collections.deque(maxlen=0)
 # Always empty, read-only: the pings of a connection with none in flight.
@@ -54,12 +52,19 @@ def _water_marks(high: int) -> tuple[int, int]:
     return high, high // 4
 
 
-class Connection(asyncio.Protocol, Generic[P]):
+class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
     """A WebSocket connection: send and receive messages, ping, close.
 
     Created by :func:`~rapidws.asyncio.server.serve` and
     :func:`~rapidws.asyncio.client.connect`, not directly.
+
+    What every message goes through (``data_received``, ``send_nowait``, and
+    the fields they use: ``protocol``, ``transport``) is in
+    :class:`~rapidws.speedups.ConnectionCore`, in C when the accelerator is built.
     """
+
+    protocol: P
+    transport: asyncio.Transport | None
 
     # Slots: a server holds thousands of these, and a __dict__ costs ~1 KiB.
     # Applications may still set their own attributes (the __dict__ slot,
@@ -71,7 +76,6 @@ class Connection(asyncio.Protocol, Generic[P]):
         "_closed",
         "_drain_waiter",
         "_fragmenting",
-        "_handling",
         "_heartbeat",
         "_heartbeat_place",
         "_lost",
@@ -91,9 +95,7 @@ class Connection(asyncio.Protocol, Generic[P]):
         "loop",
         "ping_interval",
         "ping_timeout",
-        "protocol",
         "request",
-        "transport",
     )
 
     def __init__(
@@ -124,7 +126,9 @@ class Connection(asyncio.Protocol, Generic[P]):
         self.logger = logger or logging.getLogger("rapidws")
 
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        self.transport = None
+        # The callbacks' on_message, for a connection that has callbacks.
+        self._on_message: Callable[[Any, Data], None] | None = None
         # The messages that no recv() has taken yet; the queue is allocated
         # (~0.7 KiB) when a message first has to wait in it.
         self._messages: collections.deque[Data] = _NO_QUEUE
@@ -273,18 +277,10 @@ class Connection(asyncio.Protocol, Generic[P]):
         else:
             raise TypeError(f"cannot send {type(message).__name__}: send str, bytes or an iterable")
 
-    def send_nowait(self, message: Data | bytearray | memoryview, *, compress: bool = True) -> None:
-        """Send a message at once, without waiting for the write buffer to drain.
-
-        For callbacks and broadcasts, where awaiting is not possible or not
-        wanted; the write buffer then grows past its high-water mark, and
-        reading from the peer pauses until it drains.
-
-        Raises:
-            ConnectionClosed: when the connection is closing or closed.
-            InvalidState: while a fragmented message is being sent.
-            TypeError: for a message that is neither ``str`` nor bytes-like.
-        """
+    def _send_nowait_more(
+        self, message: Data | bytearray | memoryview, *, compress: bool = True
+    ) -> None:
+        # send_nowait() (ConnectionCore) when the connection is not open.
         try:
             self.protocol.send_message(message, compress=compress)
         except InvalidState:
@@ -473,6 +469,11 @@ class Connection(asyncio.Protocol, Generic[P]):
                     self._handshake_event(event)  # type: ignore[arg-type]
         finally:
             self._handling = handling
+        self._events_done()
+
+    def _events_done(self) -> None:
+        # After the events of one read: hold parsing back if the engine paused
+        # it, and write what the application and the engine sent meanwhile.
         if self.protocol.parsing_paused and self._resume_timer is None:
             # Nothing more is parsed, so nothing more is read, until the
             # application has taken the messages before the pause (and had a
@@ -592,13 +593,10 @@ class Connection(asyncio.Protocol, Generic[P]):
         self.transport = transport
         transport.set_write_buffer_limits(self._write_high, self._write_low)
 
-    def data_received(self, data: bytes) -> None:
-        """Feed received bytes to the engine (called by asyncio)."""
-        protocol = self.protocol
-        protocol.receive_data(data)
+    def _data_received_more(self, data: bytes) -> None:
+        # data_received() (ConnectionCore) when the connection is not open.
+        self.protocol.receive_data(data)
         self._process_events()
-        if protocol.payload_left >= _DIRECT_READ_MIN:
-            self._read_payload_directly()
 
     def _read_payload_directly(self) -> None:
         # The rest of a large frame goes from the socket into the message.
@@ -688,7 +686,7 @@ class _PayloadReader(asyncio.BufferedProtocol):
             return view
         # The engine takes no more in place (the application closed, or a TLS
         # transport feeds us past the frame's end): these go the usual way.
-        self._spill = bytearray(max(sizehint, _DIRECT_READ_MIN))
+        self._spill = bytearray(max(sizehint, DIRECT_READ_MIN))
         return self._spill
 
     def buffer_updated(self, nbytes: int) -> None:

@@ -29,7 +29,7 @@ from ..core.limits import (
 from ..core.protocol import CONNECTING, OPEN
 from ..core.server import SERVER, SelectSubprotocol, ServerProtocol
 from ..exceptions import ConnectionClosed
-from .connection import _DIRECT_READ_MIN, Connection, Data
+from .connection import Connection, Data
 from .heartbeat import Heartbeat
 
 __all__ = [
@@ -157,20 +157,16 @@ class ServerConnection(Connection[ServerProtocol]):
         if self.protocol.state is CONNECTING and not self._lost:
             self._send_response(response)
 
-    def data_received(self, data: bytes) -> None:
-        """Bound what a client sends before the hooks answer (called by asyncio)."""
+    def _data_received_more(self, data: bytes) -> None:
+        # Before the connection is open: bound what a client sends before
+        # the hooks answer.
         if self._hooks_task is not None:
             # RFC 6455 4.1: a client waits for the response before sending
             # frames. Keep reading (to see a client leave) up to a bound.
             self._early_data += len(data)
             if self._early_data > _EARLY_DATA_LIMIT:
                 self._pause_reading()
-        # Connection.data_received() inlined: this runs for every read.
-        protocol = self.protocol
-        protocol.receive_data(data)
-        self._process_events()
-        if protocol.payload_left >= _DIRECT_READ_MIN:
-            self._read_payload_directly()
+        super()._data_received_more(data)
 
     def _send_response(self, response: Response) -> None:
         self.protocol.send_response(response)
@@ -210,7 +206,7 @@ class ServerConnection(Connection[ServerProtocol]):
 class CallbackServerConnection(ServerConnection):
     """A server connection that hands its events to :class:`Callbacks`."""
 
-    __slots__ = ("_on_message", "callbacks")
+    __slots__ = ("callbacks",)
 
     def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
         super().__init__(server, protocol, **kwargs)
@@ -223,10 +219,12 @@ class CallbackServerConnection(ServerConnection):
 
     def _message_received(self, message: Data) -> None:
         # Straight to the application: no queue, no future, no task switch.
+        on_message = self._on_message
+        assert on_message is not None  # set in __init__
         try:
-            self._on_message(self, message)
-        except Exception:
-            self._callback_failed(self._on_message)
+            on_message(self, message)
+        except Exception as exc:
+            self._callback_failed(on_message, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell the callbacks (called by asyncio)."""
@@ -238,11 +236,11 @@ class CallbackServerConnection(ServerConnection):
     def _callback(self, method: Callable[..., None], *args: Any) -> None:
         try:
             method(*args)
-        except Exception:
-            self._callback_failed(method)
+        except Exception as exc:
+            self._callback_failed(method, exc)
 
-    def _callback_failed(self, method: Callable[..., None]) -> None:
-        self.logger.error("%s failed", method.__name__, exc_info=True)
+    def _callback_failed(self, method: Callable[..., None], exc: BaseException) -> None:
+        self.logger.error("%s failed", method.__name__, exc_info=exc)
         if self.protocol.state is OPEN:
             self.protocol.send_close(1011, "internal error")
             self._write_pending()

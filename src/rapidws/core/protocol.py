@@ -137,7 +137,6 @@ class Protocol(ProtocolCore):
         "close_rcvd",
         "close_rcvd_then_sent",
         "close_sent",
-        "eof_sent",
         "extensions",
         "is_client",
         "parser_exc",

@@ -2,7 +2,8 @@
 
 The protocol imports masking, UTF-8 validation, frame-header parsing, frame
 encoding, the receive loop for single-frame messages and its per-message core
-(:class:`ProtocolCore`, the base of its engine) from here only. The C
+(:class:`ProtocolCore`, the base of its engine) from here only; the asyncio
+connection its per-message part (:class:`ConnectionCore`). The C
 twin (``_c``, built with the package when a compiler is there) is used when it
 imports; otherwise, or when the environment variable ``RAPIDWS_SPEEDUPS=python``
 is set, the pure-Python twin in :mod:`rapidws.speedups.pure`, which is the
@@ -15,8 +16,10 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "DIRECT_READ_MIN",
     "IMPLEMENTATION",
     "JOIN_LIMIT",
+    "ConnectionCore",
     "MessageBuffer",
     "ProtocolCore",
     "Utf8Validator",
@@ -29,7 +32,9 @@ __all__ = [
 ]
 
 from .pure import (
+    DIRECT_READ_MIN,
     JOIN_LIMIT,
+    ConnectionCore,
     MessageBuffer,
     ProtocolCore,
     Utf8Validator,
@@ -57,4 +62,5 @@ if os.environ.get("RAPIDWS_SPEEDUPS") != "python":
         parse_frame_header = _c.parse_frame_header
         read_messages = _c.read_messages
         ProtocolCore = _c.ProtocolCore  # type: ignore[misc]
+        ConnectionCore = _c.ConnectionCore  # type: ignore[misc]
         set_open_state = _c.set_open_state

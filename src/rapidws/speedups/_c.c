@@ -10,8 +10,7 @@
  *                     decoding, with an ASCII fast path.
  */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_core.h"
 #include "structmember.h"
 #include <stdint.h>
 #include <string.h>
@@ -951,17 +950,7 @@ static PyTypeObject Utf8ValidatorType = {
  * message goes through; rapidws.core.protocol.Protocol subclasses it, and
  * what is not the common case goes on in its Python methods. */
 
-#define JOIN_LIMIT 4096
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *state, *buf, *events, *out;
-    long long frame_left, read_limit;  /* 64 bits on every platform */
-    int msg_opcode;
-    char masked, parsing_paused, send_direct;
-} ProtocolCore;
-
-static PyObject *open_state = NULL;   /* set by set_open_state() */
+PyObject *open_state = NULL;
 static PyObject *str_receive_more = NULL, *str_send_message_more = NULL;
 
 static int
@@ -994,7 +983,7 @@ ProtocolCore_dealloc(ProtocolCore *self)
 
 /* receive_data(data): the single-frame messages at once, the rest in Python. */
 
-static PyObject *
+PyObject *
 ProtocolCore_receive_data(ProtocolCore *self, PyObject *data)
 {
     Py_ssize_t pos = 0;
@@ -1031,9 +1020,7 @@ ProtocolCore_receive_data(ProtocolCore *self, PyObject *data)
     return result;
 }
 
-/* Swap a list field for a new empty one; return the old one. */
-
-static PyObject *
+PyObject *
 swap_list(PyObject **field)
 {
     /* Allocated first: a collection it starts may run a finalizer that
@@ -1068,7 +1055,7 @@ ProtocolCore_data_to_send(ProtocolCore *self, PyObject *Py_UNUSED(ignored))
 /* send_message(data, *, compress=True): a server's small whole message at
  * once; anything else in Python, arguments as given. */
 
-static PyObject *
+PyObject *
 ProtocolCore_send_message(ProtocolCore *self, PyObject *const *args, size_t nargsf,
                           PyObject *kwnames)
 {
@@ -1121,27 +1108,33 @@ ProtocolCore_send_message(ProtocolCore *self, PyObject *const *args, size_t narg
             Py_RETURN_NONE;
         }
     }
-    {
-        /* Python's turn, with self in front of the arguments. */
-        Py_ssize_t total = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
-        PyObject *small[8], **call = small, *result;
+    return call_python_method((PyObject *)self, str_send_message_more, args, nargsf, kwnames);
+}
 
-        if (total + 1 > 8) {
-            call = PyMem_Malloc((total + 1) * sizeof(PyObject *));
-            if (call == NULL) {
-                return PyErr_NoMemory();
-            }
+PyObject *
+call_python_method(PyObject *self, PyObject *name, PyObject *const *args, size_t nargsf,
+                   PyObject *kwnames)
+{
+    /* self in front of the arguments. */
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t total = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[8], **call = small, *result;
+
+    if (total + 1 > 8) {
+        call = PyMem_Malloc((total + 1) * sizeof(PyObject *));
+        if (call == NULL) {
+            return PyErr_NoMemory();
         }
-        call[0] = (PyObject *)self;
-        if (total > 0) {
-            memcpy(call + 1, args, total * sizeof(PyObject *));
-        }
-        result = PyObject_VectorcallMethod(str_send_message_more, call, nargs + 1, kwnames);
-        if (call != small) {
-            PyMem_Free(call);
-        }
-        return result;
     }
+    call[0] = self;
+    if (total > 0) {
+        memcpy(call + 1, args, total * sizeof(PyObject *));
+    }
+    result = PyObject_VectorcallMethod(name, call, nargs + 1, kwnames);
+    if (call != small) {
+        PyMem_Free(call);
+    }
+    return result;
 }
 
 static PyMethodDef ProtocolCore_methods[] = {
@@ -1174,10 +1167,12 @@ static PyMemberDef ProtocolCore_members[] = {
     {"_send_direct", T_BOOL, offsetof(ProtocolCore, send_direct), 0, NULL},
     {"parsing_paused", T_BOOL, offsetof(ProtocolCore, parsing_paused), 0,
      "Whether parsing stopped before a protocol error or the peer's close frame."},
+    {"eof_sent", T_BOOL, offsetof(ProtocolCore, eof_sent), 0,
+     "Whether the engine asked for the TCP connection to be half-closed."},
     {NULL, 0, 0, 0, NULL},
 };
 
-static PyTypeObject ProtocolCoreType = {
+PyTypeObject ProtocolCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "rapidws.speedups._c.ProtocolCore",
     .tp_doc = "The engine's per-message fields and methods; subclassed by Protocol.",
@@ -1234,7 +1229,8 @@ PyInit__c(void)
 
     choose_mask_blocks();
     if (PyType_Ready(&Utf8ValidatorType) < 0 || PyType_Ready(&MessageBufferType) < 0 ||
-        PyType_Ready(&ProtocolCoreType) < 0) {
+        PyType_Ready(&ProtocolCoreType) < 0 || PyType_Ready(&ConnectionCoreType) < 0 ||
+        connection_core_init() < 0) {
         return NULL;
     }
     str_receive_more = PyUnicode_InternFromString("_receive_more");
@@ -1264,13 +1260,21 @@ PyInit__c(void)
         Py_DECREF(module);
         return NULL;
     }
-    if (PyModule_AddIntConstant(module, "JOIN_LIMIT", JOIN_LIMIT) < 0) {
+    Py_INCREF(&ConnectionCoreType);
+    if (PyModule_AddObject(module, "ConnectionCore", (PyObject *)&ConnectionCoreType) < 0) {
+        Py_DECREF(&ConnectionCoreType);
         Py_DECREF(module);
         return NULL;
     }
-    exported = Py_BuildValue("[ssssssssss]", "JOIN_LIMIT", "MessageBuffer", "ProtocolCore",
-                             "Utf8Validator", "append_unmasked", "apply_mask", "encode_frame",
-                             "parse_frame_header", "read_messages", "set_open_state");
+    if (PyModule_AddIntConstant(module, "JOIN_LIMIT", JOIN_LIMIT) < 0 ||
+        PyModule_AddIntConstant(module, "DIRECT_READ_MIN", DIRECT_READ_MIN) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    exported = Py_BuildValue("[ssssssssssss]", "DIRECT_READ_MIN", "JOIN_LIMIT", "ConnectionCore",
+                             "MessageBuffer", "ProtocolCore", "Utf8Validator", "append_unmasked",
+                             "apply_mask", "encode_frame", "parse_frame_header", "read_messages",
+                             "set_open_state");
     if (exported == NULL || PyModule_AddObject(module, "__all__", exported) < 0) {
         Py_XDECREF(exported);
         Py_DECREF(module);

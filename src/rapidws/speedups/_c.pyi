@@ -2,11 +2,14 @@
 
 from typing import Any
 
-# The same class as the reference twin, to the type checker.
+# The same classes as the reference twin, to the type checker.
+from .pure import ConnectionCore as ConnectionCore
 from .pure import ProtocolCore as ProtocolCore
 
 __all__ = [
+    "DIRECT_READ_MIN",
     "JOIN_LIMIT",
+    "ConnectionCore",
     "MessageBuffer",
     "ProtocolCore",
     "Utf8Validator",
@@ -18,6 +21,7 @@ __all__ = [
     "set_open_state",
 ]
 
+DIRECT_READ_MIN: int
 JOIN_LIMIT: int
 
 def set_open_state(state: object) -> None: ...

@@ -12,8 +12,13 @@ import codecs
 import struct
 from typing import Any
 
+from . import pure_connection
+from .pure_connection import DIRECT_READ_MIN, ConnectionCore
+
 __all__ = [
+    "DIRECT_READ_MIN",
     "JOIN_LIMIT",
+    "ConnectionCore",
     "MessageBuffer",
     "ProtocolCore",
     "Utf8Validator",
@@ -383,9 +388,9 @@ _OPEN: object = None  # set_open_state()
 
 
 def set_open_state(state: object) -> None:
-    """Tell :class:`ProtocolCore` which state object means OPEN."""
+    """Tell :class:`ProtocolCore` and :class:`ConnectionCore` which state object means OPEN."""
     global _OPEN  # one value, set once by the engine
-    _OPEN = state
+    _OPEN = pure_connection._OPEN = state
 
 
 class ProtocolCore:
@@ -404,6 +409,7 @@ class ProtocolCore:
         "_out",
         "_read_limit",
         "_send_direct",
+        "eof_sent",
         "parsing_paused",
         "state",
     )
@@ -412,6 +418,8 @@ class ProtocolCore:
     state: Any
     #: Whether parsing stopped before a protocol error or the peer's close frame.
     parsing_paused: bool
+    #: Whether the engine asked for the TCP connection to be half-closed.
+    eof_sent: bool
     _buf: bytearray
     _events: list[Any]
     _out: list[bytes]

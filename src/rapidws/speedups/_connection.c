@@ -1,0 +1,309 @@
+/* ConnectionCore: the part of rapidws.asyncio's Connection that every message
+ * goes through, the C twin of rapidws/speedups/pure_connection.py.
+ *
+ * data_received() feeds the engine and, on an open connection with a message
+ * callback, hands each message to it and writes the replies in one call:
+ * no Python frame of ours between the transport and the application. Anything
+ * else goes on in the subclass's Python methods, with the same arguments. */
+
+#include "_core.h"
+#include "structmember.h"
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *protocol, *transport, *on_message;
+    char handling;
+} ConnectionCore;
+
+static PyObject *str_data_received_more, *str_process_events, *str_events_done,
+    *str_write_pending, *str_read_payload_directly, *str_callback_failed, *str_send_nowait_more,
+    *str_write;
+
+int
+connection_core_init(void)
+{
+    struct {
+        PyObject **field;
+        const char *name;
+    } names[] = {
+        {&str_data_received_more, "_data_received_more"},
+        {&str_process_events, "_process_events"},
+        {&str_events_done, "_events_done"},
+        {&str_write_pending, "_write_pending"},
+        {&str_read_payload_directly, "_read_payload_directly"},
+        {&str_callback_failed, "_callback_failed"},
+        {&str_send_nowait_more, "_send_nowait_more"},
+        {&str_write, "write"},
+    };
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        *names[i].field = PyUnicode_InternFromString(names[i].name);
+        if (*names[i].field == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+ConnectionCore_traverse(ConnectionCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->protocol);
+    Py_VISIT(self->transport);
+    Py_VISIT(self->on_message);
+    return 0;
+}
+
+static int
+ConnectionCore_clear(ConnectionCore *self)
+{
+    Py_CLEAR(self->protocol);
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->on_message);
+    return 0;
+}
+
+static void
+ConnectionCore_dealloc(ConnectionCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    ConnectionCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The engine, as a new reference, when it is a ProtocolCore and open. */
+
+static ProtocolCore *
+open_engine(ConnectionCore *self)
+{
+    PyObject *protocol = self->protocol;
+
+    if (protocol == NULL || open_state == NULL || !PyObject_TypeCheck(protocol, &ProtocolCoreType) ||
+        ((ProtocolCore *)protocol)->state != open_state) {
+        return NULL;
+    }
+    return (ProtocolCore *)Py_NewRef(protocol);
+}
+
+static int
+call_noargs(ConnectionCore *self, PyObject *name)
+{
+    PyObject *result = PyObject_CallMethodNoArgs((PyObject *)self, name);
+
+    Py_XDECREF(result);
+    return result == NULL ? -1 : 0;
+}
+
+/* Write what the engine produced: one frame of an open connection at once,
+ * anything else (several frames, EOF, closing) with _write_pending(). */
+
+static int
+write_pending(ConnectionCore *self, ProtocolCore *engine)
+{
+    PyObject *transport = self->transport, *out = engine->out, *frame, *result;
+
+    if (transport == NULL || transport == Py_None) {
+        return 0;
+    }
+    if (out == NULL || !PyList_CheckExact(out) || engine->state != open_state ||
+        engine->eof_sent) {
+        return call_noargs(self, str_write_pending);
+    }
+    if (PyList_GET_SIZE(out) == 0) {
+        return 0;
+    }
+    frame = PyList_GET_ITEM(out, 0);
+    if (PyList_GET_SIZE(out) != 1 || !PyBytes_CheckExact(frame) || PyBytes_GET_SIZE(frame) == 0) {
+        return call_noargs(self, str_write_pending);
+    }
+    /* Taken out in place: removing allocates nothing, so nothing else runs. */
+    Py_INCREF(frame);
+    if (PyList_SetSlice(out, 0, 1, NULL) < 0) {
+        Py_DECREF(frame);
+        return -1;
+    }
+    Py_INCREF(transport);
+    result = PyObject_CallMethodOneArg(transport, str_write, frame);
+    Py_DECREF(transport);
+    Py_DECREF(frame);
+    Py_XDECREF(result);
+    return result == NULL ? -1 : 0;
+}
+
+static int
+only_messages(PyObject *events)
+{
+    if (events == NULL || !PyList_CheckExact(events)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events); i++) {
+        PyTypeObject *kind = Py_TYPE(PyList_GET_ITEM(events, i));
+
+        if (kind != &PyUnicode_Type && kind != &PyBytes_Type) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The callback raised an Exception: self._callback_failed(method, exc). */
+
+static int
+callback_failed(ConnectionCore *self, PyObject *method)
+{
+    PyObject *exc, *result;
+
+#if PY_VERSION_HEX >= 0x030C0000
+    exc = PyErr_GetRaisedException();
+#else
+    PyObject *type, *traceback;
+
+    PyErr_Fetch(&type, &exc, &traceback);
+    PyErr_NormalizeException(&type, &exc, &traceback);
+    if (exc != NULL && traceback != NULL) {
+        PyException_SetTraceback(exc, traceback);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+#endif
+    if (exc == NULL) {
+        exc = Py_NewRef(Py_None);
+    }
+    result = PyObject_CallMethodObjArgs((PyObject *)self, str_callback_failed, method, exc, NULL);
+    Py_DECREF(exc);
+    Py_XDECREF(result);
+    return result == NULL ? -1 : 0;
+}
+
+/* Each message to the callback; then the replies, in one write. */
+
+static int
+dispatch(ConnectionCore *self, ProtocolCore *engine)
+{
+    PyObject *events = swap_list(&engine->events), *on_message, *args[2], *result;
+    int status = 0;
+
+    if (events == NULL) {
+        return -1;
+    }
+    on_message = Py_NewRef(self->on_message);
+    self->handling = 1;
+    args[0] = (PyObject *)self;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events); i++) {
+        args[1] = PyList_GET_ITEM(events, i);
+        result = PyObject_Vectorcall(on_message, args, 2, NULL);
+        if (result != NULL) {
+            Py_DECREF(result);
+            continue;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_Exception) || callback_failed(self, on_message) < 0) {
+            status = -1;
+            break;
+        }
+    }
+    self->handling = 0;
+    Py_DECREF(on_message);
+    Py_DECREF(events);
+    if (status < 0) {
+        return -1;
+    }
+    if (engine->parsing_paused) {
+        return call_noargs(self, str_events_done);
+    }
+    return write_pending(self, engine);
+}
+
+static PyObject *
+ConnectionCore_data_received(ConnectionCore *self, PyObject *data)
+{
+    ProtocolCore *engine = open_engine(self);
+    PyObject *result = NULL;
+    int status;
+
+    if (engine == NULL) {
+        return PyObject_CallMethodOneArg((PyObject *)self, str_data_received_more, data);
+    }
+    result = ProtocolCore_receive_data(engine, data);
+    if (result == NULL) {
+        goto done;
+    }
+    Py_DECREF(result);
+    result = NULL;
+    if (self->on_message != NULL && self->on_message != Py_None && !self->handling &&
+        only_messages(engine->events)) {
+        status = dispatch(self, engine);
+    }
+    else {
+        status = call_noargs(self, str_process_events);
+    }
+    if (status < 0) {
+        goto done;
+    }
+    if (engine->frame_left >= DIRECT_READ_MIN &&
+        call_noargs(self, str_read_payload_directly) < 0) {
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_DECREF(engine);
+    return result;
+}
+
+static PyObject *
+ConnectionCore_send_nowait(ConnectionCore *self, PyObject *const *args, size_t nargsf,
+                           PyObject *kwnames)
+{
+    ProtocolCore *engine = open_engine(self);
+    PyObject *result;
+
+    if (engine == NULL) {
+        return call_python_method((PyObject *)self, str_send_nowait_more, args, nargsf, kwnames);
+    }
+    result = ProtocolCore_send_message(engine, args, nargsf, kwnames);
+    if (result != NULL && !self->handling && write_pending(self, engine) < 0) {
+        Py_CLEAR(result);
+    }
+    Py_DECREF(engine);
+    return result;
+}
+
+static PyMethodDef ConnectionCore_methods[] = {
+    {"data_received", (PyCFunction)ConnectionCore_data_received, METH_O,
+     "data_received(data) -> None\n\nFeed received bytes to the engine (called by asyncio)."},
+    {"send_nowait", (PyCFunction)(void (*)(void))ConnectionCore_send_nowait,
+     METH_FASTCALL | METH_KEYWORDS,
+     "send_nowait(message, *, compress=True) -> None\n\n"
+     "Send a message at once, without waiting for the write buffer to drain.\n\n"
+     "For callbacks and broadcasts, where awaiting is not possible or not\n"
+     "wanted; the write buffer then grows past its high-water mark, and\n"
+     "reading from the peer pauses until it drains.\n\n"
+     "Raises:\n"
+     "    ConnectionClosed: when the connection is closing or closed.\n"
+     "    InvalidState: while a fragmented message is being sent.\n"
+     "    TypeError: for a message that is neither str nor bytes-like."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef ConnectionCore_members[] = {
+    {"protocol", T_OBJECT_EX, offsetof(ConnectionCore, protocol), 0,
+     "The sans-I/O engine of this connection."},
+    {"transport", T_OBJECT_EX, offsetof(ConnectionCore, transport), 0,
+     "The asyncio transport, once connected."},
+    {"_on_message", T_OBJECT_EX, offsetof(ConnectionCore, on_message), 0, NULL},
+    {"_handling", T_BOOL, offsetof(ConnectionCore, handling), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyTypeObject ConnectionCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rapidws.speedups._c.ConnectionCore",
+    .tp_doc = "The per-message part of a connection; subclassed by rapidws.asyncio's Connection.",
+    .tp_basicsize = sizeof(ConnectionCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)ConnectionCore_traverse,
+    .tp_clear = (inquiry)ConnectionCore_clear,
+    .tp_dealloc = (destructor)ConnectionCore_dealloc,
+    .tp_methods = ConnectionCore_methods,
+    .tp_members = ConnectionCore_members,
+};

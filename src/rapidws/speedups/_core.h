@@ -1,0 +1,39 @@
+/* What the C files of rapidws.speedups._c share: ProtocolCore's layout, the
+ * OPEN state, and the helpers that ConnectionCore (_connection.c) calls. */
+
+#ifndef RAPIDWS_SPEEDUPS_CORE_H
+#define RAPIDWS_SPEEDUPS_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* Whole messages up to this size are framed into one bytes object. */
+#define JOIN_LIMIT 4096
+/* A frame with this much payload still to come is read into its message. */
+#define DIRECT_READ_MIN (64 * 1024)
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *state, *buf, *events, *out;
+    long long frame_left, read_limit; /* 64 bits on every platform */
+    int msg_opcode;
+    char masked, parsing_paused, send_direct, eof_sent;
+} ProtocolCore;
+
+extern PyTypeObject ProtocolCoreType;
+extern PyTypeObject ConnectionCoreType;
+extern PyObject *open_state; /* set by set_open_state() */
+
+PyObject *ProtocolCore_receive_data(ProtocolCore *self, PyObject *data);
+PyObject *ProtocolCore_send_message(ProtocolCore *self, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames);
+/* Swap a list field for a new empty one; return the old one. */
+PyObject *swap_list(PyObject **field);
+/* self.<name>(*args, **kwargs) with vectorcall arguments, as a method
+ * implemented in C hands them on to Python. */
+PyObject *call_python_method(PyObject *self, PyObject *name, PyObject *const *args,
+                             size_t nargsf, PyObject *kwnames);
+/* Interns ConnectionCore's method names; 0, or -1 with an exception set. */
+int connection_core_init(void);
+
+#endif

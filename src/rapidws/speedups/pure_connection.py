@@ -1,0 +1,107 @@
+"""The pure-Python twin of ``ConnectionCore``, in ``_connection.c``.
+
+The part of :class:`rapidws.asyncio.connection.Connection` that every message
+goes through: ``data_received()`` feeds the engine and, on an open connection
+with a message callback, hands each message to it and writes the replies.
+Anything else goes on in the subclass's methods (``_data_received_more``,
+``_process_events``, ``_events_done``, ``_write_pending``,
+``_read_payload_directly``, ``_callback_failed``, ``_send_nowait_more``), with
+the same arguments. The C twin does the same with no Python frame of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DIRECT_READ_MIN", "ConnectionCore"]
+
+# A frame with this much payload still to come is read straight into its
+# message (recv_into), not through data_received() and a copy.
+DIRECT_READ_MIN = 64 * 1024
+_OPEN: object = None  # pure.set_open_state()
+
+
+def _only_messages(events: list[Any]) -> bool:
+    return all(type(event) is str or type(event) is bytes for event in events)
+
+
+class ConnectionCore:
+    """The per-message part of a connection; subclassed by ``Connection``."""
+
+    __slots__ = ("_handling", "_on_message", "protocol", "transport")
+
+    #: The sans-I/O engine of this connection.
+    protocol: Any
+    #: The asyncio transport, once connected.
+    transport: Any
+    _on_message: Any
+    _handling: bool
+
+    def data_received(self, data: bytes) -> None:
+        """Feed received bytes to the engine (called by asyncio)."""
+        protocol = self.protocol
+        if protocol.state is not _OPEN:
+            self._data_received_more(data)
+            return
+        protocol.receive_data(data)
+        on_message = self._on_message
+        if on_message is not None and not self._handling and _only_messages(protocol._events):
+            events = protocol.events_received()
+            self._handling = True
+            try:
+                for message in events:
+                    try:
+                        on_message(self, message)
+                    except Exception as exc:
+                        self._callback_failed(on_message, exc)
+            finally:
+                self._handling = False
+            if protocol.parsing_paused:
+                self._events_done()
+            else:
+                self._write_pending()
+        else:
+            self._process_events()
+        if protocol.payload_left >= DIRECT_READ_MIN:
+            self._read_payload_directly()
+
+    def send_nowait(self, message: Any, *, compress: bool = True) -> None:
+        """Send a message at once, without waiting for the write buffer to drain.
+
+        For callbacks and broadcasts, where awaiting is not possible or not
+        wanted; the write buffer then grows past its high-water mark, and
+        reading from the peer pauses until it drains.
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+            InvalidState: while a fragmented message is being sent.
+            TypeError: for a message that is neither ``str`` nor bytes-like.
+        """
+        protocol = self.protocol
+        if protocol.state is not _OPEN:
+            self._send_nowait_more(message, compress=compress)
+            return
+        protocol.send_message(message, compress=compress)
+        if not self._handling:
+            self._write_pending()
+
+    def _data_received_more(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _process_events(self) -> None:
+        raise NotImplementedError
+
+    def _events_done(self) -> None:
+        raise NotImplementedError
+
+    def _write_pending(self) -> None:
+        raise NotImplementedError
+
+    def _read_payload_directly(self) -> None:
+        raise NotImplementedError
+
+    def _callback_failed(self, method: Any, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    def _send_nowait_more(self, message: Any, *, compress: bool = True) -> None:
+        raise NotImplementedError

@@ -1,0 +1,218 @@
+"""Tests for ConnectionCore on both twins: what it dispatches itself, what it hands on."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from rapidws.core.protocol import CONNECTING
+from rapidws.speedups.pure import encode_frame
+
+from .test_protocol_core import MASK, frame, make_core
+from .twins import MODULES
+
+
+class Transport:
+    """Records what is written."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+def make_connection(impl: ModuleType, on_message: Any = None, **engine_fields: Any) -> Any:
+    """A ConnectionCore on an open engine, recording what it hands on."""
+    core = make_core(impl, _masked=True, **engine_fields)
+
+    class Connection(impl.ConnectionCore):  # type: ignore[misc, name-defined]
+        __slots__ = ("__weakref__", "calls")
+
+        def _data_received_more(self, data: bytes) -> None:
+            self.calls.append(("more", data))
+
+        def _process_events(self) -> None:
+            self.calls.append(("process", self.protocol.events_received()))
+
+        def _events_done(self) -> None:
+            self.calls.append(("done",))
+
+        def _write_pending(self) -> None:
+            # As the real one does for frames: the ones ready together in one write.
+            if self.transport is None:
+                return
+            out = self.protocol.data_to_send()
+            if out:
+                self.transport.write(b"".join(out))
+
+        def _read_payload_directly(self) -> None:
+            self.calls.append(("direct",))
+
+        def _callback_failed(self, method: Any, exc: BaseException) -> None:
+            self.calls.append(("failed", method, type(exc), str(exc)))
+
+        def _send_nowait_more(self, message: Any, *, compress: bool = True) -> None:
+            self.calls.append(("send more", message, compress))
+
+    connection = Connection()
+    connection.calls = []
+    connection.protocol = core
+    connection.transport = Transport()
+    connection._on_message = on_message
+    connection._handling = False
+    return connection
+
+
+def echo(connection: Any, message: str | bytes) -> None:
+    connection.send_nowait(message)
+
+
+def reply(message: str | bytes) -> bytes:
+    return encode_frame(0x81 if isinstance(message, str) else 0x82, message)
+
+
+def test_the_twins_read_in_place_from_the_same_size() -> None:
+    assert {module.DIRECT_READ_MIN for module in MODULES} == {64 * 1024}
+
+
+def test_messages_go_to_the_callback_and_replies_out_in_one_write(impl: ModuleType) -> None:
+    connection = make_connection(impl, echo)
+    connection.data_received(frame(0x2, b"abc", MASK) + frame(0x1, "é".encode(), MASK))
+    assert connection.transport.writes == [reply(b"abc") + reply("é")]
+    connection.data_received(frame(0x2, b"one", MASK))
+    assert connection.transport.writes[1:] == [reply(b"one")]
+    assert connection.calls == []
+    assert connection._handling is False
+
+
+def test_a_failing_callback_is_reported_and_the_next_message_still_delivered(
+    impl: ModuleType,
+) -> None:
+    seen = []
+
+    def on_message(connection: Any, message: str | bytes) -> None:
+        seen.append(message)
+        if message == b"bad":
+            raise ValueError("boom")
+
+    connection = make_connection(impl, on_message)
+    connection.data_received(frame(0x2, b"bad", MASK) + frame(0x2, b"good", MASK))
+    assert seen == [b"bad", b"good"]
+    assert connection.calls == [("failed", on_message, ValueError, "boom")]
+
+
+def test_a_callback_raising_base_exception_stops_dispatch(impl: ModuleType) -> None:
+    def on_message(connection: Any, message: str | bytes) -> None:
+        raise KeyboardInterrupt
+
+    connection = make_connection(impl, on_message)
+    with pytest.raises(KeyboardInterrupt):
+        connection.data_received(frame(0x2, b"abc", MASK))
+    assert connection._handling is False
+    assert connection.calls == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        # No callback: the events go to _process_events().
+        ({}, [("process", [b"abc"])]),
+        # While a callback runs (data_received() from inside one).
+        ({"_handling": True}, [("process", [b"abc"])]),
+    ],
+)
+def test_without_a_callback_to_run_events_go_to_process_events(
+    impl: ModuleType, setup: dict[str, Any], expected: list[Any]
+) -> None:
+    connection = make_connection(impl, echo if setup else None)
+    for name, value in setup.items():
+        setattr(connection, name, value)
+    connection.data_received(frame(0x2, b"abc", MASK))
+    assert connection.calls == expected
+    assert connection.transport.writes == []
+
+
+def test_events_other_than_messages_go_to_process_events(impl: ModuleType) -> None:
+    other = object()
+    connection = make_connection(impl, echo, _events=[b"before", other])
+    connection.data_received(b"")
+    assert connection.calls == [("process", [b"before", other])]
+
+
+def test_a_connection_not_open_hands_everything_on(impl: ModuleType) -> None:
+    connection = make_connection(impl, echo, state=CONNECTING)
+    data = frame(0x2, b"abc", MASK)
+    connection.data_received(data)
+    connection.send_nowait("hi", compress=False)
+    assert connection.calls == [("more", data), ("send more", "hi", False)]
+    assert connection.protocol.calls == []
+
+
+def test_parsing_paused_by_the_engine_ends_with_events_done(impl: ModuleType) -> None:
+    connection = make_connection(impl, echo, _events=[b"abc"], parsing_paused=True)
+    connection.data_received(b"held")
+    assert connection.protocol.calls == [("receive", b"held", 0)]
+    assert connection.calls == [("done",)]
+    assert connection.protocol.data_to_send() == [reply(b"abc")]  # written by _events_done()
+
+
+def test_a_large_frame_in_progress_is_read_in_place(impl: ModuleType) -> None:
+    connection = make_connection(impl, echo, _frame_left=impl.DIRECT_READ_MIN)
+    connection.data_received(b"payload")
+    assert connection.calls == [("direct",)]
+    connection.protocol._frame_left = impl.DIRECT_READ_MIN - 1
+    connection.data_received(b"payload")
+    assert connection.calls == [("direct",)]
+
+
+def test_send_nowait_writes_at_once_unless_a_callback_runs(impl: ModuleType) -> None:
+    connection = make_connection(impl)
+    connection.send_nowait(b"abc")
+    assert connection.transport.writes == [reply(b"abc")]
+    connection._handling = True
+    connection.send_nowait("later")
+    assert connection.transport.writes == [reply(b"abc")]
+    assert connection.protocol.data_to_send() == [reply("later")]
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        {"transport": None},  # not connected: the frame waits in the engine
+        {"eof_sent": True},
+        {"frames": [b"\x89\x00"]},  # frames already waiting: together
+        {"frames": [memoryview(b"\x89\x00")]},
+        {"frames": [b""]},  # an EOF waiting
+    ],
+)
+def test_anything_but_one_frame_to_write_goes_to_write_pending(
+    impl: ModuleType, setup: dict[str, Any]
+) -> None:
+    connection = make_connection(impl)
+    for frame_ in setup.get("frames", []):
+        connection.protocol._out.append(frame_)
+    if "eof_sent" in setup:
+        connection.protocol.eof_sent = True
+    if "transport" in setup:
+        connection.transport = None
+    connection.send_nowait(b"abc")
+    if connection.transport is None:
+        assert connection.protocol.data_to_send() == [reply(b"abc")]
+    else:
+        waiting = b"".join(bytes(f) for f in setup.get("frames", []))
+        assert connection.transport.writes == [waiting + reply(b"abc")]
+
+
+def test_a_cycle_through_the_fields_is_collected(impl: ModuleType) -> None:
+    connection = make_connection(impl, echo)
+    connection.transport.connection = connection  # transport -> connection -> transport
+    collected: list[bool] = []
+    weakref.finalize(connection, collected.append, True)
+    del connection
+    gc.collect()
+    assert collected == [True]
