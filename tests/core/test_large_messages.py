@@ -67,15 +67,18 @@ def test_a_large_first_read_goes_in_place_at_once(side: str) -> None:
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_up_to_a_mebibyte_goes_in_place_from_the_first_byte(side: str) -> None:
-    # Its allocation is bounded anyway; growing a buffer first would cost
-    # copies, and a heap that grows and shrinks every message.
+def test_up_to_a_mebibyte_goes_in_place_once_64_kib_arrived(side: str) -> None:
+    # At most 16 times what the peer sent; growing a buffer first would cost
+    # copies, and a heap that grows and shrinks with every large message.
     for size, in_place in [(1 << 20, True), ((1 << 20) + 1, False)]:
         proto = make(side, max_message_size=None)
         data = incoming(proto, OP_BINARY, bytes(size))
-        assert feed(proto, data[:20]) == []
+        header = len(data) - size
+        assert feed(proto, data[: header + 65535]) == []
+        assert proto._msg_fill is None
+        assert proto.payload_buffer_size() == 0
+        assert feed(proto, data[header + 65535 : header + 65536]) == []
         assert (proto._msg_fill is not None) is in_place
-        assert (proto._msg_buf is not None) is not in_place
 
 
 # payload_buffer(): reading a large frame's payload straight into the message.
@@ -147,11 +150,12 @@ def test_no_payload_buffer_once_closing_or_paused() -> None:
     data = incoming(proto, OP_BINARY, PAYLOAD)
     feed(proto, data[:50_000])
     proto.parsing_paused = True
-    assert proto.payload_buffer() is None
+    assert (proto.payload_buffer(), proto.payload_buffer_size()) == (None, 0)
     proto.parsing_paused = False
+    assert proto.payload_buffer_size() == len(data) - 50_000
     assert proto.payload_buffer() is not None
     proto.send_close(1001)
-    assert proto.payload_buffer() is None
+    assert (proto.payload_buffer(), proto.payload_buffer_size()) == (None, 0)
 
 
 def test_message_read_into_is_dropped_if_we_closed_meanwhile() -> None:

@@ -216,3 +216,48 @@ def test_a_cycle_through_the_fields_is_collected(impl: ModuleType) -> None:
     del connection
     gc.collect()
     assert collected == [True]
+
+
+def test_replies_on_an_engine_a_callback_switched_to_are_written(impl: ModuleType) -> None:
+    new = make_core(impl, _masked=True)
+
+    def on_message(connection: Any, message: str | bytes) -> None:
+        connection.protocol = new
+        connection.send_nowait(b"reply")
+
+    connection = make_connection(impl, on_message)
+    connection.data_received(frame(0x2, b"abc", MASK))
+    assert connection.transport.writes == [reply(b"reply")]
+    assert new._out == []
+
+
+def test_the_callback_deleted_by_a_collection_during_dispatch(impl: ModuleType) -> None:
+    # A collection may run when the events are swapped (it allocates): a
+    # finalizer there that deletes the callback must not pull it from under us.
+    state: dict[str, Any] = {}
+
+    def collecting(phase: str, info: dict[str, int]) -> None:
+        connection = state.get("connection")
+        if phase == "start" and connection is not None and connection.protocol._events:
+            state.clear()
+            del connection._on_message
+
+    connection = make_connection(impl, echo)
+    data = frame(0x2, b"abc", MASK)
+    threshold = gc.get_threshold()
+    gc.collect()
+    drained = [[] for _ in range(200)]  # empty the free list: the next lists are allocated
+    state["connection"] = connection
+    gc.callbacks.append(collecting)
+    gc.set_threshold(1)
+    try:
+        for _ in range(4):
+            connection.data_received(data)
+            if not hasattr(connection, "_on_message"):
+                connection._on_message = echo
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(collecting)
+    del drained
+    # Each message went to the callback taken before any collection ran.
+    assert (connection.transport.writes, connection.calls) == ([reply(b"abc")] * 4, [])

@@ -600,7 +600,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
 
     def _read_payload_directly(self) -> None:
         # The rest of a large frame goes from the socket into the message.
-        if self.transport is not None and self.protocol.payload_buffer() is not None:
+        if self.transport is not None and self.protocol.payload_buffer_size():
             self.transport.set_protocol(_PayloadReader(self))
 
     def _read_messages(self) -> None:
@@ -683,6 +683,7 @@ class _PayloadReader(asyncio.BufferedProtocol):
         """Return where the next bytes go (called by the transport)."""
         view: memoryview | None = self._connection.protocol.payload_buffer()
         if view is not None:
+            self._spill = None
             return view
         # The engine takes no more in place (the application closed, or a TLS
         # transport feeds us past the frame's end): these go the usual way.
@@ -705,6 +706,11 @@ class _PayloadReader(asyncio.BufferedProtocol):
         if not protocol.payload_left:
             connection._read_messages()
             connection._process_events()
+
+    def data_received(self, data: bytes) -> None:
+        """Hand bytes to the connection, from a transport that does not read into buffers."""
+        self._connection._read_messages()
+        self._connection.data_received(data)
 
     def eof_received(self) -> None:
         """Hand the EOF to the connection (called by the transport)."""

@@ -75,13 +75,14 @@ class Pong(bytes):
 Event = Union[str, bytes, Ping, Pong, Close, "Request", "Response"]
 
 _NO_LIMIT = (1 << 63) - 1
-# A binary frame is filled in place once this fraction of it has arrived, or
-# at once up to _FILL_RATIO * _FILL_FLOOR (1 MiB): the whole payload is then
-# allocated, so at most 4 times what the peer sent or 1 MiB (pages not written
-# yet stay untouched). Growing a buffer first would cost copies, and a heap
-# that grows and shrinks (page faults) with every large message.
+# A binary frame is filled in place (its whole payload allocated, pages
+# touched as the bytes arrive) once a quarter of it has arrived, or 64 KiB of
+# a frame of up to 1 MiB: at most 16 times what the peer sent. Growing a
+# buffer until then costs copies, and a heap that grows and shrinks (page
+# faults) with every large message.
 _FILL_RATIO = 4
-_FILL_FLOOR = 256 * 1024
+_FILL_ARRIVED = 64 * 1024
+_FILL_AT_ONCE = 1024 * 1024
 # payload_buffer() views at most this much: each read is unmasked while it is
 # still in the CPU cache.
 _READ_CHUNK = 256 * 1024
@@ -91,6 +92,10 @@ def _check_limit(name: str, value: int | None) -> int | None:
     if value is not None and value < 0:
         raise ValueError(f"{name} must be >= 0 or None")
     return value
+
+
+def _fills_in_place(arrived: int, size: int) -> bool:
+    return arrived * _FILL_RATIO >= size or (arrived >= _FILL_ARRIVED and size <= _FILL_AT_ONCE)
 
 
 def generate_mask() -> bytes:
@@ -299,13 +304,18 @@ class Protocol(ProtocolCore):
         payload straight into the message (``recv_into``), without a copy;
         :meth:`payload_received` takes it from there. The view covers the rest
         of the frame, 256 KiB at most, so it never holds a byte of the next.
+        Write into it before :meth:`payload_received`, never after: the view
+        then points into a message that is handed out.
         """
+        size = self.payload_buffer_size()
         fill = self._msg_fill
-        if fill is None or not self._frame_left or self.state is not OPEN:
-            return None
-        if self.parsing_paused or self._buf:
-            return None
-        return fill.reserve(min(self._frame_left, _READ_CHUNK))
+        return fill.reserve(size) if size and fill is not None else None
+
+    def payload_buffer_size(self) -> int:
+        """Return how many bytes :meth:`payload_buffer` would view now; 0 for no view."""
+        if self._msg_fill is None or self.state is not OPEN or self.parsing_paused or self._buf:
+            return 0
+        return min(self._frame_left, _READ_CHUNK)
 
     def payload_received(self, nbytes: int) -> None:
         """Take ``nbytes`` read into the start of the last :meth:`payload_buffer`.
@@ -666,8 +676,7 @@ class Protocol(ProtocolCore):
         # buffer in one copy, and are validated there as they arrive.
         text = self._msg_opcode == OP_TEXT
         if msg is None:
-            arrived = max(stop - start, _FILL_FLOOR)
-            if self._msg_single and not text and arrived * _FILL_RATIO >= self._msg_size:
+            if self._msg_single and not text and _fills_in_place(stop - start, self._msg_size):
                 # Enough of a large binary frame is here: straight in place.
                 fill = self._msg_fill = MessageBuffer(self._msg_size)
                 fill.append(buf, start, stop, mask, offset)
@@ -686,7 +695,7 @@ class Protocol(ProtocolCore):
         if fin:
             self._events.append(msg.decode() if text else bytes(msg))
             self._end_message()
-        elif self._msg_single and not text and len(msg) * _FILL_RATIO >= self._msg_size:
+        elif self._msg_single and not text and _fills_in_place(len(msg), self._msg_size):
             # A large binary frame that the peer is really sending: from now
             # on its payload goes straight into the final bytes object, which
             # saves copying it at the end. Not before: a header alone must

@@ -95,13 +95,17 @@ call_noargs(ConnectionCore *self, PyObject *name)
 }
 
 /* Write what the engine produced: one frame of an open connection at once,
- * anything else (several frames, EOF, closing) with _write_pending(). */
+ * anything else (several frames, EOF, closing, or a callback that gave the
+ * connection another engine) with _write_pending(). */
 
 static int
 write_pending(ConnectionCore *self, ProtocolCore *engine)
 {
     PyObject *transport = self->transport, *out = engine->out, *frame, *result;
 
+    if (self->protocol != (PyObject *)engine) {
+        return call_noargs(self, str_write_pending);
+    }
     if (transport == NULL || transport == Py_None) {
         return 0;
     }
@@ -175,18 +179,27 @@ callback_failed(ConnectionCore *self, PyObject *method)
     return result == NULL ? -1 : 0;
 }
 
-/* Each message to the callback; then the replies, in one write. */
+/* Each message of the engine's events to the callback, then the replies in
+ * one write; events that are not all messages go to _process_events(). */
 
 static int
-dispatch(ConnectionCore *self, ProtocolCore *engine)
+dispatch(ConnectionCore *self, ProtocolCore *engine, PyObject *on_message)
 {
-    PyObject *events = swap_list(&engine->events), *on_message, *args[2], *result;
+    PyObject *events, *fresh, *args[2], *result;
     int status = 0;
 
-    if (events == NULL) {
+    /* Allocated before the events are checked: a collection it starts may
+     * run a finalizer, and nothing runs between the check and the swap. */
+    fresh = PyList_New(0);
+    if (fresh == NULL) {
         return -1;
     }
-    on_message = Py_NewRef(self->on_message);
+    events = engine->events;
+    if (!only_messages(events)) {
+        Py_DECREF(fresh);
+        return call_noargs(self, str_process_events);
+    }
+    engine->events = fresh;
     self->handling = 1;
     args[0] = (PyObject *)self;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events); i++) {
@@ -202,7 +215,6 @@ dispatch(ConnectionCore *self, ProtocolCore *engine)
         }
     }
     self->handling = 0;
-    Py_DECREF(on_message);
     Py_DECREF(events);
     if (status < 0) {
         return -1;
@@ -229,9 +241,11 @@ ConnectionCore_data_received(ConnectionCore *self, PyObject *data)
     }
     Py_DECREF(result);
     result = NULL;
-    if (self->on_message != NULL && self->on_message != Py_None && !self->handling &&
-        only_messages(engine->events)) {
-        status = dispatch(self, engine);
+    if (self->on_message != NULL && self->on_message != Py_None && !self->handling) {
+        PyObject *on_message = Py_NewRef(self->on_message);
+
+        status = dispatch(self, engine, on_message);
+        Py_DECREF(on_message);
     }
     else {
         status = call_noargs(self, str_process_events);

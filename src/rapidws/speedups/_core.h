@@ -12,6 +12,14 @@
 /* A frame with this much payload still to come is read into its message. */
 #define DIRECT_READ_MIN (64 * 1024)
 
+/* Shared between the module's files only: not exported from the shared
+ * object, so that no other library's symbol of the same name can stand in. */
+#if defined(__GNUC__) || defined(__clang__)
+#define INTERNAL __attribute__((visibility("hidden")))
+#else
+#define INTERNAL
+#endif
+
 typedef struct {
     PyObject_HEAD
     PyObject *state, *buf, *events, *out;
@@ -20,20 +28,20 @@ typedef struct {
     char masked, parsing_paused, send_direct, eof_sent;
 } ProtocolCore;
 
-extern PyTypeObject ProtocolCoreType;
-extern PyTypeObject ConnectionCoreType;
-extern PyObject *open_state; /* set by set_open_state() */
+INTERNAL extern PyTypeObject ProtocolCoreType;
+INTERNAL extern PyTypeObject ConnectionCoreType;
+INTERNAL extern PyObject *open_state; /* set by set_open_state() */
 
-PyObject *ProtocolCore_receive_data(ProtocolCore *self, PyObject *data);
-PyObject *ProtocolCore_send_message(ProtocolCore *self, PyObject *const *args, size_t nargsf,
-                                    PyObject *kwnames);
+INTERNAL PyObject *ProtocolCore_receive_data(ProtocolCore *self, PyObject *data);
+INTERNAL PyObject *ProtocolCore_send_message(ProtocolCore *self, PyObject *const *args,
+                                             size_t nargsf, PyObject *kwnames);
 /* Swap a list field for a new empty one; return the old one. */
-PyObject *swap_list(PyObject **field);
+INTERNAL PyObject *swap_list(PyObject **field);
 /* self.<name>(*args, **kwargs) with vectorcall arguments, as a method
  * implemented in C hands them on to Python. */
-PyObject *call_python_method(PyObject *self, PyObject *name, PyObject *const *args,
-                             size_t nargsf, PyObject *kwnames);
+INTERNAL PyObject *call_python_method(PyObject *self, PyObject *name, PyObject *const *args,
+                                      size_t nargsf, PyObject *kwnames);
 /* Interns ConnectionCore's method names; 0, or -1 with an exception set. */
-int connection_core_init(void);
+INTERNAL int connection_core_init(void);
 
 #endif
