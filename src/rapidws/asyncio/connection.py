@@ -696,10 +696,8 @@ class _PayloadReader(asyncio.BufferedProtocol):
         spill = self._spill
         if spill is not None:
             self._spill = None
-            connection._read_messages()
             with memoryview(spill) as view:  # the transport may still hold spill
-                data = bytes(view[:nbytes])
-            connection.data_received(data)
+                self.data_received(bytes(view[:nbytes]))
             return
         protocol = connection.protocol
         protocol.payload_received(nbytes)

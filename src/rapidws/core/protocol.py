@@ -666,6 +666,18 @@ class Protocol(ProtocolCore):
                 piece.release()
             self._message_data(chunk, fin)
             return
+        text = self._msg_opcode == OP_TEXT
+        if fill is None and self._msg_single and not text:
+            held = 0 if msg is None else len(msg)
+            if _fills_in_place(held + stop - start, self._msg_size):
+                # A large binary frame that the peer is really sending: from
+                # now on its payload goes straight into the final bytes object,
+                # which saves copying it at the end. Not before: a header alone
+                # must not make us allocate the size it announces.
+                fill = self._msg_fill = MessageBuffer(self._msg_size)
+                if msg is not None:
+                    fill.append(msg, 0, held, None, 0)
+                    self._msg_buf = None
         if fill is not None:
             fill.append(buf, start, stop, mask, offset)
             if fin:
@@ -674,13 +686,7 @@ class Protocol(ProtocolCore):
             return
         # Pieces of a message go from the receive buffer into the message's
         # buffer in one copy, and are validated there as they arrive.
-        text = self._msg_opcode == OP_TEXT
         if msg is None:
-            if self._msg_single and not text and _fills_in_place(stop - start, self._msg_size):
-                # Enough of a large binary frame is here: straight in place.
-                fill = self._msg_fill = MessageBuffer(self._msg_size)
-                fill.append(buf, start, stop, mask, offset)
-                return
             msg = self._msg_buf = bytearray()
         size = len(msg)
         append_unmasked(msg, buf, start, stop, mask, offset)
@@ -695,14 +701,6 @@ class Protocol(ProtocolCore):
         if fin:
             self._events.append(msg.decode() if text else bytes(msg))
             self._end_message()
-        elif self._msg_single and not text and _fills_in_place(len(msg), self._msg_size):
-            # A large binary frame that the peer is really sending: from now
-            # on its payload goes straight into the final bytes object, which
-            # saves copying it at the end. Not before: a header alone must
-            # not make us allocate the size it announces.
-            fill = self._msg_fill = MessageBuffer(self._msg_size)
-            fill.append(msg, 0, len(msg), None, 0)
-            self._msg_buf = None
 
     def _message_data(self, chunk: bytes | bytearray, fin: bool) -> None:
         """Add a piece of the current message's payload (decoded), in order."""

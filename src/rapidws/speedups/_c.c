@@ -1227,10 +1227,11 @@ PyInit__c(void)
 {
     PyObject *module, *exported;
 
+    PyTypeObject *types[] = {&Utf8ValidatorType, &MessageBufferType, &ProtocolCoreType,
+                             &ConnectionCoreType};
+
     choose_mask_blocks();
-    if (PyType_Ready(&Utf8ValidatorType) < 0 || PyType_Ready(&MessageBufferType) < 0 ||
-        PyType_Ready(&ProtocolCoreType) < 0 || PyType_Ready(&ConnectionCoreType) < 0 ||
-        connection_core_init() < 0) {
+    if (connection_core_init() < 0) {
         return NULL;
     }
     str_receive_more = PyUnicode_InternFromString("_receive_more");
@@ -1242,29 +1243,12 @@ PyInit__c(void)
     if (module == NULL) {
         return NULL;
     }
-    Py_INCREF(&Utf8ValidatorType);
-    if (PyModule_AddObject(module, "Utf8Validator", (PyObject *)&Utf8ValidatorType) < 0) {
-        Py_DECREF(&Utf8ValidatorType);
-        Py_DECREF(module);
-        return NULL;
-    }
-    Py_INCREF(&MessageBufferType);
-    if (PyModule_AddObject(module, "MessageBuffer", (PyObject *)&MessageBufferType) < 0) {
-        Py_DECREF(&MessageBufferType);
-        Py_DECREF(module);
-        return NULL;
-    }
-    Py_INCREF(&ProtocolCoreType);
-    if (PyModule_AddObject(module, "ProtocolCore", (PyObject *)&ProtocolCoreType) < 0) {
-        Py_DECREF(&ProtocolCoreType);
-        Py_DECREF(module);
-        return NULL;
-    }
-    Py_INCREF(&ConnectionCoreType);
-    if (PyModule_AddObject(module, "ConnectionCore", (PyObject *)&ConnectionCoreType) < 0) {
-        Py_DECREF(&ConnectionCoreType);
-        Py_DECREF(module);
-        return NULL;
+    /* Readied and added under the last part of their tp_name. */
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        if (PyModule_AddType(module, types[i]) < 0) {
+            Py_DECREF(module);
+            return NULL;
+        }
     }
     if (PyModule_AddIntConstant(module, "JOIN_LIMIT", JOIN_LIMIT) < 0 ||
         PyModule_AddIntConstant(module, "DIRECT_READ_MIN", DIRECT_READ_MIN) < 0) {
