@@ -30,6 +30,7 @@ from ..exceptions import (
     InvalidState,
 )
 from ..speedups import DIRECT_READ_MIN, ConnectionCore
+from .deadlines import Deadlines
 from .heartbeat import Heartbeat
 
 __all__ = ["Connection", "Data"]
@@ -139,7 +140,8 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         # Set while a fragmented message is being sent; done when it is sent.
         self._fragmenting: asyncio.Future[None] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = _NO_PINGS
-        self._close_timer: asyncio.TimerHandle | None = None
+        # The deadlines this connection joined when its closing handshake began.
+        self._close_timer: Deadlines[Connection[Any]] | None = None
         self._heartbeat: Heartbeat | None = None  # while keepalive pings are on
         self._heartbeat_place = 0
         self._resume_timer: asyncio.TimerHandle | None = None
@@ -445,7 +447,12 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                 # flow control ends with the closing handshake.
                 self._resume_reading()
             if self.close_timeout is not None:
-                self._close_timer = self.loop.call_later(self.close_timeout, self._close_timed_out)
+                self._close_timer = self._close_deadlines(self.close_timeout)
+                self._close_timer.add(self)
+
+    def _close_deadlines(self, timeout: float) -> Deadlines[Connection[Any]]:
+        """Return the deadlines to join for the closing handshake: a server's are shared."""
+        return Deadlines(timeout, Connection._close_timed_out)
 
     def _close_timed_out(self) -> None:
         if self.transport is not None:
@@ -619,9 +626,10 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         self.protocol.receive_eof()
         self._process_events()
         self._stop_keepalive()
-        for timer in (self._close_timer, self._resume_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._close_timer is not None:
+            self._close_timer.discard(self)
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
         closed = self._closed_exc()
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():

@@ -30,6 +30,7 @@ from ..core.protocol import CONNECTING, OPEN
 from ..core.server import SERVER, SelectSubprotocol, ServerProtocol
 from ..exceptions import ConnectionClosed
 from .connection import Connection, Data
+from .deadlines import Deadlines
 from .heartbeat import Heartbeat
 
 __all__ = [
@@ -92,7 +93,7 @@ class ServerConnection(Connection[ServerProtocol]):
         self.handler_task: asyncio.Task[None] | None = None
         self._hooks_task: asyncio.Task[None] | None = None
         self._early_data = 0  # bytes received while the hooks run
-        self._open_timer: asyncio.TimerHandle | None = None
+        self._open_timer: Deadlines[ServerConnection] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register with the server and bound the handshake time (called by asyncio)."""
@@ -102,15 +103,16 @@ class ServerConnection(Connection[ServerProtocol]):
             self.transport.abort()  # type: ignore[union-attr]
             return
         self.server.connections.add(self)
-        if self.server.open_timeout is not None:
-            # Slowloris: a handshake that does not complete in time is dropped.
-            self._open_timer = self.loop.call_later(self.server.open_timeout, self._open_timed_out)
+        # Slowloris: a handshake that does not complete in time is dropped.
+        self._open_timer = self.server._open_deadlines
+        if self._open_timer is not None:
+            self._open_timer.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Unregister from the server (called by asyncio)."""
         super().connection_lost(exc)
         if self._open_timer is not None:
-            self._open_timer.cancel()
+            self._open_timer.discard(self)
         if self._hooks_task is not None:
             # Nobody is left to answer: stop a slow hook (an auth backend).
             self._hooks_task.cancel()
@@ -172,7 +174,7 @@ class ServerConnection(Connection[ServerProtocol]):
         self.protocol.send_response(response)
         if response.status == 101:
             if self._open_timer is not None:
-                self._open_timer.cancel()
+                self._open_timer.discard(self)
                 self._open_timer = None
             self._start_handler()
             self._start_keepalive()
@@ -184,6 +186,9 @@ class ServerConnection(Connection[ServerProtocol]):
 
     def _join_heartbeat(self, interval: float) -> Heartbeat:
         return self.server._heartbeat_for(interval)
+
+    def _close_deadlines(self, timeout: float) -> Deadlines[Connection[Any]]:
+        return self.server._close_deadlines_for(timeout)
 
     async def _run_handler(self) -> None:
         handler = self.server.handler
@@ -284,6 +289,13 @@ class Server:
         self._closing: asyncio.Task[None] | None = None
         self._close_requested = asyncio.Event()
         self._heartbeats: dict[float, Heartbeat] = {}
+        # The connections' timeouts, from one timer each, not one per connection.
+        self._open_deadlines = (
+            None
+            if open_timeout is None
+            else Deadlines(open_timeout, ServerConnection._open_timed_out)
+        )
+        self._close_deadlines: dict[float, Deadlines[Connection[Any]]] = {}
 
     def _heartbeat_for(self, interval: float) -> Heartbeat:
         """Return the keepalive timer that the connections share, for ``interval``."""
@@ -291,6 +303,14 @@ class Server:
         if beat is None:
             beat = self._heartbeats[interval] = Heartbeat(interval)
         return beat
+
+    def _close_deadlines_for(self, timeout: float) -> Deadlines[Connection[Any]]:
+        """Return the closing-handshake deadlines that the connections share, for ``timeout``."""
+        deadlines = self._close_deadlines.get(timeout)
+        if deadlines is None:
+            deadlines = Deadlines(timeout, Connection._close_timed_out)
+            self._close_deadlines[timeout] = deadlines
+        return deadlines
 
     def _new_connection(self) -> ServerConnection:
         protocol = ServerProtocol(**self._protocol_options)

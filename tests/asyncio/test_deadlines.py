@@ -1,0 +1,139 @@
+"""Shared timeouts: each member expires once, its timeout after it joined, from one timer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import rapidws
+from rapidws.asyncio.deadlines import Deadlines
+
+TIMEOUT = 0.1
+LATE = 0.1  # how late a loaded machine may run a timer
+
+
+class Expiries:
+    """Records which member expired when."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def __call__(self, member: str) -> None:
+        self.times[member] = time.monotonic()
+
+
+async def test_each_member_expires_its_timeout_after_joining() -> None:
+    expired = Expiries()
+    deadlines: Deadlines[str] = Deadlines(TIMEOUT, expired)
+    start = time.monotonic()
+    deadlines.add("a")
+    await asyncio.sleep(TIMEOUT / 2)
+    joined = time.monotonic()
+    deadlines.add("b")
+    assert len(deadlines) == 2
+    await asyncio.sleep(TIMEOUT * 2)
+    assert list(expired.times) == ["a", "b"]
+    assert TIMEOUT - 0.002 <= expired.times["a"] - start <= TIMEOUT + LATE
+    assert TIMEOUT - 0.002 <= expired.times["b"] - joined <= TIMEOUT + LATE
+    assert len(deadlines) == 0
+    assert deadlines._timer is None and deadlines._loop is None  # idle: nothing held
+
+
+async def test_discarded_members_do_not_expire_and_the_rest_still_do() -> None:
+    expired = Expiries()
+    deadlines: Deadlines[str] = Deadlines(TIMEOUT, expired)
+    for member in "abc":
+        deadlines.add(member)
+    deadlines.discard("a")  # the first one: the timer fires for nothing, then waits on
+    deadlines.discard("c")
+    deadlines.discard("c")  # again: harmless
+    deadlines.discard("x")  # never joined: harmless
+    assert "b" in deadlines and "a" not in deadlines
+    await asyncio.sleep(TIMEOUT + LATE)
+    assert list(expired.times) == ["b"]
+
+
+async def test_adding_again_restarts_the_timeout() -> None:
+    expired = Expiries()
+    deadlines: Deadlines[str] = Deadlines(TIMEOUT, expired)
+    deadlines.add("a")
+    deadlines.add("b")
+    await asyncio.sleep(TIMEOUT / 2)
+    restarted = time.monotonic()
+    deadlines.add("a")  # now the last to expire
+    await asyncio.sleep(TIMEOUT * 2)
+    assert list(expired.times) == ["b", "a"]
+    assert expired.times["a"] - restarted >= TIMEOUT - 0.002
+
+
+async def test_a_failing_expiry_is_reported_and_does_not_stop_the_others() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    expired = Expiries()
+
+    def expire(member: str) -> None:
+        if member == "bad":
+            raise RuntimeError("boom")
+        expired(member)
+
+    deadlines: Deadlines[str] = Deadlines(TIMEOUT, expire)
+    for member in ("bad", "good"):
+        deadlines.add(member)
+    try:
+        await asyncio.sleep(TIMEOUT + LATE)
+    finally:
+        loop.set_exception_handler(None)
+    assert list(expired.times) == ["good"]
+    assert [type(context["exception"]) for context in reported] == [RuntimeError]
+
+
+async def test_a_member_joining_while_others_expire_waits_its_own_timeout() -> None:
+    expired = Expiries()
+    deadlines: Deadlines[str] = Deadlines(TIMEOUT, expired)
+
+    def expire(member: str) -> None:
+        expired(member)
+        if member == "a":
+            deadlines.add("late")
+
+    deadlines._expire = expire
+    deadlines.add("a")
+    while "a" not in expired.times:
+        await asyncio.sleep(0.005)
+    assert "late" in deadlines and list(expired.times) == ["a"]
+    await asyncio.sleep(TIMEOUT + LATE)
+    assert list(expired.times) == ["a", "late"]
+    assert expired.times["late"] - expired.times["a"] >= TIMEOUT - 0.002
+
+
+@pytest.mark.parametrize("api", ["iterator", "callback"])
+async def test_a_server_shares_one_set_of_deadlines_across_connections(api: str) -> None:
+    """Handshakes and closing handshakes in progress join the server's deadlines and leave them."""
+
+    async def echo(connection: rapidws.ServerConnection) -> None:
+        async for message in connection:
+            await connection.send(message)
+
+    class Echo(rapidws.Callbacks):
+        def on_message(self, connection: rapidws.ServerConnection, message: str | bytes) -> None:
+            connection.send_nowait(message)
+
+    handler = Echo() if api == "callback" else echo
+    async with rapidws.serve(handler, "127.0.0.1", 0, open_timeout=5, close_timeout=5) as server:
+        url = f"ws://127.0.0.1:{server.port}/"
+        clients = [await rapidws.connect(url) for _ in range(3)]
+        opening = server._open_deadlines
+        assert opening is not None and len(opening) == 0  # every handshake done
+        for client in clients:
+            await client.send("x")
+            assert await client.recv() == "x"
+            await client.close()
+        for client in clients:
+            await client.wait_closed()
+        await asyncio.sleep(0.05)
+        # One shared set for the closing handshakes, left by each connection.
+        (closing,) = server._close_deadlines.values()
+        assert closing.timeout == 5 and len(closing) == 0
