@@ -16,7 +16,11 @@ if mode != "no":
     extensions.append(
         Extension(
             "rapidws.speedups._c",
-            ["src/rapidws/speedups/_c.c", "src/rapidws/speedups/_connection.c"],
+            [
+                "src/rapidws/speedups/_c.c",
+                "src/rapidws/speedups/_connection.c",
+                "src/rapidws/speedups/_http.c",
+            ],
             depends=["src/rapidws/speedups/_core.h"],
             optional=mode != "yes",
             extra_compile_args=[] if sys.platform == "win32" else ["-O3"],

@@ -8,7 +8,6 @@ import random
 
 import pytest
 
-from rapidws.core import headers as headers_module
 from rapidws.core.headers import (
     ExtensionHeader,
     Headers,
@@ -163,27 +162,6 @@ def test_headers_lookups_match_a_scan_of_the_fields() -> None:
             assert headers.get(probe) == (", ".join(values) if values else None)
 
 
-def test_headers_remember_checked_names_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    checked: dict[str, tuple[str, str]] = {}
-    monkeypatch.setattr(headers_module, "_CHECKED_NAMES", checked)
-    monkeypatch.setattr(headers_module, "_CHECKED_NAMES_MAX", 3)
-    long_name = "X-" + "a" * 63
-    headers = Headers([("Host", "a"), (long_name, "b"), ("HOST", "c")])
-    assert checked == {"Host": ("Host", "host"), "HOST": ("HOST", "host")}  # not the long name
-    headers.update([("X-A", "1"), ("X-B", "2")])
-    assert list(checked) == ["Host", "HOST", "X-A"]  # full
-    assert headers.get_all("host") == ["a", "c"]
-    assert headers[long_name.upper()] == "b"
-    assert headers["x-b"] == "2"
-    for name in ("Bad Name", "", "X:Y", "Host "):  # refused, full or not
-        with pytest.raises(ValueError, match="invalid header name"):
-            headers.add(name, "v")
-    checked.clear()
-    with pytest.raises(ValueError, match="invalid header name"):
-        headers.add("Bad Name", "v")
-    assert checked == {}
-
-
 def test_headers_share_names_and_values_across_objects() -> None:
     # A server keeps every connection's handshake: repeated names and values
     # are one string each, but not the values unique to a handshake.
@@ -196,30 +174,6 @@ def test_headers_share_names_and_values_across_objects() -> None:
     (name2, value2), (_, key2) = second.items()
     assert name1 is name2 and value1 is value2
     assert key1 == key2 and key1 is not key2
-
-
-def test_headers_never_share_credentials_or_subclassed_strings() -> None:
-    # The shared values live as long as the process: no secret may get there,
-    # nor a str subclass, which would reach every later Headers.
-    class Tagged(str):
-        __slots__ = ()
-
-    secret = "Bearer " + base64.b64encode(os.urandom(12)).decode()
-    cookie = "session=" + base64.b64encode(os.urandom(12)).decode()
-    agent = "agent/" + base64.b64encode(os.urandom(12)).decode()
-    Headers(
-        [
-            ("Authorization", secret),
-            ("Cookie", cookie),
-            ("Sec-WebSocket-Protocol", secret),
-            (Tagged("X-Tagged-Name"), "v"),
-            ("User-Agent", Tagged(agent)),
-        ]
-    )
-    assert not {secret, cookie, agent} & set(headers_module._SHARED_VALUES)
-    assert "X-Tagged-Name" not in headers_module._CHECKED_NAMES
-    [(name, _)] = Headers([("X-Tagged-Name", "v")]).items()
-    assert type(name) is str
 
 
 def test_headers_equality() -> None:

@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 
 from ..exceptions import InvalidHandshake
+from ..speedups import add_header
+from ..speedups.pure_http import TOKEN_RE
 
 __all__ = [
     "ExtensionHeader",
@@ -77,41 +79,15 @@ class Headers:
                 characters (CR and LF would let a value inject headers) or
                 characters outside Latin-1.
         """
-        checked = _CHECKED_NAMES.get(name)
-        if checked is None:
-            if _TOKEN_RE.fullmatch(name) is None:
-                raise ValueError(f"invalid header name: {name!r}")
-            key = name.lower()
-            # Plain str only: a subclass would reach every later Headers.
-            if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX and len(name) <= 64 and type(name) is str:
-                _CHECKED_NAMES[name] = (name, key)
-        else:
-            name, key = checked  # the same string object for every connection
-        if _VALUE_RE.fullmatch(value) is None:
-            raise ValueError(f"invalid value for header {name}: {value!r}")
-        shared = _SHARED_VALUES.get(value)
-        if shared is not None:
-            value = shared
-        elif (
-            key in _SHARED_VALUE_NAMES
-            and len(value) <= _SHARED_VALUE_LENGTH
-            and len(_SHARED_VALUES) < _SHARED_VALUES_MAX
-            and type(value) is str
-        ):
-            _SHARED_VALUES[value] = value
-        items = self._items
-        items.append(name)
-        items.append(value)
-        index = self._index
-        if index is None:
-            return
-        values = index.get(key)
-        if values is None:
-            index[key] = value
-        elif isinstance(values, str):
-            index[key] = [values, value]
-        else:
-            values.append(value)
+        add_header(self._items, self._index, name, value)
+
+    @classmethod
+    def _from_fields(cls, items: list[str], index: dict[str, str | list[str]]) -> Headers:
+        # The fields as add_header() or parse_header_lines() made them.
+        headers = cls.__new__(cls)
+        headers._items = items
+        headers._index = index
+        return headers
 
     def compact(self) -> None:
         """Free the lookup index until the next lookup needs it again.
@@ -209,52 +185,13 @@ def _values(values: str | list[str]) -> list[str]:
     return [values] if type(values) is str else list(values)
 
 
-# RFC 7230 section 3.2.6.
-_TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
-_TOKEN_RE = re.compile(_TOKEN)
-# Field values: visible characters, spaces, tabs and obs-text (RFC 7230 3.2).
-_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
-# Names found to be tokens, with their lower-cased form: the same dozen names
-# come in every handshake, and matching them against _TOKEN_RE again and again
-# was a third of the cost of add(). It stops growing when full, so a peer
-# sending made-up names costs a bounded amount of memory; other names are
-# then checked as before.
-# The name is kept too, and stored in its place: one string for every
-# connection's copy of a header name.
-_CHECKED_NAMES: dict[str, tuple[str, str]] = {}
-_CHECKED_NAMES_MAX = 1024
-# Values shared the same way, for the same reason: most of a handshake's values
-# (host, origin, user agent, "websocket") are the same for many connections.
-# Only of these headers: never credentials (Authorization, Cookie, tokens in
-# subprotocols), which must not outlive their connection in a global. Bounded
-# as well: once full (a peer may fill it with made-up values), values are
-# simply no longer shared.
-_SHARED_VALUES: dict[str, str] = {}
-_SHARED_VALUES_MAX = 1024
-_SHARED_VALUE_LENGTH = 256
-_SHARED_VALUE_NAMES = frozenset(
-    {
-        "accept-encoding",
-        "accept-language",
-        "cache-control",
-        "connection",
-        "host",
-        "origin",
-        "pragma",
-        "sec-websocket-extensions",
-        "sec-websocket-version",
-        "server",
-        "upgrade",
-        "user-agent",
-    }
-)
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _OWS_RE = re.compile(r"[ \t]*")
 
 
 def is_token(value: str) -> bool:
     """Tell whether ``value`` is an RFC 7230 token."""
-    return _TOKEN_RE.fullmatch(value) is not None
+    return TOKEN_RE.fullmatch(value) is not None
 
 
 def parse_token_list(values: Iterable[str], *, lower: bool = False) -> list[str]:
@@ -325,7 +262,7 @@ def _skip(value: str, pos: int) -> int:
 
 
 def _token(value: str, pos: int) -> tuple[str, int]:
-    match = _TOKEN_RE.match(value, pos)
+    match = TOKEN_RE.match(value, pos)
     if match is None:
         raise InvalidHandshake(f"expected a token at position {pos} of {value!r}")
     return match.group(), match.end()

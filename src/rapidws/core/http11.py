@@ -12,6 +12,7 @@ import re
 from urllib.parse import urlsplit
 
 from ..exceptions import InvalidRequest, SecurityError
+from ..speedups import parse_header_lines
 from .headers import Headers, HeadersLike, is_token
 from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE
 
@@ -204,22 +205,8 @@ class HeadReader:
             raise SecurityError("request line is too long", 414)
         if self.max_headers is not None and len(lines) - 1 > self.max_headers:
             raise SecurityError("too many header fields")
-        headers = Headers()
-        for line in lines[1:]:
-            if max_line is not None and len(line) > max_line:
-                raise SecurityError("header line is too long")
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise InvalidRequest(f"invalid header line: {line.encode('latin-1')[:64]!r}")
-            try:
-                # Checks the name, then the value: the only check of each.
-                headers.add(name, value.strip(" \t"))
-            except ValueError:
-                if not is_token(name):
-                    # Also catches obs-fold (a line starting with a space):
-                    # RFC 7230 3.2.4.
-                    raise InvalidRequest(f"invalid header name: {name[:64]!r}") from None
-                raise InvalidRequest(f"invalid value for header {name}") from None
+        items, index = parse_header_lines(lines, -1 if max_line is None else max_line)
+        headers = Headers._from_fields(items, index)
         return lines[0].encode("latin-1"), headers, rest
 
     def _check_partial(self) -> None:

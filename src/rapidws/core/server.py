@@ -196,14 +196,9 @@ class ServerProtocol(Protocol):
             raise InvalidRequest("missing or repeated Host header")
         if "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0":
             raise InvalidRequest("a handshake request cannot have a body")
-        try:
-            upgrade = parse_token_list(headers.get_all("Upgrade"), lower=True)
-            connection = parse_token_list(headers.get_all("Connection"), lower=True)
-        except InvalidHandshake as exc:
-            raise InvalidRequest(str(exc)) from None
-        if "websocket" not in upgrade:
+        if not _has_token(headers, "Upgrade", "websocket"):
             raise InvalidRequest("missing Upgrade: websocket header", 426)
-        if "upgrade" not in connection:
+        if not _has_token(headers, "Connection", "upgrade"):
             raise InvalidRequest("missing Connection: Upgrade header", 426)
         version = headers.get("Sec-WebSocket-Version")
         if version is None:
@@ -225,20 +220,24 @@ class ServerProtocol(Protocol):
         return base
 
     def _negotiate(self, request: Request, headers: Headers) -> None:
+        # Most clients offer neither: then there is nothing to parse.
+        protocols = request.headers.get_all("Sec-WebSocket-Protocol")
+        offers = request.headers.get_all("Sec-WebSocket-Extensions")
         try:
-            offered = parse_token_list(request.headers.get_all("Sec-WebSocket-Protocol"))
-            offers = parse_extensions(request.headers.get_all("Sec-WebSocket-Extensions"))
-            accepted, extensions = self._negotiate_extensions(offers)
+            offered = parse_token_list(protocols) if protocols else []
+            if offers:
+                accepted, extensions = self._negotiate_extensions(parse_extensions(offers))
         except InvalidHandshake as exc:
             raise InvalidRequest(str(exc)) from None
         subprotocol = self._choose_subprotocol(request, offered)
         # headers holds at most Server: add() is enough, no need to replace.
         if subprotocol is not None:
             headers.add("Sec-WebSocket-Protocol", subprotocol)
-        if accepted:
-            headers.add("Sec-WebSocket-Extensions", serialize_extensions(accepted))
         self.subprotocol = subprotocol
-        self._use_extensions(extensions)
+        if offers:
+            if accepted:
+                headers.add("Sec-WebSocket-Extensions", serialize_extensions(accepted))
+            self._use_extensions(extensions)
 
     def _choose_subprotocol(self, request: Request, offered: list[str]) -> str | None:
         if self.select_subprotocol is not None:
@@ -275,6 +274,17 @@ class ServerProtocol(Protocol):
                     used.add(name)
                 break
         return accepted, extensions
+
+
+def _has_token(headers: Headers, name: str, token: str) -> bool:
+    """Tell whether the token list in header ``name`` holds ``token`` (lower case)."""
+    values = headers.get_all(name)
+    if len(values) == 1 and values[0].lower() == token:
+        return True  # what nearly every client sends: no list to parse
+    try:
+        return token in parse_token_list(values, lower=True)
+    except InvalidHandshake as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 # A ServerProtocol is made for each connection, and translating a pattern

@@ -3,11 +3,13 @@
 The protocol imports masking, UTF-8 validation, frame-header parsing, frame
 encoding, the receive loop for single-frame messages and its per-message core
 (:class:`ProtocolCore`, the base of its engine) from here only; the asyncio
-connection its per-message part (:class:`ConnectionCore`). The C
+connection its per-message part (:class:`ConnectionCore`); the handshake its
+header-field loops (:func:`add_header`, :func:`parse_header_lines`). The C
 twin (``_c``, built with the package when a compiler is there) is used when it
 imports; otherwise, or when the environment variable ``RAPIDWS_SPEEDUPS=python``
-is set, the pure-Python twin in :mod:`rapidws.speedups.pure`, which is the
-reference both must match. :data:`IMPLEMENTATION` names the one in use: ``"c"``
+is set, the pure-Python twin in :mod:`rapidws.speedups.pure` (and
+:mod:`~rapidws.speedups.pure_http`), which is the reference both must match.
+:data:`IMPLEMENTATION` names the one in use: ``"c"``
 or ``"python"``.
 """
 
@@ -23,10 +25,12 @@ __all__ = [
     "MessageBuffer",
     "ProtocolCore",
     "Utf8Validator",
+    "add_header",
     "append_unmasked",
     "apply_mask",
     "encode_frame",
     "parse_frame_header",
+    "parse_header_lines",
     "read_messages",
     "set_open_state",
 ]
@@ -38,10 +42,12 @@ from .pure import (
     MessageBuffer,
     ProtocolCore,
     Utf8Validator,
+    add_header,
     append_unmasked,
     apply_mask,
     encode_frame,
     parse_frame_header,
+    parse_header_lines,
     read_messages,
     set_open_state,
 )
@@ -64,3 +70,5 @@ if os.environ.get("RAPIDWS_SPEEDUPS") != "python":
         ProtocolCore = _c.ProtocolCore  # type: ignore[misc]
         ConnectionCore = _c.ConnectionCore  # type: ignore[misc]
         set_open_state = _c.set_open_state
+        add_header = _c.add_header
+        parse_header_lines = _c.parse_header_lines

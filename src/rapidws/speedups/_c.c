@@ -1209,6 +1209,12 @@ static PyMethodDef module_methods[] = {
     {"encode_frame", (PyCFunction)(void (*)(void))encode_frame, METH_FASTCALL,
      "encode_frame(first, payload, mask=None) -> bytes\n\nA frame: header and (masked) payload;\n"
      "a str payload is encoded to UTF-8."},
+    {"add_header", (PyCFunction)(void (*)(void))add_header, METH_FASTCALL,
+     "add_header(items, index, name, value) -> None\n\n"
+     "Append a checked header field to items and (unless None) index."},
+    {"parse_header_lines", (PyCFunction)(void (*)(void))parse_header_lines, METH_FASTCALL,
+     "parse_header_lines(lines, max_line) -> (items, index)\n\n"
+     "Read the header lines lines[1:] into fields."},
     {"set_open_state", (PyCFunction)set_open_state, METH_O,
      "set_open_state(state) -> None\n\nTell ProtocolCore which state object means OPEN."},
     {NULL, NULL, 0, NULL},
@@ -1250,14 +1256,16 @@ PyInit__c(void)
             return NULL;
         }
     }
-    if (PyModule_AddIntConstant(module, "JOIN_LIMIT", JOIN_LIMIT) < 0 ||
+    if (http_init(module) < 0 ||
+        PyModule_AddIntConstant(module, "JOIN_LIMIT", JOIN_LIMIT) < 0 ||
         PyModule_AddIntConstant(module, "DIRECT_READ_MIN", DIRECT_READ_MIN) < 0) {
         Py_DECREF(module);
         return NULL;
     }
-    exported = Py_BuildValue("[ssssssssssss]", "DIRECT_READ_MIN", "JOIN_LIMIT", "ConnectionCore",
-                             "MessageBuffer", "ProtocolCore", "Utf8Validator", "append_unmasked",
-                             "apply_mask", "encode_frame", "parse_frame_header", "read_messages",
+    exported = Py_BuildValue("[ssssssssssssss]", "DIRECT_READ_MIN", "JOIN_LIMIT",
+                             "ConnectionCore", "MessageBuffer", "ProtocolCore", "Utf8Validator",
+                             "add_header", "append_unmasked", "apply_mask", "encode_frame",
+                             "parse_frame_header", "parse_header_lines", "read_messages",
                              "set_open_state");
     if (exported == NULL || PyModule_AddObject(module, "__all__", exported) < 0) {
         Py_XDECREF(exported);

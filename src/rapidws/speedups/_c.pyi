@@ -13,17 +13,32 @@ __all__ = [
     "MessageBuffer",
     "ProtocolCore",
     "Utf8Validator",
+    "add_header",
     "append_unmasked",
     "apply_mask",
     "encode_frame",
     "parse_frame_header",
+    "parse_header_lines",
     "read_messages",
     "set_open_state",
 ]
 
 DIRECT_READ_MIN: int
 JOIN_LIMIT: int
+HEADER_NAMES: dict[str, tuple[str, str]]
+HEADER_NAMES_MAX: int
+HEADER_VALUES: dict[str, str]
+HEADER_VALUES_MAX: int
+SHARED_NAME_LENGTH: int
+SHARED_VALUE_LENGTH: int
+SHARED_VALUE_NAMES: frozenset[str]
 
+def add_header(
+    items: list[str], index: dict[str, str | list[str]] | None, name: str, value: str
+) -> None: ...
+def parse_header_lines(
+    lines: list[str], max_line: int
+) -> tuple[list[str], dict[str, str | list[str]]]: ...
 def set_open_state(state: object) -> None: ...
 def append_unmasked(
     dst: bytearray,

@@ -41,6 +41,11 @@ INTERNAL PyObject *swap_list(PyObject **field);
  * implemented in C hands them on to Python. */
 INTERNAL PyObject *call_python_method(PyObject *self, PyObject *name, PyObject *const *args,
                                       size_t nargsf, PyObject *kwnames);
+/* The header-field loops (_http.c) and what they need at import: 0, or -1
+ * with an exception set. */
+INTERNAL PyObject *add_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+INTERNAL PyObject *parse_header_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+INTERNAL int http_init(PyObject *module);
 /* Interns ConnectionCore's method names; 0, or -1 with an exception set. */
 INTERNAL int connection_core_init(void);
 

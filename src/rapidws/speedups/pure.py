@@ -14,19 +14,39 @@ from typing import Any
 
 from . import pure_connection
 from .pure_connection import DIRECT_READ_MIN, ConnectionCore
+from .pure_http import (
+    HEADER_NAMES,
+    HEADER_NAMES_MAX,
+    HEADER_VALUES,
+    HEADER_VALUES_MAX,
+    SHARED_NAME_LENGTH,
+    SHARED_VALUE_LENGTH,
+    SHARED_VALUE_NAMES,
+    add_header,
+    parse_header_lines,
+)
 
 __all__ = [
     "DIRECT_READ_MIN",
+    "HEADER_NAMES",
+    "HEADER_NAMES_MAX",
+    "HEADER_VALUES",
+    "HEADER_VALUES_MAX",
     "JOIN_LIMIT",
+    "SHARED_NAME_LENGTH",
+    "SHARED_VALUE_LENGTH",
+    "SHARED_VALUE_NAMES",
     "ConnectionCore",
     "MessageBuffer",
     "ProtocolCore",
     "Utf8Validator",
+    "add_header",
     "append_unmasked",
     "apply_mask",
     "encode_frame",
     "frame_header",
     "parse_frame_header",
+    "parse_header_lines",
     "read_messages",
     "set_open_state",
 ]

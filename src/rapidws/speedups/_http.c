@@ -1,0 +1,432 @@
+/* The C twin of rapidws.speedups.pure_http: the header-field loops of the
+ * opening handshake. See that module for what they do and why. */
+
+#include "_core.h"
+
+#define HEADER_NAMES_MAX 1024
+#define SHARED_NAME_LENGTH 64
+#define HEADER_VALUES_MAX 1024
+#define SHARED_VALUE_LENGTH 256
+
+static PyObject *header_names;       /* dict: name -> (name, lower-cased name) */
+static PyObject *header_values;      /* dict: value -> value */
+static PyObject *shared_value_names; /* frozenset of lower-cased names */
+static PyObject *InvalidRequest, *SecurityError;
+
+/* RFC 7230 section 3.2.6: the characters of a token. */
+static const char TCHAR[128] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
+    ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,
+    ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,
+    ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
+    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
+    ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1,
+    ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
+    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+/* A str whose characters all fit in one byte: its characters, else NULL.
+ * CPython stores a str in the narrowest kind that holds it, so any other
+ * kind has a character above U+00FF, which neither a token nor a value has. */
+static const Py_UCS1 *
+latin1_chars(PyObject *text)
+{
+    return PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND ? PyUnicode_1BYTE_DATA(text) : NULL;
+}
+
+static int
+is_token(PyObject *text)
+{
+    const Py_UCS1 *chars = latin1_chars(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+
+    if (chars == NULL || n == 0) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (chars[i] >= 128 || !TCHAR[chars[i]]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Visible characters, spaces, tabs and obs-text (RFC 7230 section 3.2). */
+static int
+is_field_value(PyObject *text)
+{
+    const Py_UCS1 *chars = latin1_chars(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+
+    if (chars == NULL) {
+        return n == 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS1 c = chars[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A token in lower case (tokens are ASCII). New reference. */
+static PyObject *
+ascii_lower(PyObject *token)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(token);
+    const Py_UCS1 *chars = PyUnicode_1BYTE_DATA(token);
+    PyObject *lower = PyUnicode_New(n, 127);
+
+    if (lower == NULL) {
+        return NULL;
+    }
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(lower);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out[i] = (chars[i] >= 'A' && chars[i] <= 'Z') ? chars[i] + 32 : chars[i];
+    }
+    return lower;
+}
+
+enum { FIELD_OK = 0, FIELD_ERROR = -1, BAD_NAME = 1, BAD_VALUE = 2 };
+
+/* The name, checked, and its key, as new references; the cached ones when
+ * the name was seen before. */
+static int
+check_name(PyObject *name, PyObject **checked_name, PyObject **key)
+{
+    PyObject *checked = PyDict_GetItemWithError(header_names, name);
+
+    if (checked != NULL) {
+        *checked_name = Py_NewRef(PyTuple_GET_ITEM(checked, 0));
+        *key = Py_NewRef(PyTuple_GET_ITEM(checked, 1));
+        return FIELD_OK;
+    }
+    if (PyErr_Occurred()) {
+        return FIELD_ERROR;
+    }
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "a header name must be a str, not %.100s",
+                     Py_TYPE(name)->tp_name);
+        return FIELD_ERROR;
+    }
+    if (!is_token(name)) {
+        return BAD_NAME;
+    }
+    *key = ascii_lower(name);
+    if (*key == NULL) {
+        return FIELD_ERROR;
+    }
+    /* Plain str only: a subclass would reach every later header. */
+    if (PyDict_GET_SIZE(header_names) < HEADER_NAMES_MAX &&
+        PyUnicode_GET_LENGTH(name) <= SHARED_NAME_LENGTH && PyUnicode_CheckExact(name)) {
+        PyObject *entry = PyTuple_Pack(2, name, *key);
+        if (entry == NULL || PyDict_SetItem(header_names, name, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_CLEAR(*key);
+            return FIELD_ERROR;
+        }
+        Py_DECREF(entry);
+    }
+    *checked_name = Py_NewRef(name);
+    return FIELD_OK;
+}
+
+/* The value to store: the shared one when there is one. New reference. */
+static PyObject *
+share_value(PyObject *key, PyObject *value)
+{
+    PyObject *shared = PyDict_GetItemWithError(header_values, value);
+
+    if (shared != NULL) {
+        return Py_NewRef(shared);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    int share = PySet_Contains(shared_value_names, key);
+    if (share < 0) {
+        return NULL;
+    }
+    if (share && PyUnicode_GET_LENGTH(value) <= SHARED_VALUE_LENGTH &&
+        PyDict_GET_SIZE(header_values) < HEADER_VALUES_MAX && PyUnicode_CheckExact(value) &&
+        PyDict_SetItem(header_values, value, value) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+static int
+index_value(PyObject *index, PyObject *key, PyObject *value)
+{
+    PyObject *values = PyDict_GetItemWithError(index, key);
+
+    if (values == NULL) {
+        return PyErr_Occurred() ? -1 : PyDict_SetItem(index, key, value);
+    }
+    if (PyUnicode_Check(values)) {
+        PyObject *both = PyList_New(2);
+        if (both == NULL) {
+            return -1;
+        }
+        PyList_SET_ITEM(both, 0, Py_NewRef(values));
+        PyList_SET_ITEM(both, 1, Py_NewRef(value));
+        int result = PyDict_SetItem(index, key, both);
+        Py_DECREF(both);
+        return result;
+    }
+    return PyList_Append(values, value);
+}
+
+/* add_header() without its exceptions: FIELD_OK, FIELD_ERROR (an exception
+ * is set), BAD_NAME or BAD_VALUE. */
+static int
+add_field(PyObject *items, PyObject *index, PyObject *name, PyObject *value)
+{
+    PyObject *checked_name = NULL, *key = NULL, *stored = NULL;
+    int result = check_name(name, &checked_name, &key);
+
+    if (result != FIELD_OK) {
+        return result;
+    }
+    result = FIELD_ERROR;
+    if (!PyUnicode_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "a header value must be a str, not %.100s",
+                     Py_TYPE(value)->tp_name);
+        goto done;
+    }
+    if (!is_field_value(value)) {
+        result = BAD_VALUE;
+        goto done;
+    }
+    stored = share_value(key, value);
+    if (stored == NULL || PyList_Append(items, checked_name) < 0 ||
+        PyList_Append(items, stored) < 0) {
+        goto done;
+    }
+    if (index != Py_None && index_value(index, key, stored) < 0) {
+        goto done;
+    }
+    result = FIELD_OK;
+done:
+    Py_XDECREF(stored);
+    Py_DECREF(checked_name);
+    Py_DECREF(key);
+    return result;
+}
+
+static int
+check_containers(PyObject *items, PyObject *index)
+{
+    if (!PyList_Check(items) || !(index == Py_None || PyDict_Check(index))) {
+        PyErr_SetString(PyExc_TypeError, "add_header() takes a list and a dict or None");
+        return -1;
+    }
+    return 0;
+}
+
+INTERNAL PyObject *
+add_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "add_header() takes items, index, name and value");
+        return NULL;
+    }
+    if (check_containers(args[0], args[1]) < 0) {
+        return NULL;
+    }
+    switch (add_field(args[0], args[1], args[2], args[3])) {
+    case FIELD_OK:
+        Py_RETURN_NONE;
+    case BAD_NAME:
+        PyErr_Format(PyExc_ValueError, "invalid header name: %R", args[2]);
+        return NULL;
+    case BAD_VALUE:
+        PyErr_Format(PyExc_ValueError, "invalid value for header %S: %R", args[2], args[3]);
+        return NULL;
+    default:
+        return NULL;
+    }
+}
+
+/* Raise error_type(message). */
+static void
+raise_with(PyObject *error_type, PyObject *message)
+{
+    if (message != NULL) {
+        PyObject *exc = PyObject_CallOneArg(error_type, message);
+        if (exc != NULL) {
+            PyErr_SetObject(error_type, exc);
+            Py_DECREF(exc);
+        }
+        Py_DECREF(message);
+    }
+}
+
+/* InvalidRequest for a line with no colon: its first 64 bytes, as bytes. */
+static void
+raise_bad_line(PyObject *line)
+{
+    PyObject *encoded = PyUnicode_AsLatin1String(line);
+    if (encoded != NULL) {
+        Py_ssize_t n = PyBytes_GET_SIZE(encoded);
+        PyObject *head = PyBytes_FromStringAndSize(PyBytes_AS_STRING(encoded), n < 64 ? n : 64);
+        if (head != NULL) {
+            raise_with(InvalidRequest, PyUnicode_FromFormat("invalid header line: %R", head));
+            Py_DECREF(head);
+        }
+        Py_DECREF(encoded);
+    }
+}
+
+static int
+is_blank(Py_UCS4 c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* One header line into the fields; 0, or -1 with an exception set. */
+static int
+parse_line(PyObject *items, PyObject *index, PyObject *line, Py_ssize_t max_line)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(line);
+
+    if (max_line >= 0 && n > max_line) {
+        raise_with(SecurityError, PyUnicode_FromString("header line is too long"));
+        return -1;
+    }
+    Py_ssize_t colon = PyUnicode_FindChar(line, ':', 0, n, 1);
+    if (colon < 0) {
+        if (colon == -1) {
+            raise_bad_line(line);
+        }
+        return -1;
+    }
+    int kind = PyUnicode_KIND(line);
+    const void *data = PyUnicode_DATA(line);
+    Py_ssize_t start = colon + 1, end = n;
+    while (start < end && is_blank(PyUnicode_READ(kind, data, start))) {
+        start++;
+    }
+    while (end > start && is_blank(PyUnicode_READ(kind, data, end - 1))) {
+        end--;
+    }
+    PyObject *name = PyUnicode_Substring(line, 0, colon);
+    PyObject *value = PyUnicode_Substring(line, start, end);
+    int result = FIELD_ERROR;
+    if (name != NULL && value != NULL) {
+        result = add_field(items, index, name, value);
+    }
+    if (result == BAD_NAME) {
+        /* Also catches obs-fold (a line starting with a space): RFC 7230 3.2.4. */
+        PyObject *shown = PyUnicode_Substring(name, 0, 64);
+        if (shown != NULL) {
+            raise_with(InvalidRequest, PyUnicode_FromFormat("invalid header name: %R", shown));
+            Py_DECREF(shown);
+        }
+    }
+    else if (result == BAD_VALUE) {
+        raise_with(InvalidRequest, PyUnicode_FromFormat("invalid value for header %U", name));
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(value);
+    return result == FIELD_OK ? 0 : -1;
+}
+
+INTERNAL PyObject *
+parse_header_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "parse_header_lines() takes a list and an int");
+        return NULL;
+    }
+    PyObject *lines = args[0];
+    Py_ssize_t max_line = PyLong_AsSsize_t(args[1]);
+    if (max_line == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *items = PyList_New(0), *index = PyDict_New();
+    if (items == NULL || index == NULL) {
+        goto error;
+    }
+    /* The list is read by index on every turn: a line could be a str
+     * subclass whose methods change it. */
+    for (Py_ssize_t i = 1; i < PyList_GET_SIZE(lines); i++) {
+        PyObject *line = Py_NewRef(PyList_GET_ITEM(lines, i));
+        int result = -1;
+        if (!PyUnicode_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "header lines are str");
+        }
+        else {
+            result = parse_line(items, index, line, max_line);
+        }
+        Py_DECREF(line);
+        if (result < 0) {
+            goto error;
+        }
+    }
+    return Py_BuildValue("(NN)", items, index);
+error:
+    Py_XDECREF(items);
+    Py_XDECREF(index);
+    return NULL;
+}
+
+INTERNAL int
+http_init(PyObject *module)
+{
+    static const char *const shared[] = {
+        "accept-encoding", "accept-language",          "cache-control",         "connection",
+        "host",            "origin",                   "pragma",                "sec-websocket-extensions",
+        "sec-websocket-version", "server",             "upgrade",               "user-agent",
+    };
+    PyObject *exceptions = PyImport_ImportModule("rapidws.exceptions");
+    PyObject *names = PyList_New(0);
+
+    if (exceptions == NULL || names == NULL) {
+        goto error;
+    }
+    InvalidRequest = PyObject_GetAttrString(exceptions, "InvalidRequest");
+    SecurityError = PyObject_GetAttrString(exceptions, "SecurityError");
+    if (InvalidRequest == NULL || SecurityError == NULL) {
+        goto error;
+    }
+    for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++) {
+        PyObject *name = PyUnicode_FromString(shared[i]);
+        if (name == NULL || PyList_Append(names, name) < 0) {
+            Py_XDECREF(name);
+            goto error;
+        }
+        Py_DECREF(name);
+    }
+    header_names = PyDict_New();
+    header_values = PyDict_New();
+    shared_value_names = PyFrozenSet_New(names);
+    if (header_names == NULL || header_values == NULL || shared_value_names == NULL) {
+        goto error;
+    }
+    /* The module holds a reference of its own to each. */
+    if (PyModule_AddObjectRef(module, "HEADER_NAMES", header_names) < 0 ||
+        PyModule_AddObjectRef(module, "HEADER_VALUES", header_values) < 0 ||
+        PyModule_AddObjectRef(module, "SHARED_VALUE_NAMES", shared_value_names) < 0 ||
+        PyModule_AddIntConstant(module, "HEADER_NAMES_MAX", HEADER_NAMES_MAX) < 0 ||
+        PyModule_AddIntConstant(module, "HEADER_VALUES_MAX", HEADER_VALUES_MAX) < 0 ||
+        PyModule_AddIntConstant(module, "SHARED_NAME_LENGTH", SHARED_NAME_LENGTH) < 0 ||
+        PyModule_AddIntConstant(module, "SHARED_VALUE_LENGTH", SHARED_VALUE_LENGTH) < 0) {
+        goto error;
+    }
+    Py_DECREF(exceptions);
+    Py_DECREF(names);
+    return 0;
+error:
+    Py_XDECREF(exceptions);
+    Py_XDECREF(names);
+    return -1;
+}

@@ -1,0 +1,193 @@
+"""The header-field loops of the handshake, on both twins: the same fields, the same errors."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rapidws.exceptions import InvalidRequest, SecurityError
+from rapidws.speedups import pure
+
+from .twins import MODULES
+
+START = "GET / HTTP/1.1"
+
+
+@pytest.fixture
+def tables(impl: ModuleType) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    """The twin's shared tables, emptied for the test and restored after it."""
+    names, values = impl.HEADER_NAMES, impl.HEADER_VALUES
+    saved = dict(names), dict(values)
+    names.clear()
+    values.clear()
+    try:
+        yield names, values
+    finally:
+        names.clear()
+        names.update(saved[0])
+        values.clear()
+        values.update(saved[1])
+
+
+def test_header_lines_become_fields_and_an_index(impl: ModuleType) -> None:
+    lines = [START, "Host: example.com", "X-A:1", "x-a: \t two words \t", "Empty:", "Tab:\tv"]
+    items, index = impl.parse_header_lines(lines, -1)
+    assert items == ["Host", "example.com", "X-A", "1", "x-a", "two words", "Empty", "", "Tab", "v"]
+    assert index == {"host": "example.com", "x-a": ["1", "two words"], "empty": "", "tab": "v"}
+    assert impl.parse_header_lines([START], -1) == ([], {})
+
+
+@pytest.mark.parametrize(
+    ("line", "error", "message"),
+    [
+        ("No colon", InvalidRequest, "invalid header line: b'No colon'"),
+        ("x" * 100, InvalidRequest, f"invalid header line: b'{'x' * 64}'"),
+        (" Host: a", InvalidRequest, "invalid header name: ' Host'"),  # obs-fold
+        ("Bad Name: a", InvalidRequest, "invalid header name: 'Bad Name'"),
+        (": a", InvalidRequest, "invalid header name: ''"),
+        ("Host : a", InvalidRequest, "invalid header name: 'Host '"),
+        ("H\xe9: a", InvalidRequest, "invalid header name: 'H\xe9'"),
+        ("Host: a\x00b", InvalidRequest, "invalid value for header Host"),
+        ("Host: a\x7fb", InvalidRequest, "invalid value for header Host"),
+        ("Host: a\rb", InvalidRequest, "invalid value for header Host"),
+        ("Host: " + "a" * 95, SecurityError, "header line is too long"),
+    ],
+)
+def test_bad_header_lines_are_refused_with_their_status(
+    impl: ModuleType, line: str, error: type[InvalidRequest], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        impl.parse_header_lines([START, "Host: ok", line], 100)
+    assert str(caught.value) == message
+    assert type(caught.value) is error
+    assert caught.value.status == (431 if error is SecurityError else 400)
+
+
+def test_obs_text_is_a_valid_value_and_the_line_limit_counts_characters(impl: ModuleType) -> None:
+    line = "X-Name: caf\xe9 \x80\xff"
+    assert impl.parse_header_lines([START, line], len(line)) == (
+        ["X-Name", "caf\xe9 \x80\xff"],
+        {"x-name": "caf\xe9 \x80\xff"},
+    )
+    with pytest.raises(SecurityError):
+        impl.parse_header_lines([START, line], len(line) - 1)
+
+
+def test_add_header_checks_names_and_values(impl: ModuleType) -> None:
+    items: list[str] = []
+    index: dict[str, Any] = {}
+    impl.add_header(items, index, "Host", "a")
+    impl.add_header(items, None, "Host", "b")  # no index: the fields only
+    impl.add_header(items, index, "HOST", "c")
+    assert items == ["Host", "a", "Host", "b", "HOST", "c"]
+    assert index == {"host": ["a", "c"]}
+    for name in ("Bad Name", "", "X:Y", "Host ", "H\u0100"):
+        with pytest.raises(ValueError, match="invalid header name"):
+            impl.add_header(items, index, name, "v")
+    for value in ("a\r\nInjected: yes", "\x00", "\u0100"):
+        with pytest.raises(ValueError, match="invalid value for header Host"):
+            impl.add_header(items, index, "Host", value)
+    wrong: list[tuple[object, object]] = [
+        (None, "v"),
+        (b"Host", "v"),
+        ("Host", None),
+        ("Host", b"v"),
+    ]
+    for bad_name, bad_value in wrong:
+        with pytest.raises(TypeError):
+            impl.add_header(items, index, bad_name, bad_value)
+    assert len(items) == 6
+
+
+def test_names_are_remembered_up_to_a_bound(
+    impl: ModuleType, tables: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    names, _ = tables
+    long_name = "X-" + "a" * (impl.SHARED_NAME_LENGTH - 1)
+    items: list[str] = []
+    index: dict[str, Any] = {}
+    for name, value in (("Host", "a"), (long_name, "b"), ("HOST", "c")):
+        impl.add_header(items, index, name, value)
+    assert names == {"Host": ("Host", "host"), "HOST": ("HOST", "host")}  # not the long name
+    names.update({f"X-Fill-{i}": (f"X-Fill-{i}", f"x-fill-{i}") for i in range(1021)})
+    impl.add_header(items, index, "X-A", "1")
+    impl.add_header(items, index, "X-B", "2")  # full
+    assert "X-A" in names and "X-B" not in names
+    assert len(names) == impl.HEADER_NAMES_MAX
+    assert index["x-b"] == "2" and index[long_name.lower()] == "b"
+    with pytest.raises(ValueError, match="invalid header name"):
+        impl.add_header(items, index, "Bad Name", "v")
+
+
+def test_values_are_shared_for_some_headers_only_and_up_to_a_bound(
+    impl: ModuleType, tables: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    _, values = tables
+
+    class Tagged(str):
+        __slots__ = ()
+
+    secret = "Bearer " + base64.b64encode(os.urandom(12)).decode()
+    key = base64.b64encode(os.urandom(16)).decode()
+    long_agent = "a" * (impl.SHARED_VALUE_LENGTH + 1)
+    lines = [
+        START,
+        "Host: example.com",
+        f"Authorization: {secret}",
+        f"Cookie: {secret}",
+        f"Sec-WebSocket-Key: {key}",
+        f"Sec-WebSocket-Protocol: {secret}",
+        f"User-Agent: {long_agent}",
+    ]
+    first, _ = impl.parse_header_lines(lines, -1)
+    second, _ = impl.parse_header_lines(["".join(line) for line in lines], -1)
+    assert first[1] is second[1]  # the host: one string for both
+    assert first[9] == second[9] and first[9] is not second[9]  # the key: never shared
+    assert set(values) == {"example.com"}
+    impl.add_header([], None, "User-Agent", Tagged("agent/1"))  # a subclass: never shared
+    impl.add_header([], None, Tagged("X-Tagged"), "v")
+    assert set(values) == {"example.com"} and "X-Tagged" not in impl.HEADER_NAMES
+    values.update({f"fill-{i}": f"fill-{i}" for i in range(impl.HEADER_VALUES_MAX - 2)})
+    impl.add_header([], None, "Origin", "https://one.example")
+    impl.add_header([], None, "Origin", "https://two.example")  # full
+    assert "https://one.example" in values and "https://two.example" not in values
+
+
+def test_the_twins_share_the_same_bounds() -> None:
+    for module in MODULES:
+        assert module.SHARED_VALUE_NAMES == pure.SHARED_VALUE_NAMES
+        for name in (
+            "HEADER_NAMES_MAX",
+            "HEADER_VALUES_MAX",
+            "SHARED_NAME_LENGTH",
+            "SHARED_VALUE_LENGTH",
+        ):
+            assert getattr(module, name) == getattr(pure, name)
+
+
+def _outcome(module: ModuleType, lines: list[str], max_line: int) -> object:
+    try:
+        return module.parse_header_lines(lines, max_line)
+    except (InvalidRequest, UnicodeEncodeError) as exc:
+        return type(exc), str(exc), getattr(exc, "status", None)
+
+
+# Header-ish text, with the characters that matter to the grammar: separators,
+# blanks, control characters, obs-text and beyond Latin-1.
+_line = st.text(
+    st.sampled_from("Hh-o:s t\t\r\x00\x7f\xe9\xff\u0100,;=\"'aZ09"), max_size=24
+) | st.sampled_from(["Host: a", "host:b", "X: ", " Host: a", "Upgrade: websocket"])
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=400)
+@given(lines=st.lists(_line, max_size=6), max_line=st.integers(-1, 30))
+def test_the_twins_agree_on_any_header_lines(lines: list[str], max_line: int) -> None:
+    outcomes = [_outcome(module, [START, *lines], max_line) for module in MODULES]
+    assert all(outcome == outcomes[0] for outcome in outcomes)
