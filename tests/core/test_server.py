@@ -136,6 +136,17 @@ def test_rfc_handshake_byte_by_byte() -> None:
     assert request.headers["Origin"] == "http://example.com"
 
 
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_request_from_any_bytes_like_object(kind: type[bytearray | memoryview]) -> None:
+    server = ServerProtocol()
+    frame = frame_header(0x81, 2, b"\x00" * 4) + b"hi"
+    server.receive_data(kind(RFC_REQUEST + frame))
+    [request] = server.events_received()
+    assert isinstance(request, Request) and request.headers["Origin"] == "http://example.com"
+    server.send_response(server.accept(request))
+    assert server.events_received() == ["hi"]
+
+
 def test_response_has_server_header() -> None:
     server = ServerProtocol()
     response = server.accept(receive_request(server, RFC_REQUEST))

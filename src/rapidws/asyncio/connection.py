@@ -630,14 +630,17 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
             self._close_timer.discard(self)
         if self._resume_timer is not None:
             self._resume_timer.cancel()
-        closed = self._closed_exc()
+        # The exception is made only for someone waiting: most connections
+        # end with nobody in recv().
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
-            waiter.set_exception(closed)
-        for ping_waiter, _ in self._pings.values():
-            if not ping_waiter.done():
-                ping_waiter.set_exception(closed)
-        self._pings = _NO_PINGS
+            waiter.set_exception(self._closed_exc())
+        if self._pings:
+            closed = self._closed_exc()
+            for ping_waiter, _ in self._pings.values():
+                if not ping_waiter.done():
+                    ping_waiter.set_exception(closed)
+            self._pings = _NO_PINGS
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
         if self._closed is not None and not self._closed.done():

@@ -171,8 +171,10 @@ class Headers:
 
     def serialize(self) -> bytes:
         """Serialize the headers as HTTP/1.1 header lines, each ending in CRLF."""
+        if not self._items:
+            return b""
         pairs = iter(self._items)
-        return "".join([f"{n}: {v}\r\n" for n, v in zip(pairs, pairs, strict=True)]).encode(
+        return ("\r\n".join(map(": ".join, zip(pairs, pairs, strict=True))) + "\r\n").encode(
             "latin-1"
         )
 

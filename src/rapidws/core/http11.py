@@ -184,17 +184,25 @@ class HeadReader:
     def feed(self, data: bytes) -> tuple[bytes, Headers, bytes] | None:
         """Add received bytes; return the parsed head once complete."""
         buf = self._buf
-        buf += data
-        # Resume the search where the last one stopped, so that a peer sending
-        # one byte at a time costs linear, not quadratic, time.
-        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        if buf or type(data) is not bytes:
+            buf += data
+            # Resume the search where the last one stopped, so that a peer
+            # sending one byte at a time costs linear, not quadratic, time.
+            end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        else:
+            # Nearly always: the whole head in one read, not copied to a buffer.
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                buf += data
         if end < 0:
             self._newlines += buf.count(b"\n", self._scanned)
             self._scanned = len(buf)
             self._check_partial()
             return None
-        head, rest = bytes(buf[: end + 2]), bytes(buf[end + 4 :])
-        buf.clear()
+        if buf:
+            data = bytes(buf)
+            buf.clear()
+        head, rest = data[: end + 2], data[end + 4 :]
         if self.max_header_bytes is not None and len(head) > self.max_header_bytes:
             raise SecurityError("HTTP head is too large")
         # Latin-1 maps each byte to one character, so lengths are still in bytes.

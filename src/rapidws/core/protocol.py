@@ -455,7 +455,11 @@ class Protocol(ProtocolCore):
         if self.close_sent is not None or self.state in (CONNECTING, CLOSED):
             raise InvalidState(f"cannot send a close frame: connection is {self.state.name}")
         close = Close(code, reason)
-        self._send_frame(0x80 | OP_CLOSE, close.serialize())
+        self._send_close(close, close.serialize())
+
+    def _send_close(self, close: Close, payload: bytes) -> None:
+        # send_close() once the frame is checked and serialized.
+        self._send_frame(0x80 | OP_CLOSE, payload)
         self.close_sent = close
         if self.close_rcvd is not None:
             self.close_rcvd_then_sent = True
@@ -786,8 +790,9 @@ class Protocol(ProtocolCore):
             self.close_rcvd = close
             self._events.append(close)
             if self.close_sent is None:
-                # RFC 6455 section 5.5.1: echo the status code received.
-                self.send_close(close.code, close.reason)
+                # RFC 6455 section 5.5.1: echo the status code received (and
+                # the reason: the payload, valid as it parsed).
+                self._send_close(close, payload)
             else:
                 self.close_rcvd_then_sent = False
                 self._close_handshake_done()
