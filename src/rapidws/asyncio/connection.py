@@ -109,6 +109,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         max_queue: int | tuple[int, int] | None = MAX_QUEUE,
         write_limit: int | tuple[int, int] = WRITE_LIMIT,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.protocol = protocol
         #: The opening handshake's request (path, query, headers), once known.
@@ -126,7 +127,8 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         self._write_high, self._write_low = write_limit
         self.logger = logger or logging.getLogger("rapidws")
 
-        self.loop = asyncio.get_running_loop()
+        # Given by a server: get_running_loop() costs a getpid() system call.
+        self.loop = loop or asyncio.get_running_loop()
         self.transport = None
         # The callbacks' on_message, for a connection that has callbacks.
         self._on_message: Callable[[Any, Data], None] | None = None

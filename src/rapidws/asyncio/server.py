@@ -88,7 +88,7 @@ class ServerConnection(Connection[ServerProtocol]):
     __slots__ = ("_early_data", "_hooks_task", "_open_timer", "handler_task", "server")
 
     def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
-        super().__init__(protocol, logger=logger, **kwargs)
+        super().__init__(protocol, logger=logger, loop=server.loop, **kwargs)
         self.server = server
         self.handler_task: asyncio.Task[None] | None = None
         self._hooks_task: asyncio.Task[None] | None = None
@@ -286,6 +286,8 @@ class Server:
         self._connection_options = connection_options
         self.connections: set[ServerConnection] = set()
         self.server: asyncio.Server | None = None
+        #: The event loop it serves on, once started.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._closing: asyncio.Task[None] | None = None
         self._close_requested = asyncio.Event()
         self._heartbeats: dict[float, Heartbeat] = {}
@@ -502,7 +504,7 @@ class serve:
         )  # fmt: skip
 
     async def _start(self) -> Server:
-        loop = asyncio.get_running_loop()
+        loop = self._server.loop = asyncio.get_running_loop()
         options = self._listen
         factory = self._server._new_connection
         common: dict[str, Any] = dict(ssl=options["ssl"], backlog=options["backlog"])
