@@ -23,7 +23,7 @@ if mode != "no":
             ],
             depends=["src/rapidws/speedups/_core.h"],
             optional=mode != "yes",
-            extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
+            extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-falign-functions=64"],
         )
     )
 

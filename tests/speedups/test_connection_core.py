@@ -261,3 +261,73 @@ def test_the_callback_deleted_by_a_collection_during_dispatch(impl: ModuleType) 
     del drained
     # Each message went to the callback taken before any collection ran.
     assert (connection.transport.writes, connection.calls) == ([reply(b"abc")] * 4, [])
+
+
+class Waiter:
+    """A future as recv() awaits it: records set_result()."""
+
+    def __init__(self, done: bool = False) -> None:
+        self.results: list[Any] = []
+        self._done = done
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Any) -> None:
+        self.results.append(result)
+        self._done = True
+
+
+def test_one_message_for_a_waiting_recv_goes_to_its_future(impl: ModuleType) -> None:
+    connection = make_connection(impl)
+    waiter = connection._recv_waiter = Waiter()
+    connection.protocol._out.append(b"\x89\x00")  # sent meanwhile: written after
+    connection.data_received(frame(0x2, b"abc", MASK))
+    assert waiter.results == [b"abc"]
+    assert connection._recv_waiter is None
+    assert connection.calls == []
+    assert connection.transport.writes == [b"\x89\x00"]
+    assert connection._handling is False
+
+
+@pytest.mark.parametrize(
+    ("setup", "data"),
+    [
+        ({}, frame(0x2, b"a", MASK) + frame(0x2, b"b", MASK)),  # two: one waits in the queue
+        ({"waiter": None}, frame(0x2, b"a", MASK)),  # nobody waiting
+        ({"waiter": Waiter(done=True)}, frame(0x2, b"a", MASK)),  # cancelled meanwhile
+        ({"_handling": True}, frame(0x2, b"a", MASK)),  # from inside a callback
+        ({"_events": [object()]}, b""),  # not a message
+    ],
+)
+def test_anything_else_without_a_callback_goes_to_process_events(
+    impl: ModuleType, setup: dict[str, Any], data: bytes
+) -> None:
+    connection = make_connection(impl, _events=setup.get("_events", []))
+    waiter = connection._recv_waiter = setup.get("waiter", Waiter())
+    connection._handling = setup.get("_handling", False)
+    connection.data_received(data)
+    assert [call[0] for call in connection.calls] == ["process"]
+    assert connection._recv_waiter is waiter
+    assert waiter is None or waiter.results == []
+
+
+def test_a_message_before_a_pause_goes_to_recv_then_events_done(impl: ModuleType) -> None:
+    connection = make_connection(impl, _events=[b"abc"], parsing_paused=True)
+    waiter = connection._recv_waiter = Waiter()
+    connection.data_received(b"held")
+    assert waiter.results == [b"abc"]
+    assert connection.calls == [("done",)]
+
+
+def test_a_failing_set_result_propagates(impl: ModuleType) -> None:
+    class Broken(Waiter):
+        def set_result(self, result: Any) -> None:
+            raise RuntimeError("broken future")
+
+    connection = make_connection(impl)
+    connection._recv_waiter = Broken()
+    with pytest.raises(RuntimeError, match="broken future"):
+        connection.data_received(frame(0x2, b"abc", MASK))
+    assert connection._handling is False
+    assert connection._recv_waiter is None

@@ -85,7 +85,6 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         "_queue_high",
         "_queue_low",
         "_reading_paused",
-        "_recv_waiter",
         "_resume_timer",
         "_write_high",
         "_write_low",

@@ -3,21 +3,23 @@
  *
  * data_received() feeds the engine and, on an open connection with a message
  * callback, hands each message to it and writes the replies in one call:
- * no Python frame of ours between the transport and the application. Anything
- * else goes on in the subclass's Python methods, with the same arguments. */
+ * no Python frame of ours between the transport and the application. Without
+ * a callback, a read that brings one message while recv() waits hands it to
+ * recv()'s future. Anything else goes on in the subclass's Python methods,
+ * with the same arguments. */
 
 #include "_core.h"
 #include "structmember.h"
 
 typedef struct {
     PyObject_HEAD
-    PyObject *protocol, *transport, *on_message;
+    PyObject *protocol, *transport, *on_message, *recv_waiter;
     char handling;
 } ConnectionCore;
 
 static PyObject *str_data_received_more, *str_process_events, *str_events_done,
     *str_write_pending, *str_read_payload_directly, *str_callback_failed, *str_send_nowait_more,
-    *str_write;
+    *str_write, *str_done, *str_set_result;
 
 int
 connection_core_init(void)
@@ -34,6 +36,8 @@ connection_core_init(void)
         {&str_callback_failed, "_callback_failed"},
         {&str_send_nowait_more, "_send_nowait_more"},
         {&str_write, "write"},
+        {&str_done, "done"},
+        {&str_set_result, "set_result"},
     };
 
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -51,6 +55,7 @@ ConnectionCore_traverse(ConnectionCore *self, visitproc visit, void *arg)
     Py_VISIT(self->protocol);
     Py_VISIT(self->transport);
     Py_VISIT(self->on_message);
+    Py_VISIT(self->recv_waiter);
     return 0;
 }
 
@@ -60,6 +65,7 @@ ConnectionCore_clear(ConnectionCore *self)
     Py_CLEAR(self->protocol);
     Py_CLEAR(self->transport);
     Py_CLEAR(self->on_message);
+    Py_CLEAR(self->recv_waiter);
     return 0;
 }
 
@@ -132,6 +138,18 @@ write_pending(ConnectionCore *self, ProtocolCore *engine)
     Py_DECREF(frame);
     Py_XDECREF(result);
     return result == NULL ? -1 : 0;
+}
+
+/* After the events: a pause is _events_done()'s to handle; else the replies
+ * and what the engine sent go out. */
+
+static int
+handled(ConnectionCore *self, ProtocolCore *engine)
+{
+    if (engine->parsing_paused) {
+        return call_noargs(self, str_events_done);
+    }
+    return write_pending(self, engine);
 }
 
 static int
@@ -216,13 +234,66 @@ dispatch(ConnectionCore *self, ProtocolCore *engine, PyObject *on_message)
     }
     self->handling = 0;
     Py_DECREF(events);
-    if (status < 0) {
+    return status < 0 ? -1 : handled(self, engine);
+}
+
+/* The waiting recv()'s future, as a new reference, when it is pending. */
+
+static PyObject *
+pending_waiter(ConnectionCore *self)
+{
+    PyObject *waiter = self->recv_waiter, *done;
+
+    if (waiter == NULL || waiter == Py_None) {
+        return NULL;
+    }
+    Py_INCREF(waiter);
+    done = PyObject_CallMethodNoArgs(waiter, str_done);
+    if (done != Py_False) {
+        /* Done (cancelled), or not a future: the Python path decides. */
+        Py_XDECREF(done);
+        Py_DECREF(waiter);
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(done);
+    return waiter;
+}
+
+/* _process_events() when the read brought one message and recv() waits for
+ * it: the future gets it, then what the engine sent is written. Anything
+ * else goes to _process_events(). */
+
+static int
+hand_over(ConnectionCore *self, ProtocolCore *engine)
+{
+    PyObject *fresh, *waiter, *events, *result;
+
+    /* Allocated first: a collection it starts may run a finalizer, and
+     * nothing may run between the checks and the hand-over. */
+    fresh = PyList_New(0);
+    if (fresh == NULL) {
         return -1;
     }
-    if (engine->parsing_paused) {
-        return call_noargs(self, str_events_done);
+    waiter = pending_waiter(self);
+    events = engine->events;
+    if (waiter == NULL || !only_messages(events) || PyList_GET_SIZE(events) != 1) {
+        Py_DECREF(fresh);
+        Py_XDECREF(waiter);
+        return call_noargs(self, str_process_events);
     }
-    return write_pending(self, engine);
+    engine->events = fresh;
+    Py_SETREF(self->recv_waiter, Py_NewRef(Py_None));
+    self->handling = 1;
+    result = PyObject_CallMethodOneArg(waiter, str_set_result, PyList_GET_ITEM(events, 0));
+    self->handling = 0;
+    Py_DECREF(events);
+    Py_DECREF(waiter);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return handled(self, engine);
 }
 
 static PyObject *
@@ -248,7 +319,7 @@ ConnectionCore_data_received(ConnectionCore *self, PyObject *data)
         Py_DECREF(on_message);
     }
     else {
-        status = call_noargs(self, str_process_events);
+        status = self->handling ? call_noargs(self, str_process_events) : hand_over(self, engine);
     }
     if (status < 0) {
         goto done;
@@ -305,6 +376,7 @@ static PyMemberDef ConnectionCore_members[] = {
      "The asyncio transport, once connected."},
     {"_on_message", T_OBJECT_EX, offsetof(ConnectionCore, on_message), 0, NULL},
     {"_handling", T_BOOL, offsetof(ConnectionCore, handling), 0, NULL},
+    {"_recv_waiter", T_OBJECT, offsetof(ConnectionCore, recv_waiter), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -3,10 +3,12 @@
 The part of :class:`rapidws.asyncio.connection.Connection` that every message
 goes through: ``data_received()`` feeds the engine and, on an open connection
 with a message callback, hands each message to it and writes the replies.
-Anything else goes on in the subclass's methods (``_data_received_more``,
-``_process_events``, ``_events_done``, ``_write_pending``,
-``_read_payload_directly``, ``_callback_failed``, ``_send_nowait_more``), with
-the same arguments. The C twin does the same with no Python frame of its own.
+Without a callback, a read that brings one message while ``recv()`` waits
+hands it to ``recv()``'s future. Anything else goes on in the subclass's
+methods (``_data_received_more``, ``_process_events``, ``_events_done``,
+``_write_pending``, ``_read_payload_directly``, ``_callback_failed``,
+``_send_nowait_more``), with the same arguments. The C twin does the same with
+no Python frame of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _only_messages(events: list[Any]) -> bool:
 class ConnectionCore:
     """The per-message part of a connection; subclassed by ``Connection``."""
 
-    __slots__ = ("_handling", "_on_message", "protocol", "transport")
+    __slots__ = ("_handling", "_on_message", "_recv_waiter", "protocol", "transport")
 
     #: The sans-I/O engine of this connection.
     protocol: Any
@@ -36,6 +38,8 @@ class ConnectionCore:
     transport: Any
     _on_message: Any
     _handling: bool
+    #: The future of the recv() waiting for a message, if any.
+    _recv_waiter: Any
 
     def data_received(self, data: bytes) -> None:
         """Feed received bytes to the engine (called by asyncio)."""
@@ -56,14 +60,44 @@ class ConnectionCore:
                         self._callback_failed(on_message, exc)
             finally:
                 self._handling = False
-            if protocol.parsing_paused:
-                self._events_done()
-            else:
-                self._write_pending()
+            self._handled(protocol)
+        elif not self._handling:
+            self._hand_over(protocol)
         else:
             self._process_events()
         if protocol.payload_left >= DIRECT_READ_MIN:
             self._read_payload_directly()
+
+    def _hand_over(self, protocol: Any) -> None:
+        # _process_events() when the read brought one message for the
+        # waiting recv(): its future gets it, then the engine's output is
+        # written.
+        waiter = getattr(self, "_recv_waiter", None)
+        events = protocol._events
+        if (
+            waiter is None
+            or waiter.done()
+            or len(events) != 1
+            or (type(events[0]) is not str and type(events[0]) is not bytes)
+        ):
+            self._process_events()
+            return
+        message = protocol.events_received()[0]
+        self._recv_waiter = None
+        self._handling = True
+        try:
+            waiter.set_result(message)
+        finally:
+            self._handling = False
+        self._handled(protocol)
+
+    def _handled(self, protocol: Any) -> None:
+        # After the events: a pause is _events_done()'s to handle; else the
+        # replies and what the engine sent go out.
+        if protocol.parsing_paused:
+            self._events_done()
+        else:
+            self._write_pending()
 
     def send_nowait(self, message: Any, *, compress: bool = True) -> None:
         """Send a message at once, without waiting for the write buffer to drain.
