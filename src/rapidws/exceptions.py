@@ -168,20 +168,21 @@ class ConnectionClosed(WebSocketError):
     @property
     def code(self) -> int:
         """The close code of the connection: the peer's, else ours, else 1006."""
-        if self.rcvd is not None:
-            return self.rcvd.code
-        if self.sent is not None and self.sent.code != 1000:
-            return self.sent.code
-        return 1006
+        return self.code_and_reason(self.rcvd, self.sent)[0]
 
     @property
     def reason(self) -> str:
         """The close reason matching :attr:`code`."""
-        if self.rcvd is not None:
-            return self.rcvd.reason
-        if self.sent is not None and self.sent.code != 1000:
-            return self.sent.reason
-        return ""
+        return self.code_and_reason(self.rcvd, self.sent)[1]
+
+    @staticmethod
+    def code_and_reason(rcvd: Close | None, sent: Close | None) -> tuple[int, str]:
+        """Return :attr:`code` and :attr:`reason` for these frames, without an exception."""
+        if rcvd is not None:
+            return rcvd.code, rcvd.reason
+        if sent is not None and sent.code != 1000:
+            return sent.code, sent.reason
+        return 1006, ""
 
 
 class ConnectionClosedOK(ConnectionClosed):

@@ -185,12 +185,12 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
     @property
     def close_code(self) -> int | None:
         """The close code once the connection is closed (1006 without a close frame)."""
-        return self._closed_exc().code if self._lost else None
+        return self._code_and_reason()[0] if self._lost else None
 
     @property
     def close_reason(self) -> str | None:
         """The close reason once the connection is closed."""
-        return self._closed_exc().reason if self._lost else None
+        return self._code_and_reason()[1] if self._lost else None
 
     async def recv(self, *, _iterating: bool = False) -> Data:
         """Receive the next message: ``str`` for text, ``bytes`` for binary.
@@ -424,6 +424,11 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         if rcvd is not None and sent is not None and {rcvd.code, sent.code} <= _OK_CODES:
             return ConnectionClosedOK(*args)
         return ConnectionClosedError(*args)
+
+    def _code_and_reason(self) -> tuple[int, str]:
+        # What _closed_exc() would say, without making the exception.
+        protocol = self.protocol
+        return ConnectionClosed.code_and_reason(protocol.close_rcvd, protocol.close_sent)
 
     def _write_pending(self) -> None:
         """Write what the engine produced; arm the close timer when due."""

@@ -234,9 +234,9 @@ class CallbackServerConnection(ServerConnection):
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell the callbacks (called by asyncio)."""
         super().connection_lost(exc)
-        if self.protocol.response is not None and self.protocol.response.status == 101:
-            closed = self._closed_exc()
-            self._callback(self.callbacks.on_close, self, closed.code, closed.reason)
+        response = self.protocol.response
+        if response is not None and response.status == 101:
+            self._callback(self.callbacks.on_close, self, *self._code_and_reason())
 
     def _callback(self, method: Callable[..., None], *args: Any) -> None:
         try:
