@@ -300,3 +300,21 @@ def test_headers_refuse_invalid_fields(name: str, value: str) -> None:
 def test_headers_accept_latin1_and_tabs() -> None:
     headers = Headers([("X-Test", "caf\xe9\tok")])
     assert headers["x-test"] == "caf\xe9\tok"
+
+
+def test_parse_extensions_results_are_the_callers_own() -> None:
+    # Offers are parsed once per distinct value; each caller still gets lists
+    # it may change.
+    value = "permessage-deflate; client_max_window_bits, x-foo; a=1"
+    first = parse_extensions([value])
+    first[0][1].append(("changed", None))
+    first.append(("x-extra", []))
+    assert parse_extensions([value]) == [
+        ("permessage-deflate", [("client_max_window_bits", None)]),
+        ("x-foo", [("a", "1")]),
+    ]
+    long_value = "x-long; " + "; ".join(f"p{i}={i}" for i in range(60))  # not kept
+    assert len(parse_extensions([long_value])[0][1]) == 60
+    for _ in range(2):  # errors are raised every time, never kept
+        with pytest.raises(InvalidHandshake):
+            parse_extensions(["permessage-deflate; =1"])

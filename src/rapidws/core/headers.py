@@ -6,6 +6,7 @@ the ``Sec-WebSocket-Extensions`` grammar built from them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -234,27 +235,43 @@ def parse_extensions(values: Iterable[str]) -> list[ExtensionHeader]:
     """
     result: list[ExtensionHeader] = []
     for value in values:
-        pos = _skip(value, 0)
-        while pos < len(value):
-            name, pos = _token(value, pos)
-            params: list[ExtensionParameter] = []
-            pos = _skip(value, pos)
-            while pos < len(value) and value[pos] == ";":
-                pos = _skip(value, pos + 1)
-                pname, pos = _token(value, pos)
-                pvalue: str | None = None
-                pos = _skip(value, pos)
-                if pos < len(value) and value[pos] == "=":
-                    pos = _skip(value, pos + 1)
-                    pvalue, pos = _param_value(value, pos)
-                    pos = _skip(value, pos)
-                params.append((pname, pvalue))
-            result.append((name, params))
-            if pos < len(value):
-                if value[pos] != ",":
-                    raise InvalidHandshake(f"invalid extension header {value!r}")
-                pos = _skip(value, pos + 1)
+        cached = len(value) <= _CACHED_VALUE_LENGTH
+        offers = _parsed_offers(value) if cached else _parse_offers(value)
+        # Lists of their own: the caller may change them.
+        result.extend((name, list(params)) for name, params in offers)
     return result
+
+
+def _parse_offers(value: str) -> tuple[tuple[str, tuple[ExtensionParameter, ...]], ...]:
+    offers: list[tuple[str, tuple[ExtensionParameter, ...]]] = []
+    pos = _skip(value, 0)
+    while pos < len(value):
+        name, pos = _token(value, pos)
+        params: list[ExtensionParameter] = []
+        pos = _skip(value, pos)
+        while pos < len(value) and value[pos] == ";":
+            pos = _skip(value, pos + 1)
+            pname, pos = _token(value, pos)
+            pvalue: str | None = None
+            pos = _skip(value, pos)
+            if pos < len(value) and value[pos] == "=":
+                pos = _skip(value, pos + 1)
+                pvalue, pos = _param_value(value, pos)
+                pos = _skip(value, pos)
+            params.append((pname, pvalue))
+        offers.append((name, tuple(params)))
+        if pos < len(value):
+            if value[pos] != ",":
+                raise InvalidHandshake(f"invalid extension header {value!r}")
+            pos = _skip(value, pos + 1)
+    return tuple(offers)
+
+
+# Browsers send the same few offers ("permessage-deflate;
+# client_max_window_bits"): each is parsed once. Bounded in entries and in
+# size, as the peer chooses the values; errors are not kept.
+_CACHED_VALUE_LENGTH = 256
+_parsed_offers = functools.lru_cache(maxsize=64)(_parse_offers)
 
 
 def _skip(value: str, pos: int) -> int:
