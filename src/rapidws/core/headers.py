@@ -66,7 +66,7 @@ class Headers:
                 if mine is None:
                     index[key] = values if type(values) is str else list(values)
                 else:
-                    index[key] = _values(mine) + _values(values)
+                    index[key] = values_of(mine) + values_of(values)
             return
         pairs = items.items() if isinstance(items, Mapping) else items
         for name, value in pairs:
@@ -116,7 +116,7 @@ class Headers:
         """Return every value of the header ``name``, in order."""
         index = self._index if self._index is not None else self._rebuild_index()
         values = index.get(name.lower())
-        return [] if values is None else _values(values)
+        return values_of(values)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the value of ``name`` as ``headers[name]`` does, or ``default``."""
@@ -183,9 +183,20 @@ class Headers:
 HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
 
 
-def _values(values: str | list[str]) -> list[str]:
-    """Return the values of an index entry, as a new list."""
-    return [values] if type(values) is str else list(values)
+def index_of(headers: Headers) -> Mapping[str, str | list[str]]:
+    """Return the lookup index of ``headers``, to read, never to change.
+
+    It maps each lower-cased name to its value, or to the list of its values
+    when the name repeats: a dozen lookups cost a dozen dict accesses, for a
+    handshake's checks.
+    """
+    index = headers._index
+    return index if index is not None else headers._rebuild_index()
+
+
+def values_of(entry: str | list[str] | None) -> list[str]:
+    """Return an entry of :func:`index_of` as a new list of its values."""
+    return [] if entry is None else [entry] if type(entry) is str else list(entry)
 
 
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..exceptions import InvalidHandshake, InvalidRequest
 from ..version import __version__
@@ -28,9 +28,11 @@ from .handshake import accept_key, is_valid_key
 from .headers import (
     ExtensionHeader,
     Headers,
+    index_of,
     parse_extensions,
     parse_token_list,
     serialize_extensions,
+    values_of,
 )
 from .http11 import HeadReader, Request, Response, parse_request_line
 from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, MAX_MESSAGE_SIZE
@@ -188,17 +190,18 @@ class ServerProtocol(Protocol):
     def _check_request(self, request: Request) -> Headers:
         """Validate the request (RFC 6455 section 4.2.1); return the base headers."""
         headers = request.headers
+        index = index_of(headers)
         if request.version < (1, 1):
             raise InvalidRequest("HTTP/1.1 or later is required")
         if request.method != "GET":
             raise InvalidRequest(f"method {request.method} is not allowed, use GET", 405)
-        if len(headers.get_all("Host")) != 1:
+        if type(index.get("host")) is not str:
             raise InvalidRequest("missing or repeated Host header")
-        if "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0":
+        if "transfer-encoding" in index or index.get("content-length", "0") != "0":
             raise InvalidRequest("a handshake request cannot have a body")
-        if not _has_token(headers, "Upgrade", "websocket"):
+        if not _has_token(index, "upgrade", "websocket"):
             raise InvalidRequest("missing Upgrade: websocket header", 426)
-        if not _has_token(headers, "Connection", "upgrade"):
+        if not _has_token(index, "connection", "upgrade"):
             raise InvalidRequest("missing Connection: Upgrade header", 426)
         version = headers.get("Sec-WebSocket-Version")
         if version is None:
@@ -221,8 +224,9 @@ class ServerProtocol(Protocol):
 
     def _negotiate(self, request: Request, headers: Headers) -> None:
         # Most clients offer neither: then there is nothing to parse.
-        protocols = request.headers.get_all("Sec-WebSocket-Protocol")
-        offers = request.headers.get_all("Sec-WebSocket-Extensions")
+        index = index_of(request.headers)
+        protocols = values_of(index.get("sec-websocket-protocol"))
+        offers = values_of(index.get("sec-websocket-extensions"))
         try:
             offered = parse_token_list(protocols) if protocols else []
             if offers:
@@ -276,13 +280,13 @@ class ServerProtocol(Protocol):
         return accepted, extensions
 
 
-def _has_token(headers: Headers, name: str, token: str) -> bool:
-    """Tell whether the token list in header ``name`` holds ``token`` (lower case)."""
-    values = headers.get_all(name)
-    if len(values) == 1 and values[0].lower() == token:
+def _has_token(index: Mapping[str, str | list[str]], key: str, token: str) -> bool:
+    """Tell whether the token lists of header ``key`` hold ``token`` (both lower case)."""
+    values = index.get(key)
+    if type(values) is str and values.lower() == token:
         return True  # what nearly every client sends: no list to parse
     try:
-        return token in parse_token_list(values, lower=True)
+        return token in parse_token_list(values_of(values), lower=True)
     except InvalidHandshake as exc:
         raise InvalidRequest(str(exc)) from None
 
