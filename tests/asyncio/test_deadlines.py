@@ -125,8 +125,8 @@ async def test_a_server_shares_one_set_of_deadlines_across_connections(api: str)
     async with rapidws.serve(handler, "127.0.0.1", 0, open_timeout=5, close_timeout=5) as server:
         url = f"ws://127.0.0.1:{server.port}/"
         clients = [await rapidws.connect(url) for _ in range(3)]
-        opening = server._open_deadlines
-        assert opening is not None and len(opening) == 0  # every handshake done
+        (opening,) = server._deadlines.values()
+        assert opening.timeout == 5 and len(opening) == 0  # every handshake done
         for client in clients:
             await client.send("x")
             assert await client.recv() == "x"
@@ -135,5 +135,22 @@ async def test_a_server_shares_one_set_of_deadlines_across_connections(api: str)
             await client.wait_closed()
         await asyncio.sleep(0.05)
         # One shared set for the closing handshakes, left by each connection.
-        (closing,) = server._close_deadlines.values()
+        opening_, closing = server._deadlines.values()
+        assert opening_ is opening
         assert closing.timeout == 5 and len(closing) == 0
+
+
+async def test_an_open_timeout_changed_on_a_running_server_applies_to_new_connections() -> None:
+    async def echo(connection: rapidws.ServerConnection) -> None:
+        async for message in connection:
+            await connection.send(message)
+
+    for before in (None, 5.0):
+        async with rapidws.serve(echo, "127.0.0.1", 0, open_timeout=before) as server:
+            server.open_timeout = 0.2
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET / HTTP/1.1\r\n")  # and nothing more: a slow loris
+            start = time.monotonic()
+            assert await asyncio.wait_for(reader.read(), 2) == b""  # dropped
+            assert 0.15 <= time.monotonic() - start <= 0.2 + LATE
+            writer.close()

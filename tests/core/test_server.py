@@ -332,6 +332,13 @@ def test_accept_http_1_0() -> None:
             "invalid token 'web socket' in header value 'web socket'",
         ),
         (
+            # Malformed is a 400 whatever the other header says.
+            {"Upgrade": "h2c", "Connection": "Up grade"},
+            [],
+            400,
+            "invalid token 'Up grade' in header value 'Up grade'",
+        ),
+        (
             {},
             [("Sec-WebSocket-Extensions", "x-invert;")],
             400,
@@ -541,6 +548,20 @@ def test_accept_extension() -> None:
     server.receive_data(masked_frame(0x41, b"a".translate(INVERT)))
     server.receive_data(masked_frame(0xC0, b"b".translate(INVERT)))
     assert str(server.parser_exc) == "RSV bits set on a continuation frame"
+
+
+def test_accept_again_without_an_offer_drops_the_extensions() -> None:
+    # A sans-I/O user may accept() more than once: the last answer counts.
+    server, response = handshake(
+        request_bytes({"Sec-WebSocket-Extensions": "x-invert"}), extensions=[InvertServerFactory()]
+    )
+    assert [extension.name for extension in server.extensions] == ["x-invert"]
+    response = server.accept(receive_request(ServerProtocol(), request_bytes()))
+    assert "Sec-WebSocket-Extensions" not in response.headers
+    assert server.extensions == []
+    server.send_response(response)
+    server.receive_data(masked_frame(0xC1, b"x"))
+    assert str(server.parser_exc) == "RSV bits set without an extension that defines them"
 
 
 def test_accept_without_extension_refuses_rsv1() -> None:

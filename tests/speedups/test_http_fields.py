@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import gc
 import os
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -191,3 +193,54 @@ _line = st.text(
 def test_the_twins_agree_on_any_header_lines(lines: list[str], max_line: int) -> None:
     outcomes = [_outcome(module, [START, *lines], max_line) for module in MODULES]
     assert all(outcome == outcomes[0] for outcome in outcomes)
+
+
+def test_a_collection_during_add_header_cannot_free_the_value_it_holds(impl: ModuleType) -> None:
+    # Making the list for a repeated name may start a collection, whose
+    # finalizers may empty the index: the earlier value must stay alive.
+    items: list[str] = []
+    index: dict[str, Any] = {}
+    impl.add_header(items, index, "X-A", "".join(["first-", str(id(items))]))
+
+    class Finalized:
+        def __init__(self) -> None:
+            self.cycle = self  # freed by a collection only
+
+        def __del__(self) -> None:
+            items.clear()
+            index.clear()
+
+    gc.collect()
+    threshold = gc.get_threshold()
+    gc.disable()
+    try:
+        gc.set_threshold(1)
+        Finalized()
+        gc.enable()
+        impl.add_header(items, index, "X-A", "second")
+    finally:
+        gc.enable()
+        gc.set_threshold(*threshold)
+    # Where the collection ran decides what it emptied; what is left is intact.
+    assert items in ([], ["X-A", "second"])
+    assert index["x-a"] in (["first-" + str(id(items)), "second"], "second")
+
+
+def test_any_int_is_a_line_limit(impl: ModuleType) -> None:
+    lines = [START, "Host: " + "a" * 100]
+    for limit in (10**20, sys.maxsize, -(10**20)):  # beyond any length: no limit
+        assert impl.parse_header_lines(lines, limit)[0] == ["Host", "a" * 100]
+
+
+def test_entries_put_in_the_names_table_by_hand_do_no_harm(
+    impl: ModuleType, tables: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    names, _ = tables
+    names["X-Poison"] = ("X-Poison",)  # not a (name, key) pair
+    try:
+        items: list[str] = []
+        impl.add_header(items, None, "X-Poison", "v")
+    except ValueError:
+        assert impl is pure  # the reference unpacks it; the C twin ignores it
+    else:
+        assert items == ["X-Poison", "v"]

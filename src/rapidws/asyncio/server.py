@@ -104,8 +104,10 @@ class ServerConnection(Connection[ServerProtocol]):
             return
         self.server.connections.add(self)
         # Slowloris: a handshake that does not complete in time is dropped.
-        self._open_timer = self.server._open_deadlines
-        if self._open_timer is not None:
+        if self.server.open_timeout is not None:
+            self._open_timer = self.server._deadlines_for(
+                ServerConnection._open_timed_out, self.server.open_timeout
+            )
             self._open_timer.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -188,7 +190,7 @@ class ServerConnection(Connection[ServerProtocol]):
         return self.server._heartbeat_for(interval)
 
     def _close_deadlines(self, timeout: float) -> Deadlines[Connection[Any]]:
-        return self.server._close_deadlines_for(timeout)
+        return self.server._deadlines_for(Connection._close_timed_out, timeout)
 
     async def _run_handler(self) -> None:
         handler = self.server.handler
@@ -291,13 +293,9 @@ class Server:
         self._closing: asyncio.Task[None] | None = None
         self._close_requested = asyncio.Event()
         self._heartbeats: dict[float, Heartbeat] = {}
-        # The connections' timeouts, from one timer each, not one per connection.
-        self._open_deadlines = (
-            None
-            if open_timeout is None
-            else Deadlines(open_timeout, ServerConnection._open_timed_out)
-        )
-        self._close_deadlines: dict[float, Deadlines[Connection[Any]]] = {}
+        # The connections' timeouts, one timer for each kind and length, not
+        # one per connection.
+        self._deadlines: dict[tuple[Callable[[Any], None], float], Deadlines[Any]] = {}
 
     def _heartbeat_for(self, interval: float) -> Heartbeat:
         """Return the keepalive timer that the connections share, for ``interval``."""
@@ -306,12 +304,11 @@ class Server:
             beat = self._heartbeats[interval] = Heartbeat(interval)
         return beat
 
-    def _close_deadlines_for(self, timeout: float) -> Deadlines[Connection[Any]]:
-        """Return the closing-handshake deadlines that the connections share, for ``timeout``."""
-        deadlines = self._close_deadlines.get(timeout)
+    def _deadlines_for(self, expire: Callable[[Any], None], timeout: float) -> Deadlines[Any]:
+        """Return the deadlines that the connections share, for ``expire`` after ``timeout``."""
+        deadlines = self._deadlines.get((expire, timeout))
         if deadlines is None:
-            deadlines = Deadlines(timeout, Connection._close_timed_out)
-            self._close_deadlines[timeout] = deadlines
+            deadlines = self._deadlines[expire, timeout] = Deadlines(timeout, expire)
         return deadlines
 
     def _new_connection(self) -> ServerConnection:

@@ -199,9 +199,13 @@ class ServerProtocol(Protocol):
             raise InvalidRequest("missing or repeated Host header")
         if "transfer-encoding" in index or index.get("content-length", "0") != "0":
             raise InvalidRequest("a handshake request cannot have a body")
-        if not _has_token(index, "upgrade", "websocket"):
+        # Both read before either is checked: a malformed list is a 400
+        # whatever the other header says.
+        upgrade = _has_token(index, "upgrade", "websocket")
+        connection = _has_token(index, "connection", "upgrade")
+        if not upgrade:
             raise InvalidRequest("missing Upgrade: websocket header", 426)
-        if not _has_token(index, "connection", "upgrade"):
+        if not connection:
             raise InvalidRequest("missing Connection: Upgrade header", 426)
         version = headers.get("Sec-WebSocket-Version")
         if version is None:
@@ -227,6 +231,8 @@ class ServerProtocol(Protocol):
         index = index_of(request.headers)
         protocols = values_of(index.get("sec-websocket-protocol"))
         offers = values_of(index.get("sec-websocket-extensions"))
+        accepted: list[ExtensionHeader] = []
+        extensions: list[Extension] = []
         try:
             offered = parse_token_list(protocols) if protocols else []
             if offers:
@@ -237,10 +243,10 @@ class ServerProtocol(Protocol):
         # headers holds at most Server: add() is enough, no need to replace.
         if subprotocol is not None:
             headers.add("Sec-WebSocket-Protocol", subprotocol)
+        if accepted:
+            headers.add("Sec-WebSocket-Extensions", serialize_extensions(accepted))
         self.subprotocol = subprotocol
-        if offers:
-            if accepted:
-                headers.add("Sec-WebSocket-Extensions", serialize_extensions(accepted))
+        if extensions or self.extensions:  # else nothing changes
             self._use_extensions(extensions)
 
     def _choose_subprotocol(self, request: Request, offered: list[str]) -> str | None:

@@ -102,12 +102,15 @@ check_name(PyObject *name, PyObject **checked_name, PyObject **key)
 {
     PyObject *checked = PyDict_GetItemWithError(header_names, name);
 
-    if (checked != NULL) {
+    /* Entries not made here (the table is a module attribute) are ignored. */
+    if (checked != NULL && PyTuple_CheckExact(checked) && PyTuple_GET_SIZE(checked) == 2 &&
+        PyUnicode_CheckExact(PyTuple_GET_ITEM(checked, 0)) &&
+        PyUnicode_CheckExact(PyTuple_GET_ITEM(checked, 1))) {
         *checked_name = Py_NewRef(PyTuple_GET_ITEM(checked, 0));
         *key = Py_NewRef(PyTuple_GET_ITEM(checked, 1));
         return FIELD_OK;
     }
-    if (PyErr_Occurred()) {
+    if (checked == NULL && PyErr_Occurred()) {
         return FIELD_ERROR;
     }
     if (!PyUnicode_Check(name)) {
@@ -170,11 +173,15 @@ index_value(PyObject *index, PyObject *key, PyObject *value)
         return PyErr_Occurred() ? -1 : PyDict_SetItem(index, key, value);
     }
     if (PyUnicode_Check(values)) {
+        /* Held across the allocation: a collection it starts may run a
+         * finalizer that changes the index. */
+        Py_INCREF(values);
         PyObject *both = PyList_New(2);
         if (both == NULL) {
+            Py_DECREF(values);
             return -1;
         }
-        PyList_SET_ITEM(both, 0, Py_NewRef(values));
+        PyList_SET_ITEM(both, 0, values);
         PyList_SET_ITEM(both, 1, Py_NewRef(value));
         int result = PyDict_SetItem(index, key, both);
         Py_DECREF(both);
@@ -348,7 +355,8 @@ parse_header_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *lines = args[0];
-    Py_ssize_t max_line = PyLong_AsSsize_t(args[1]);
+    /* Clamped: a limit beyond any length is no limit. */
+    Py_ssize_t max_line = PyNumber_AsSsize_t(args[1], NULL);
     if (max_line == -1 && PyErr_Occurred()) {
         return NULL;
     }
