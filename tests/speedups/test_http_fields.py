@@ -221,9 +221,10 @@ def test_a_collection_during_add_header_cannot_free_the_value_it_holds(impl: Mod
     finally:
         gc.enable()
         gc.set_threshold(*threshold)
-    # Where the collection ran decides what it emptied; what is left is intact.
-    assert items in ([], ["X-A", "second"])
-    assert index["x-a"] in (["first-" + str(id(items)), "second"], "second")
+    # Where (and on 3.13, whether) the collection ran decides what it emptied;
+    # what is left is intact.
+    assert items in ([], ["X-A", "second"], ["X-A", "first-" + str(id(items)), "X-A", "second"])
+    assert index.get("x-a") in (None, ["first-" + str(id(items)), "second"], "second")
 
 
 def test_any_int_is_a_line_limit(impl: ModuleType) -> None:
