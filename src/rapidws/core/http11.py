@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http
 import re
-import sys
 from urllib.parse import urlsplit
 
 from ..exceptions import InvalidRequest, SecurityError
@@ -214,8 +213,9 @@ class HeadReader:
             raise SecurityError("request line is too long", 414)
         if self.max_headers is not None and len(lines) - 1 > self.max_headers:
             raise SecurityError("too many header fields")
-        # An int for the accelerator, as the comparisons above take any number.
-        limit = -1 if max_line is None else min(int(max_line), sys.maxsize)
+        # An int for the accelerator (which clamps it), as the comparisons
+        # above take any number.
+        limit = -1 if max_line is None else int(max_line)
         items, index = parse_header_lines(lines, limit)
         headers = Headers._from_fields(items, index)
         return lines[0].encode("latin-1"), headers, rest
