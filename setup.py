@@ -19,6 +19,7 @@ if mode != "no":
             [
                 "src/rapidws/speedups/_c.c",
                 "src/rapidws/speedups/_connection.c",
+                "src/rapidws/speedups/_handshake.c",
                 "src/rapidws/speedups/_http.c",
             ],
             depends=["src/rapidws/speedups/_core.h"],

@@ -20,6 +20,18 @@ from rapidws.speedups import pure
 from .twins import MODULES
 
 START = "GET / HTTP/1.1"
+REQUEST = b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Long-Name: v\r\n\r\n"
+
+
+def _parse(
+    impl: ModuleType, lines: list[str], max_line: int = -1, max_headers: int = -1, size: int = -1
+) -> tuple[list[str], dict[str, Any]]:
+    """Parse the head made of ``lines`` (Latin-1) with ``impl.parse_head``; return its fields."""
+    head = "\r\n".join(lines).encode("latin-1")
+    data = head + b"\r\n\r\n"
+    start_line, items, index = impl.parse_head(data, len(head), max_line, max_headers, size)
+    assert start_line == lines[0].encode("latin-1")
+    return items, index
 
 
 @pytest.fixture
@@ -40,10 +52,11 @@ def tables(impl: ModuleType) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
 
 def test_header_lines_become_fields_and_an_index(impl: ModuleType) -> None:
     lines = [START, "Host: example.com", "X-A:1", "x-a: \t two words \t", "Empty:", "Tab:\tv"]
-    items, index = impl.parse_header_lines(lines, -1)
+    items, index = _parse(impl, lines)
     assert items == ["Host", "example.com", "X-A", "1", "x-a", "two words", "Empty", "", "Tab", "v"]
     assert index == {"host": "example.com", "x-a": ["1", "two words"], "empty": "", "tab": "v"}
-    assert impl.parse_header_lines([START], -1) == ([], {})
+    assert _parse(impl, [START]) == ([], {})
+    assert impl.parse_head(b"\r\n\r\n", 0, -1, -1, -1) == (b"", [], {})
 
 
 @pytest.mark.parametrize(
@@ -66,7 +79,7 @@ def test_bad_header_lines_are_refused_with_their_status(
     impl: ModuleType, line: str, error: type[InvalidRequest], message: str
 ) -> None:
     with pytest.raises(error) as caught:
-        impl.parse_header_lines([START, "Host: ok", line], 100)
+        _parse(impl, [START, "Host: ok", line], 100)
     assert str(caught.value) == message
     assert type(caught.value) is error
     assert caught.value.status == (431 if error is SecurityError else 400)
@@ -74,12 +87,12 @@ def test_bad_header_lines_are_refused_with_their_status(
 
 def test_obs_text_is_a_valid_value_and_the_line_limit_counts_characters(impl: ModuleType) -> None:
     line = "X-Name: caf\xe9 \x80\xff"
-    assert impl.parse_header_lines([START, line], len(line)) == (
+    assert _parse(impl, [START, line], len(line)) == (
         ["X-Name", "caf\xe9 \x80\xff"],
         {"x-name": "caf\xe9 \x80\xff"},
     )
     with pytest.raises(SecurityError):
-        impl.parse_header_lines([START, line], len(line) - 1)
+        _parse(impl, [START, line], len(line) - 1)
 
 
 def test_add_header_checks_names_and_values(impl: ModuleType) -> None:
@@ -148,8 +161,8 @@ def test_values_are_shared_for_some_headers_only_and_up_to_a_bound(
         f"Sec-WebSocket-Protocol: {secret}",
         f"User-Agent: {long_agent}",
     ]
-    first, _ = impl.parse_header_lines(lines, -1)
-    second, _ = impl.parse_header_lines(["".join(line) for line in lines], -1)
+    first, _ = _parse(impl, lines)
+    second, _ = _parse(impl, ["".join(line) for line in lines])
     assert first[1] is second[1]  # the host: one string for both
     assert first[9] == second[9] and first[9] is not second[9]  # the key: never shared
     assert set(values) == {"example.com"}
@@ -174,25 +187,50 @@ def test_the_twins_share_the_same_bounds() -> None:
             assert getattr(module, name) == getattr(pure, name)
 
 
-def _outcome(module: ModuleType, lines: list[str], max_line: int) -> object:
+def _outcome(module: ModuleType, data: bytes, end: int, limits: tuple[int, int, int]) -> object:
     try:
-        return module.parse_header_lines(lines, max_line)
-    except (InvalidRequest, UnicodeEncodeError) as exc:
-        return type(exc), str(exc), getattr(exc, "status", None)
+        return module.parse_head(data, end, *limits)
+    except InvalidRequest as exc:
+        return type(exc), str(exc), exc.status
 
 
 # Header-ish text, with the characters that matter to the grammar: separators,
-# blanks, control characters, obs-text and beyond Latin-1.
+# blanks, control characters and obs-text.
 _line = st.text(
-    st.sampled_from("Hh-o:s t\t\r\x00\x7f\xe9\xff\u0100,;=\"'aZ09"), max_size=24
+    st.sampled_from("Hh-o:s t\t\r\n\x00\x7f\xe9\xff,;=\"'aZ09"), max_size=24
 ) | st.sampled_from(["Host: a", "host:b", "X: ", " Host: a", "Upgrade: websocket"])
+_limit = st.integers(-1, 40)
 
 
 @settings(derandomize=True, database=None, deadline=None, max_examples=400)
-@given(lines=st.lists(_line, max_size=6), max_line=st.integers(-1, 30))
-def test_the_twins_agree_on_any_header_lines(lines: list[str], max_line: int) -> None:
-    outcomes = [_outcome(module, [START, *lines], max_line) for module in MODULES]
+@given(
+    lines=st.lists(_line, max_size=6),
+    limits=st.tuples(_limit, st.integers(-1, 7), st.integers(-1, 120)),
+)
+def test_the_twins_agree_on_any_head(lines: list[str], limits: tuple[int, int, int]) -> None:
+    head = "\r\n".join([START, *lines]).encode("latin-1")
+    data = head + b"\r\n\r\nrest"
+    outcomes = [_outcome(module, data, len(head), limits) for module in MODULES]
     assert all(outcome == outcomes[0] for outcome in outcomes)
+
+
+@pytest.mark.parametrize(
+    ("limits", "message", "status"),
+    [
+        ((-1, -1, len(REQUEST) - 3), "HTTP head is too large", 431),
+        ((13, -1, -1), "request line is too long", 414),
+        ((-1, 1, -1), "too many header fields", 431),
+        ((16, -1, -1), "header line is too long", 431),
+    ],
+)
+def test_a_head_beyond_a_limit_is_refused(
+    impl: ModuleType, limits: tuple[int, int, int], message: str, status: int
+) -> None:
+    end = len(REQUEST) - 4
+    assert impl.parse_head(REQUEST, end, 17, 2, len(REQUEST) - 2)[0] == START.encode()
+    with pytest.raises(SecurityError) as caught:
+        impl.parse_head(REQUEST, end, *limits)
+    assert (str(caught.value), caught.value.status) == (message, status)
 
 
 def test_a_collection_during_add_header_cannot_free_the_value_it_holds(impl: ModuleType) -> None:
@@ -230,7 +268,7 @@ def test_a_collection_during_add_header_cannot_free_the_value_it_holds(impl: Mod
 def test_any_int_is_a_line_limit(impl: ModuleType) -> None:
     lines = [START, "Host: " + "a" * 100]
     for limit in (10**20, sys.maxsize, -(10**20)):  # beyond any length: no limit
-        assert impl.parse_header_lines(lines, limit)[0] == ["Host", "a" * 100]
+        assert _parse(impl, lines, limit, limit, limit)[0] == ["Host", "a" * 100]
 
 
 def test_entries_put_in_the_names_table_by_hand_do_no_harm(

@@ -83,8 +83,9 @@ class Headers:
         add_header(self._items, self._index, name, value)
 
     @classmethod
-    def _from_fields(cls, items: list[str], index: dict[str, str | list[str]]) -> Headers:
-        # The fields as add_header() or parse_header_lines() made them.
+    def _from_fields(cls, items: list[str], index: dict[str, str | list[str]] | None) -> Headers:
+        # The fields as add_header() or parse_head() made them; without an
+        # index, the first lookup builds it.
         headers = cls.__new__(cls)
         headers._items = items
         headers._index = index

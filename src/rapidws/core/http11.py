@@ -12,11 +12,12 @@ import re
 from urllib.parse import urlsplit
 
 from ..exceptions import InvalidRequest, SecurityError
-from ..speedups import parse_header_lines
-from .headers import Headers, HeadersLike, is_token
+from ..speedups import parse_head, parse_request_line, serialize_head
+from ..speedups.pure_handshake import parse_version
+from .headers import Headers, HeadersLike
 from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE
 
-__all__ = ["HeadReader", "Request", "Response"]
+__all__ = ["HeadReader", "Request", "Response", "parse_request_line", "parse_version"]
 
 
 class Request:
@@ -94,8 +95,8 @@ class Request:
 
     def serialize(self) -> bytes:
         """Serialize the request head."""
-        line = f"{self.method} {self.target} HTTP/{self.version[0]}.{self.version[1]}\r\n"
-        return line.encode("latin-1") + self.headers.serialize() + b"\r\n"
+        line = f"{self.method} {self.target} HTTP/{self.version[0]}.{self.version[1]}"
+        return serialize_head(line, self.headers._items, b"")
 
 
 class Response:
@@ -139,8 +140,7 @@ class Response:
         if self.status != 101 and "Content-Length" not in headers:
             headers = Headers(headers)
             headers["Content-Length"] = str(len(self.body))
-        line = f"HTTP/1.1 {self.status} {self.reason}\r\n".encode("latin-1")
-        return line + headers.serialize() + b"\r\n" + self.body
+        return serialize_head(f"HTTP/1.1 {self.status} {self.reason}", headers._items, self.body)
 
 
 # Built once: looking a phrase up through http.HTTPStatus(status) costs more
@@ -150,8 +150,6 @@ _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 # What a start line may hold so far: no control characters but tabs, then
 # perhaps its CR. Binary garbage (a TLS handshake) fails this at once.
 _START_LINE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\r?")
-_ABSOLUTE_RE = re.compile(r"(?i)(wss?|https?)://[^/?#]+")
-_VERSION_RE = re.compile(r"HTTP/(\d)\.(\d)")
 
 
 class HeadReader:
@@ -202,23 +200,10 @@ class HeadReader:
         if buf:
             data = bytes(buf)
             buf.clear()
-        head, rest = data[: end + 2], data[end + 4 :]
-        if self.max_header_bytes is not None and len(head) > self.max_header_bytes:
-            raise SecurityError("HTTP head is too large")
-        # Latin-1 maps each byte to one character, so lengths are still in bytes.
-        lines = head.decode("latin-1").split("\r\n")
-        lines.pop()  # what follows the last CRLF: nothing
-        max_line = self.max_line
-        if max_line is not None and len(lines[0]) > max_line:
-            raise SecurityError("request line is too long", 414)
-        if self.max_headers is not None and len(lines) - 1 > self.max_headers:
-            raise SecurityError("too many header fields")
-        # An int for the accelerator (which clamps it), as the comparisons
-        # above take any number.
-        limit = -1 if max_line is None else int(max_line)
-        items, index = parse_header_lines(lines, limit)
-        headers = Headers._from_fields(items, index)
-        return lines[0].encode("latin-1"), headers, rest
+        start_line, items, index = parse_head(
+            data, end, self.max_line, self.max_headers, self.max_header_bytes
+        )
+        return start_line, Headers._from_fields(items, index), data[end + 4 :]
 
     def _check_partial(self) -> None:
         buf = self._buf
@@ -241,33 +226,3 @@ class HeadReader:
                 if line_start == 0:
                     raise SecurityError("request line is too long", 414)
                 raise SecurityError("header line is too long")
-
-
-def parse_version(text: str) -> tuple[int, int] | None:
-    """Parse ``HTTP/1.1`` into ``(1, 1)``; ``None`` when it is not a version."""
-    if text == "HTTP/1.1":
-        return (1, 1)  # nearly always: one tuple for every request, not one each
-    match = _VERSION_RE.fullmatch(text)
-    return None if match is None else (int(match.group(1)), int(match.group(2)))
-
-
-def parse_request_line(line: bytes) -> tuple[str, str, tuple[int, int]]:
-    """Parse a request line into method, target and version.
-
-    Raises:
-        InvalidRequest: when the line is malformed (400).
-    """
-    parts = line.decode("latin-1").split(" ")
-    version = parse_version(parts[2]) if len(parts) == 3 else None
-    if version is None or not is_token(parts[0]) or not parts[1]:
-        raise InvalidRequest(f"invalid request line: {line[:100]!r}")
-    if version[0] != 1:
-        raise InvalidRequest(f"HTTP/{version[0]}.{version[1]} is not supported", 505)
-    target = parts[1]
-    if not target.isprintable() or not target.isascii():
-        raise InvalidRequest("invalid request target")
-    # Origin-form ("/chat?x=1"), or absolute-form with a web scheme (RFC 7230
-    # 5.3); anything else ("*", "x") has no WebSocket meaning.
-    if not target.startswith("/") and not _ABSOLUTE_RE.match(target):
-        raise InvalidRequest(f"invalid request target {target[:100]!r}")
-    return parts[0], target, version

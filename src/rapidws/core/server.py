@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from ..exceptions import InvalidHandshake, InvalidRequest
+from ..speedups import add_header
 from ..version import __version__
 from .extensions.base import Extension, ServerExtensionFactory
 from .handshake import accept_key, is_valid_key
@@ -46,9 +47,8 @@ SelectSubprotocol = Callable[[Request, Sequence[str]], "str | None"]
 
 SERVER = f"rapidws/{__version__}"
 
-# The fixed part of every 101 response, checked once: update() copies the
-# fields of a Headers without checking them again.
-_UPGRADE_HEADERS = Headers([("Upgrade", "websocket"), ("Connection", "Upgrade")])
+# The fixed fields of every 101 response (valid: they are added unchecked).
+_UPGRADE_FIELDS = ("Upgrade", "websocket", "Connection", "Upgrade")
 
 
 class ServerProtocol(Protocol):
@@ -141,8 +141,8 @@ class ServerProtocol(Protocol):
         version). Send it with :meth:`send_response`.
         """
         try:
-            headers = self._check_request(request)
-            self._negotiate(request, headers)
+            key = self._check_request(request)
+            items = self._negotiate(request)
         except InvalidRequest as exc:
             self.handshake_exc = exc
             response = self.reject(exc.status, str(exc))
@@ -152,9 +152,10 @@ class ServerProtocol(Protocol):
                 response.headers["Upgrade"] = "websocket"
                 response.headers["Sec-WebSocket-Version"] = "13"
             return response
-        headers.update(_UPGRADE_HEADERS)
-        headers.add("Sec-WebSocket-Accept", accept_key(request.headers["Sec-WebSocket-Key"]))
-        return Response(101, headers=headers)
+        items += _UPGRADE_FIELDS
+        items += ("Sec-WebSocket-Accept", accept_key(key))
+        # Checked as they were added; indexed when first read (rarely).
+        return Response(101, headers=Headers._from_fields(items, None))
 
     def reject(self, status: int, text: str, headers: Headers | None = None) -> Response:
         """Build a response that refuses the handshake with a plain-text reason."""
@@ -187,46 +188,47 @@ class ServerProtocol(Protocol):
             self._discard = True
             self._buf.clear()
 
-    def _check_request(self, request: Request) -> Headers:
-        """Validate the request (RFC 6455 section 4.2.1); return the base headers."""
-        headers = request.headers
-        index = index_of(headers)
+    def _check_request(self, request: Request) -> str:
+        """Validate the request (RFC 6455 section 4.2.1); return its key."""
+        index = index_of(request.headers)
+        get = index.get
         if request.version < (1, 1):
             raise InvalidRequest("HTTP/1.1 or later is required")
         if request.method != "GET":
             raise InvalidRequest(f"method {request.method} is not allowed, use GET", 405)
-        if type(index.get("host")) is not str:
+        if type(get("host")) is not str:
             raise InvalidRequest("missing or repeated Host header")
-        if "transfer-encoding" in index or index.get("content-length", "0") != "0":
+        if "transfer-encoding" in index or get("content-length", "0") != "0":
             raise InvalidRequest("a handshake request cannot have a body")
         # Both read before either is checked: a malformed list is a 400
-        # whatever the other header says.
+        # whatever the other says.
         upgrade = _has_token(index, "upgrade", "websocket")
         connection = _has_token(index, "connection", "upgrade")
         if not upgrade:
             raise InvalidRequest("missing Upgrade: websocket header", 426)
         if not connection:
             raise InvalidRequest("missing Connection: Upgrade header", 426)
-        version = headers.get("Sec-WebSocket-Version")
-        if version is None:
-            raise InvalidRequest("missing Sec-WebSocket-Version header", 426)
-        if version.strip() != "13":
-            raise InvalidRequest(f"unsupported Sec-WebSocket-Version {version!r}, use 13", 426)
-        key = headers.get("Sec-WebSocket-Key")
+        version = get("sec-websocket-version")
+        if version != "13":
+            if version is None:
+                raise InvalidRequest("missing Sec-WebSocket-Version header", 426)
+            version = _joined(version)
+            if version.strip() != "13":
+                raise InvalidRequest(f"unsupported Sec-WebSocket-Version {version!r}, use 13", 426)
+        key = get("sec-websocket-key")
         if key is None:
             raise InvalidRequest("missing Sec-WebSocket-Key header")
-        if not is_valid_key(key):
-            raise InvalidRequest(f"invalid Sec-WebSocket-Key header {key!r}")
+        if type(key) is not str or not is_valid_key(key):
+            raise InvalidRequest(f"invalid Sec-WebSocket-Key header {_joined(key)!r}")
         if self._origins is not None:
-            origin = headers.get("Origin")
+            origin = request.headers.get("Origin")
             if not any(match(origin) for match in self._origins):
                 raise InvalidRequest(f"origin {origin!r} is not allowed", 403)
-        base = Headers()
-        if self.server_header is not None:
-            base.add("Server", self.server_header)
-        return base
+        return key
 
-    def _negotiate(self, request: Request, headers: Headers) -> None:
+    def _negotiate(self, request: Request) -> list[str]:
+        """Choose the subprotocol and extensions; return the response's first fields."""
+        items = list(_server_fields(self.server_header))
         # Most clients offer neither: then there is nothing to parse.
         index = index_of(request.headers)
         protocols = values_of(index.get("sec-websocket-protocol"))
@@ -240,14 +242,14 @@ class ServerProtocol(Protocol):
         except InvalidHandshake as exc:
             raise InvalidRequest(str(exc)) from None
         subprotocol = self._choose_subprotocol(request, offered)
-        # headers holds at most Server: add() is enough, no need to replace.
         if subprotocol is not None:
-            headers.add("Sec-WebSocket-Protocol", subprotocol)
+            add_header(items, None, "Sec-WebSocket-Protocol", subprotocol)
         if accepted:
-            headers.add("Sec-WebSocket-Extensions", serialize_extensions(accepted))
+            add_header(items, None, "Sec-WebSocket-Extensions", serialize_extensions(accepted))
         self.subprotocol = subprotocol
         if extensions or self.extensions:  # else nothing changes
             self._use_extensions(extensions)
+        return items
 
     def _choose_subprotocol(self, request: Request, offered: list[str]) -> str | None:
         if self.select_subprotocol is not None:
@@ -284,6 +286,20 @@ class ServerProtocol(Protocol):
                     used.add(name)
                 break
         return accepted, extensions
+
+
+@functools.lru_cache(maxsize=16)
+def _server_fields(server_header: str | None) -> tuple[str, ...]:
+    # Checked once per value (a server has one): the response's Server field.
+    items: list[str] = []
+    if server_header is not None:
+        add_header(items, None, "Server", server_header)
+    return tuple(items)
+
+
+def _joined(values: str | list[str]) -> str:
+    # A header's value as Headers.get() gives it: repeated values joined.
+    return values if type(values) is str else ", ".join(values)
 
 
 def _has_token(index: Mapping[str, str | list[str]], key: str, token: str) -> bool:

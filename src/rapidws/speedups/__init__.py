@@ -4,11 +4,12 @@ The protocol imports masking, UTF-8 validation, frame-header parsing, frame
 encoding, the receive loop for single-frame messages and its per-message core
 (:class:`ProtocolCore`, the base of its engine) from here only; the asyncio
 connection its per-message part (:class:`ConnectionCore`); the handshake its
-header-field loops (:func:`add_header`, :func:`parse_header_lines`). The C
+string work (:func:`add_header`, :func:`parse_head`, :func:`parse_request_line`,
+:func:`accept_key`, :func:`serialize_head`). The C
 twin (``_c``, built with the package when a compiler is there) is used when it
 imports; otherwise, or when the environment variable ``RAPIDWS_SPEEDUPS=python``
-is set, the pure-Python twin in :mod:`rapidws.speedups.pure` (and
-:mod:`~rapidws.speedups.pure_http`), which is the reference both must match.
+is set, the pure-Python twin in :mod:`rapidws.speedups.pure` (and the modules
+it gathers), which is the reference both must match.
 :data:`IMPLEMENTATION` names the one in use: ``"c"``
 or ``"python"``.
 """
@@ -25,13 +26,16 @@ __all__ = [
     "MessageBuffer",
     "ProtocolCore",
     "Utf8Validator",
+    "accept_key",
     "add_header",
     "append_unmasked",
     "apply_mask",
     "encode_frame",
     "parse_frame_header",
-    "parse_header_lines",
+    "parse_head",
+    "parse_request_line",
     "read_messages",
+    "serialize_head",
     "set_open_state",
 ]
 
@@ -42,13 +46,16 @@ from .pure import (
     MessageBuffer,
     ProtocolCore,
     Utf8Validator,
+    accept_key,
     add_header,
     append_unmasked,
     apply_mask,
     encode_frame,
     parse_frame_header,
-    parse_header_lines,
+    parse_head,
+    parse_request_line,
     read_messages,
+    serialize_head,
     set_open_state,
 )
 
@@ -71,4 +78,7 @@ if os.environ.get("RAPIDWS_SPEEDUPS") != "python":
         ConnectionCore = _c.ConnectionCore  # type: ignore[misc]
         set_open_state = _c.set_open_state
         add_header = _c.add_header
-        parse_header_lines = _c.parse_header_lines
+        parse_head = _c.parse_head
+        parse_request_line = _c.parse_request_line
+        accept_key = _c.accept_key
+        serialize_head = _c.serialize_head

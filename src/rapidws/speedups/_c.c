@@ -1212,9 +1212,17 @@ static PyMethodDef module_methods[] = {
     {"add_header", (PyCFunction)(void (*)(void))add_header, METH_FASTCALL,
      "add_header(items, index, name, value) -> None\n\n"
      "Append a checked header field to items and (unless None) index."},
-    {"parse_header_lines", (PyCFunction)(void (*)(void))parse_header_lines, METH_FASTCALL,
-     "parse_header_lines(lines, max_line) -> (items, index)\n\n"
-     "Read the header lines lines[1:] into fields."},
+    {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
+     "parse_head(data, end, max_line, max_headers, max_header_bytes)"
+     " -> (start_line, items, index)\n\n"
+     "Read the head data[:end] into its start line and fields."},
+    {"parse_request_line", (PyCFunction)parse_request_line, METH_O,
+     "parse_request_line(line) -> (method, target, version)\n\nParse a request line."},
+    {"accept_key", (PyCFunction)accept_key, METH_O,
+     "accept_key(key) -> str\n\nThe Sec-WebSocket-Accept value that answers key."},
+    {"serialize_head", (PyCFunction)(void (*)(void))serialize_head, METH_FASTCALL,
+     "serialize_head(start_line, items, body) -> bytes\n\n"
+     "A head: start line, fields, blank line; then the body."},
     {"set_open_state", (PyCFunction)set_open_state, METH_O,
      "set_open_state(state) -> None\n\nTell ProtocolCore which state object means OPEN."},
     {NULL, NULL, 0, NULL},
@@ -1256,16 +1264,17 @@ PyInit__c(void)
             return NULL;
         }
     }
-    if (http_init(module) < 0 ||
+    if (http_init(module) < 0 || handshake_init() < 0 ||
         PyModule_AddIntConstant(module, "JOIN_LIMIT", JOIN_LIMIT) < 0 ||
         PyModule_AddIntConstant(module, "DIRECT_READ_MIN", DIRECT_READ_MIN) < 0) {
         Py_DECREF(module);
         return NULL;
     }
-    exported = Py_BuildValue("[ssssssssssssss]", "DIRECT_READ_MIN", "JOIN_LIMIT",
+    exported = Py_BuildValue("[sssssssssssssssss]", "DIRECT_READ_MIN", "JOIN_LIMIT",
                              "ConnectionCore", "MessageBuffer", "ProtocolCore", "Utf8Validator",
-                             "add_header", "append_unmasked", "apply_mask", "encode_frame",
-                             "parse_frame_header", "parse_header_lines", "read_messages",
+                             "accept_key", "add_header", "append_unmasked", "apply_mask",
+                             "encode_frame", "parse_frame_header", "parse_head",
+                             "parse_request_line", "read_messages", "serialize_head",
                              "set_open_state");
     if (exported == NULL || PyModule_AddObject(module, "__all__", exported) < 0) {
         Py_XDECREF(exported);

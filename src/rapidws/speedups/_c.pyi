@@ -13,13 +13,16 @@ __all__ = [
     "MessageBuffer",
     "ProtocolCore",
     "Utf8Validator",
+    "accept_key",
     "add_header",
     "append_unmasked",
     "apply_mask",
     "encode_frame",
     "parse_frame_header",
-    "parse_header_lines",
+    "parse_head",
+    "parse_request_line",
     "read_messages",
+    "serialize_head",
     "set_open_state",
 ]
 
@@ -36,9 +39,16 @@ SHARED_VALUE_NAMES: frozenset[str]
 def add_header(
     items: list[str], index: dict[str, str | list[str]] | None, name: str, value: str
 ) -> None: ...
-def parse_header_lines(
-    lines: list[str], max_line: int
-) -> tuple[list[str], dict[str, str | list[str]]]: ...
+def parse_head(
+    data: bytes,
+    end: int,
+    max_line: int | None,
+    max_headers: int | None,
+    max_header_bytes: int | None,
+) -> tuple[bytes, list[str], dict[str, str | list[str]]]: ...
+def parse_request_line(line: bytes) -> tuple[str, str, tuple[int, int]]: ...
+def accept_key(key: str) -> str: ...
+def serialize_head(start_line: str, items: list[str], body: bytes) -> bytes: ...
 def set_open_state(state: object) -> None: ...
 def append_unmasked(
     dst: bytearray,

@@ -41,11 +41,17 @@ INTERNAL PyObject *swap_list(PyObject **field);
  * implemented in C hands them on to Python. */
 INTERNAL PyObject *call_python_method(PyObject *self, PyObject *name, PyObject *const *args,
                                       size_t nargsf, PyObject *kwnames);
-/* The header-field loops (_http.c) and what they need at import: 0, or -1
- * with an exception set. */
+/* The opening handshake's string work (_http.c, _handshake.c) and what it
+ * needs at import: 0, or -1 with an exception set. */
+INTERNAL extern PyObject *InvalidRequest, *SecurityError;
+INTERNAL extern const char TCHAR[128]; /* RFC 7230 section 3.2.6: token characters */
 INTERNAL PyObject *add_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-INTERNAL PyObject *parse_header_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+INTERNAL PyObject *parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+INTERNAL PyObject *parse_request_line(PyObject *module, PyObject *line);
+INTERNAL PyObject *accept_key(PyObject *module, PyObject *key);
+INTERNAL PyObject *serialize_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 INTERNAL int http_init(PyObject *module);
+INTERNAL int handshake_init(void);
 /* Interns ConnectionCore's method names; 0, or -1 with an exception set. */
 INTERNAL int connection_core_init(void);
 

@@ -11,10 +11,10 @@
 static PyObject *header_names;       /* dict: name -> (name, lower-cased name) */
 static PyObject *header_values;      /* dict: value -> value */
 static PyObject *shared_value_names; /* frozenset of lower-cased names */
-static PyObject *InvalidRequest, *SecurityError;
+PyObject *InvalidRequest, *SecurityError;
 
 /* RFC 7230 section 3.2.6: the characters of a token. */
-static const char TCHAR[128] = {
+const char TCHAR[128] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
     ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,
     ['~'] = 1,
@@ -276,56 +276,72 @@ raise_with(PyObject *error_type, PyObject *message)
     }
 }
 
-/* InvalidRequest for a line with no colon: its first 64 bytes, as bytes. */
-static void
-raise_bad_line(PyObject *line)
-{
-    PyObject *encoded = PyUnicode_AsLatin1String(line);
-    if (encoded != NULL) {
-        Py_ssize_t n = PyBytes_GET_SIZE(encoded);
-        PyObject *head = PyBytes_FromStringAndSize(PyBytes_AS_STRING(encoded), n < 64 ? n : 64);
-        if (head != NULL) {
-            raise_with(InvalidRequest, PyUnicode_FromFormat("invalid header line: %R", head));
-            Py_DECREF(head);
-        }
-        Py_DECREF(encoded);
-    }
-}
-
 static int
-is_blank(Py_UCS4 c)
+is_blank(unsigned char c)
 {
     return c == ' ' || c == '\t';
 }
 
-/* One header line into the fields; 0, or -1 with an exception set. */
-static int
-parse_line(PyObject *items, PyObject *index, PyObject *line, Py_ssize_t max_line)
+/* Raise SecurityError(message[, status]). */
+static void
+raise_limit(const char *message, int status)
 {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(line);
+    PyObject *exc = status ? PyObject_CallFunction(SecurityError, "si", message, status)
+                           : PyObject_CallFunction(SecurityError, "s", message);
+    if (exc != NULL) {
+        PyErr_SetObject(SecurityError, exc);
+        Py_DECREF(exc);
+    }
+}
 
-    if (max_line >= 0 && n > max_line) {
-        raise_with(SecurityError, PyUnicode_FromString("header line is too long"));
+/* Where the CRLF at or after p[start] is in p[:end], or end. */
+static Py_ssize_t
+line_end(const char *p, Py_ssize_t start, Py_ssize_t end)
+{
+    Py_ssize_t i = start;
+
+    while (i + 1 < end) {
+        const char *cr = memchr(p + i, '\r', (size_t)(end - 1 - i));
+        if (cr == NULL) {
+            break;
+        }
+        i = cr - p;
+        if (p[i + 1] == '\n') {
+            return i;
+        }
+        i++;
+    }
+    return end;
+}
+
+/* The header line p[start:stop] into the fields; 0, or -1 with an exception set. */
+static int
+parse_line(PyObject *items, PyObject *index, const char *p, Py_ssize_t start, Py_ssize_t stop,
+           Py_ssize_t max_line)
+{
+    if (max_line >= 0 && stop - start > max_line) {
+        raise_limit("header line is too long", 0);
         return -1;
     }
-    Py_ssize_t colon = PyUnicode_FindChar(line, ':', 0, n, 1);
-    if (colon < 0) {
-        if (colon == -1) {
-            raise_bad_line(line);
+    const char *colon = memchr(p + start, ':', (size_t)(stop - start));
+    if (colon == NULL) {
+        Py_ssize_t n = stop - start;
+        PyObject *head = PyBytes_FromStringAndSize(p + start, n < 64 ? n : 64);
+        if (head != NULL) {
+            raise_with(InvalidRequest, PyUnicode_FromFormat("invalid header line: %R", head));
+            Py_DECREF(head);
         }
         return -1;
     }
-    int kind = PyUnicode_KIND(line);
-    const void *data = PyUnicode_DATA(line);
-    Py_ssize_t start = colon + 1, end = n;
-    while (start < end && is_blank(PyUnicode_READ(kind, data, start))) {
-        start++;
+    Py_ssize_t name_end = colon - p, value_start = name_end + 1, value_end = stop;
+    while (value_start < value_end && is_blank((unsigned char)p[value_start])) {
+        value_start++;
     }
-    while (end > start && is_blank(PyUnicode_READ(kind, data, end - 1))) {
-        end--;
+    while (value_end > value_start && is_blank((unsigned char)p[value_end - 1])) {
+        value_end--;
     }
-    PyObject *name = PyUnicode_Substring(line, 0, colon);
-    PyObject *value = PyUnicode_Substring(line, start, end);
+    PyObject *name = PyUnicode_DecodeLatin1(p + start, name_end - start, NULL);
+    PyObject *value = PyUnicode_DecodeLatin1(p + value_start, value_end - value_start, NULL);
     int result = FIELD_ERROR;
     if (name != NULL && value != NULL) {
         result = add_field(items, index, name, value);
@@ -346,41 +362,78 @@ parse_line(PyObject *items, PyObject *index, PyObject *line, Py_ssize_t max_line
     return result == FIELD_OK ? 0 : -1;
 }
 
+/* A limit argument: None or -1 (any negative number) for none; clamped, as
+ * a limit beyond any length is no limit. */
+static int
+as_limit(PyObject *arg, Py_ssize_t *out)
+{
+    if (arg == Py_None) {
+        *out = -1;
+        return 0;
+    }
+    if (!PyLong_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "parse_head() limits are ints or None");
+        return -1;
+    }
+    *out = PyNumber_AsSsize_t(arg, NULL);
+    if (*out == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 0;
+}
+
 INTERNAL PyObject *
-parse_header_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2 || !PyList_Check(args[0]) || !PyLong_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "parse_header_lines() takes a list and an int");
+    Py_ssize_t end, max_line, max_headers, max_header_bytes;
+
+    if (nargs != 5 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_head() takes bytes, an end and three limits");
         return NULL;
     }
-    PyObject *lines = args[0];
-    /* Clamped: a limit beyond any length is no limit. */
-    Py_ssize_t max_line = PyNumber_AsSsize_t(args[1], NULL);
-    if (max_line == -1 && PyErr_Occurred()) {
+    if (as_limit(args[1], &end) < 0 || as_limit(args[2], &max_line) < 0 ||
+        as_limit(args[3], &max_headers) < 0 || as_limit(args[4], &max_header_bytes) < 0) {
         return NULL;
+    }
+    PyObject *data = args[0];
+    if (end < 0 || end > PyBytes_GET_SIZE(data)) {
+        PyErr_SetString(PyExc_ValueError, "parse_head() end is out of range");
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(data);
+    if (max_header_bytes >= 0 && end + 2 > max_header_bytes) {
+        raise_limit("HTTP head is too large", 0);
+        return NULL;
+    }
+    Py_ssize_t first_end = line_end(p, 0, end);
+    if (max_line >= 0 && first_end > max_line) {
+        raise_limit("request line is too long", 414);
+        return NULL;
+    }
+    if (max_headers >= 0) {
+        Py_ssize_t fields = 0;
+        for (Py_ssize_t at = first_end; at < end; at = line_end(p, at + 2, end)) {
+            if (++fields > max_headers) {
+                raise_limit("too many header fields", 0);
+                return NULL;
+            }
+        }
     }
     PyObject *items = PyList_New(0), *index = PyDict_New();
     if (items == NULL || index == NULL) {
         goto error;
     }
-    /* The list is read by index on every turn: a line could be a str
-     * subclass whose methods change it. */
-    for (Py_ssize_t i = 1; i < PyList_GET_SIZE(lines); i++) {
-        PyObject *line = Py_NewRef(PyList_GET_ITEM(lines, i));
-        int result = -1;
-        if (!PyUnicode_Check(line)) {
-            PyErr_SetString(PyExc_TypeError, "header lines are str");
-        }
-        else {
-            result = parse_line(items, index, line, max_line);
-        }
-        Py_DECREF(line);
-        if (result < 0) {
+    for (Py_ssize_t start = first_end; start < end;) {
+        start += 2; /* the CRLF of the line before */
+        Py_ssize_t stop = line_end(p, start, end);
+        if (parse_line(items, index, p, start, stop, max_line) < 0) {
             goto error;
         }
+        start = stop;
     }
-    return Py_BuildValue("(NN)", items, index);
+    return Py_BuildValue("(y#NN)", p, first_end, items, index);
 error:
     Py_XDECREF(items);
     Py_XDECREF(index);

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import pure_connection
 from .pure_connection import DIRECT_READ_MIN, ConnectionCore
+from .pure_handshake import accept_key, parse_request_line, serialize_head
 from .pure_http import (
     HEADER_NAMES,
     HEADER_NAMES_MAX,
@@ -23,7 +24,7 @@ from .pure_http import (
     SHARED_VALUE_LENGTH,
     SHARED_VALUE_NAMES,
     add_header,
-    parse_header_lines,
+    parse_head,
 )
 
 __all__ = [
@@ -40,14 +41,17 @@ __all__ = [
     "MessageBuffer",
     "ProtocolCore",
     "Utf8Validator",
+    "accept_key",
     "add_header",
     "append_unmasked",
     "apply_mask",
     "encode_frame",
     "frame_header",
     "parse_frame_header",
-    "parse_header_lines",
+    "parse_head",
+    "parse_request_line",
     "read_messages",
+    "serialize_head",
     "set_open_state",
 ]
 

@@ -1,9 +1,8 @@
 """The pure-Python twin of the header-field loops of the opening handshake.
 
 :func:`add_header` is the body of :meth:`rapidws.core.headers.Headers.add`, and
-:func:`parse_header_lines` reads a request's or response's header lines into
-the same fields: together they were a third of the server's cost per
-handshake, hence a C twin.
+:func:`parse_head` reads a request's or response's head into the same fields:
+together they were a third of the server's cost per handshake, hence a C twin.
 
 A server keeps every connection's handshake, and the same dozen names (and
 many values: host, origin, user agent) come in each. Both are checked once and
@@ -31,13 +30,15 @@ __all__ = [
     "SHARED_VALUE_LENGTH",
     "SHARED_VALUE_NAMES",
     "add_header",
-    "parse_header_lines",
+    "parse_head",
 ]
 
 # RFC 7230 section 3.2.6.
 TOKEN_RE = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 # Field values: visible characters, spaces, tabs and obs-text (RFC 7230 3.2).
 _VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+_NO_LIMIT = -1
 
 HEADER_NAMES: dict[str, tuple[str, str]] = {}
 HEADER_NAMES_MAX = 1024
@@ -115,19 +116,35 @@ def add_header(
         values.append(value)
 
 
-def parse_header_lines(
-    lines: list[str], max_line: int
-) -> tuple[list[str], dict[str, str | list[str]]]:
-    """Read the header lines ``lines[1:]`` (``lines[0]`` is the start line).
+def parse_head(
+    data: bytes,
+    end: int,
+    max_line: int | None,
+    max_headers: int | None,
+    max_header_bytes: int | None,
+) -> tuple[bytes, list[str], dict[str, str | list[str]]]:
+    """Read the head ``data[:end]``: a start line and header lines, each ending in CRLF.
 
-    The lines are Latin-1 text without their CRLF. Returns the fields as
-    :func:`add_header` makes them: names and values alternating, and the index.
-    ``max_line`` is the longest line allowed, or -1 for any.
+    ``data[end:end + 4]`` is the CRLF CRLF that ends the head. Returns the start
+    line and the fields as :func:`add_header` makes them: names and values
+    alternating, and the index. Each limit is an int, or ``None`` (or -1) for
+    none: ``max_line`` the longest line, ``max_headers`` the most fields,
+    ``max_header_bytes`` the largest head, its last CRLF included.
 
     Raises:
-        SecurityError: a line is longer than ``max_line`` (431).
+        SecurityError: a limit is exceeded (414 for the start line, 431 else).
         InvalidRequest: a line is not a header field (400).
     """
+    max_line = _NO_LIMIT if max_line is None else max_line
+    max_headers = _NO_LIMIT if max_headers is None else max_headers
+    if max_header_bytes is not None and 0 <= max_header_bytes < end + 2:
+        raise SecurityError("HTTP head is too large")
+    # Latin-1 maps each byte to one character, so lengths are still in bytes.
+    lines = data[:end].decode("latin-1").split("\r\n")
+    if 0 <= max_line < len(lines[0]):
+        raise SecurityError("request line is too long", 414)
+    if 0 <= max_headers < len(lines) - 1:
+        raise SecurityError("too many header fields")
     items: list[str] = []
     index: dict[str, str | list[str]] = {}
     for line in lines[1:]:
@@ -145,4 +162,4 @@ def parse_header_lines(
                 # RFC 7230 3.2.4.
                 raise InvalidRequest(f"invalid header name: {name[:64]!r}") from None
             raise InvalidRequest(f"invalid value for header {name}") from None
-    return items, index
+    return lines[0].encode("latin-1"), items, index

@@ -1,0 +1,355 @@
+/* The C twin of rapidws.speedups.pure_handshake: the request line, the
+ * accept key and the head serialization. See that module for what they do. */
+
+#include <stdint.h>
+#include <string.h>
+
+#include "_core.h"
+
+static PyObject *version_1_1; /* (1, 1): one tuple for every request */
+
+static int
+is_tchar(unsigned char c)
+{
+    return c < 128 && TCHAR[c];
+}
+
+/* InvalidRequest(text[, status]) with a message made by PyUnicode_FromFormat. */
+static PyObject *
+invalid(int status, PyObject *message)
+{
+    if (message != NULL) {
+        PyObject *exc = status ? PyObject_CallFunction(InvalidRequest, "Oi", message, status)
+                               : PyObject_CallOneArg(InvalidRequest, message);
+        if (exc != NULL) {
+            PyErr_SetObject(InvalidRequest, exc);
+            Py_DECREF(exc);
+        }
+        Py_DECREF(message);
+    }
+    return NULL;
+}
+
+/* Whether p[:n] starts with (?i)(wss?|https?)://[^/?#]: an absolute-form target. */
+static int
+is_absolute(const char *p, Py_ssize_t n)
+{
+    static const char *const schemes[] = {"ws://", "wss://", "http://", "https://"};
+
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+        Py_ssize_t len = (Py_ssize_t)strlen(schemes[i]), j = 0;
+        for (; j < len && j < n; j++) {
+            char c = p[j] >= 'A' && p[j] <= 'Z' ? (char)(p[j] + 32) : p[j];
+            if (c != schemes[i][j]) {
+                break;
+            }
+        }
+        if (j == len && n > len && memchr("/?#", p[len], 3) == NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+INTERNAL PyObject *
+parse_request_line(PyObject *module, PyObject *line)
+{
+    (void)module;
+    if (!PyBytes_Check(line)) {
+        PyErr_SetString(PyExc_TypeError, "parse_request_line() takes bytes");
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(line);
+    Py_ssize_t n = PyBytes_GET_SIZE(line);
+    const char *sp1 = memchr(p, ' ', (size_t)n);
+    const char *sp2 = sp1 == NULL ? NULL : memchr(sp1 + 1, ' ', (size_t)(p + n - sp1 - 1));
+    int valid = sp2 != NULL && memchr(sp2 + 1, ' ', (size_t)(p + n - sp2 - 1)) == NULL &&
+                sp1 > p && sp2 > sp1 + 1;
+    int major = 0, minor = 0;
+
+    if (valid) {
+        const char *v = sp2 + 1;
+        valid = p + n - v == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9' &&
+                v[6] == '.' && v[7] >= '0' && v[7] <= '9';
+        major = v[5] - '0';
+        minor = v[7] - '0';
+        for (const char *c = p; valid && c < sp1; c++) {
+            valid = is_tchar((unsigned char)*c);
+        }
+    }
+    if (!valid) {
+        PyObject *shown = PyBytes_FromStringAndSize(p, n < 100 ? n : 100);
+        if (shown == NULL) {
+            return NULL;
+        }
+        invalid(0, PyUnicode_FromFormat("invalid request line: %R", shown));
+        Py_DECREF(shown);
+        return NULL;
+    }
+    if (major != 1) {
+        return invalid(505, PyUnicode_FromFormat("HTTP/%d.%d is not supported", major, minor));
+    }
+    const char *target = sp1 + 1;
+    Py_ssize_t target_len = sp2 - target;
+    for (Py_ssize_t i = 0; i < target_len; i++) {
+        /* Printable ASCII: the space cannot be there, it split the line. */
+        if (target[i] < 0x20 || target[i] > 0x7e) {
+            return invalid(0, PyUnicode_FromString("invalid request target"));
+        }
+    }
+    PyObject *method = NULL, *path = NULL, *version = NULL;
+    /* Origin-form ("/chat?x=1"), or absolute-form with a web scheme (RFC
+     * 7230 5.3); anything else ("*", "x") has no WebSocket meaning. */
+    if (target[0] != '/' && !is_absolute(target, target_len)) {
+        PyObject *shown =
+            PyUnicode_DecodeASCII(target, target_len < 100 ? target_len : 100, NULL);
+        if (shown != NULL) {
+            invalid(0, PyUnicode_FromFormat("invalid request target %R", shown));
+            Py_DECREF(shown);
+        }
+        return NULL;
+    }
+    method = PyUnicode_DecodeASCII(p, sp1 - p, NULL);
+    path = PyUnicode_DecodeASCII(target, target_len, NULL);
+    version = major == 1 && minor == 1 ? Py_NewRef(version_1_1) : Py_BuildValue("(ii)", 1, minor);
+    if (method == NULL || path == NULL || version == NULL) {
+        Py_XDECREF(method);
+        Py_XDECREF(path);
+        Py_XDECREF(version);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", method, path, version);
+}
+
+/* SHA-1 (FIPS 180-4), for the accept key only: short inputs, no streaming API. */
+
+typedef struct {
+    uint32_t h[5];
+    unsigned char block[64];
+    size_t used;     /* bytes in block */
+    uint64_t length; /* bytes hashed so far */
+} Sha1;
+
+static uint32_t
+rol(uint32_t x, int n)
+{
+    return (x << n) | (x >> (32 - n));
+}
+
+static void
+sha1_block(uint32_t h[5], const unsigned char *b)
+{
+    uint32_t w[80], a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4];
+
+    for (int i = 0; i < 16; i++) {
+        w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 |
+               (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
+    }
+    for (int i = 16; i < 80; i++) {
+        w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    }
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) {
+            f = (bb & c) | (~bb & d);
+            k = 0x5A827999;
+        }
+        else if (i < 40) {
+            f = bb ^ c ^ d;
+            k = 0x6ED9EBA1;
+        }
+        else if (i < 60) {
+            f = (bb & c) | (bb & d) | (c & d);
+            k = 0x8F1BBCDC;
+        }
+        else {
+            f = bb ^ c ^ d;
+            k = 0xCA62C1D6;
+        }
+        uint32_t t = rol(a, 5) + f + e + k + w[i];
+        e = d;
+        d = c;
+        c = rol(bb, 30);
+        bb = a;
+        a = t;
+    }
+    h[0] += a;
+    h[1] += bb;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+}
+
+static void
+sha1_update(Sha1 *s, const unsigned char *data, size_t n)
+{
+    s->length += n;
+    while (n > 0) {
+        size_t take = 64 - s->used < n ? 64 - s->used : n;
+        memcpy(s->block + s->used, data, take);
+        s->used += take;
+        data += take;
+        n -= take;
+        if (s->used == 64) {
+            sha1_block(s->h, s->block);
+            s->used = 0;
+        }
+    }
+}
+
+static void
+sha1_final(Sha1 *s, unsigned char digest[20])
+{
+    uint64_t bits = s->length * 8;
+    unsigned char pad[72] = {0x80};
+    size_t padding = (s->used < 56 ? 56 : 120) - s->used;
+
+    for (int i = 0; i < 8; i++) {
+        pad[padding + i] = (unsigned char)(bits >> (56 - 8 * i));
+    }
+    sha1_update(s, pad, padding + 8);
+    for (int i = 0; i < 20; i++) {
+        digest[i] = (unsigned char)(s->h[i / 4] >> (24 - 8 * (i % 4)));
+    }
+}
+
+INTERNAL PyObject *
+accept_key(PyObject *module, PyObject *key)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    Sha1 sha = {{0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0}, {0}, 0, 0};
+    unsigned char digest[21] = {0}; /* one byte of padding for the last group */
+    Py_ssize_t n;
+
+    (void)module;
+    if (!PyUnicode_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "accept_key() takes a str");
+        return NULL;
+    }
+    const char *text = PyUnicode_AsUTF8AndSize(key, &n);
+    if (text == NULL) {
+        return NULL;
+    }
+    sha1_update(&sha, (const unsigned char *)text, (size_t)n);
+    sha1_update(&sha, (const unsigned char *)guid, sizeof guid - 1);
+    sha1_final(&sha, digest);
+
+    PyObject *result = PyUnicode_New(28, 127);
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(result);
+    for (int i = 0; i < 7; i++) { /* 20 bytes: 6 whole groups and one of 2 bytes */
+        uint32_t group = (uint32_t)digest[3 * i] << 16 | (uint32_t)digest[3 * i + 1] << 8 |
+                         digest[3 * i + 2];
+        out[4 * i] = alphabet[group >> 18];
+        out[4 * i + 1] = alphabet[(group >> 12) & 63];
+        out[4 * i + 2] = alphabet[(group >> 6) & 63];
+        out[4 * i + 3] = alphabet[group & 63];
+    }
+    out[27] = '=';
+    return result;
+}
+
+/* serialize_head(start_line, items, body) */
+
+static int
+latin1_length(PyObject *text, Py_ssize_t *total)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "serialize_head() takes str, not %.100s",
+                     Py_TYPE(text)->tp_name);
+        return -1;
+    }
+    if (PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND) {
+        /* A character above U+00FF: the codec raises UnicodeEncodeError. */
+        Py_XDECREF(PyUnicode_AsLatin1String(text));
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "not Latin-1 text");
+        }
+        return -1;
+    }
+    *total += PyUnicode_GET_LENGTH(text);
+    return 0;
+}
+
+static char *
+put(char *out, PyObject *text)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    memcpy(out, PyUnicode_1BYTE_DATA(text), (size_t)n);
+    return out + n;
+}
+
+INTERNAL PyObject *
+serialize_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "serialize_head() takes a start line, a list of fields and a body");
+        return NULL;
+    }
+    PyObject *line = args[0], *items = args[1], *result = NULL;
+    Py_ssize_t count = PyList_GET_SIZE(items), total = 4; /* CRLF after the line, and at the end */
+    Py_buffer body;
+
+    if (count % 2) {
+        PyErr_SetString(PyExc_ValueError, "serialize_head() takes names and values in pairs");
+        return NULL;
+    }
+    if (latin1_length(line, &total) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (latin1_length(PyList_GET_ITEM(items, i), &total) < 0) {
+            return NULL;
+        }
+    }
+    total += count * 2; /* ": " after a name, CRLF after a value */
+    if (PyObject_GetBuffer(args[2], &body, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    result = PyBytes_FromStringAndSize(NULL, total + body.len);
+    if (result == NULL) {
+        goto done;
+    }
+    /* The allocation may have run a finalizer that changed the list:
+     * check the sizes again while copying, with nothing allocated. */
+    char *out = PyBytes_AS_STRING(result), *stop = out + total;
+    int changed = PyList_GET_SIZE(items) != count;
+    if (!changed) {
+        out = put(out, line);
+        memcpy(out, "\r\n", 2);
+        out += 2;
+    }
+    for (Py_ssize_t i = 0; !changed && i < count; i++) {
+        PyObject *text = PyList_GET_ITEM(items, i);
+        changed = !PyUnicode_Check(text) || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND ||
+                  stop - out < PyUnicode_GET_LENGTH(text) + 2;
+        if (!changed) {
+            out = put(out, text);
+            memcpy(out, i % 2 ? "\r\n" : ": ", 2);
+            out += 2;
+        }
+    }
+    if (changed || stop - out != 2) {
+        Py_CLEAR(result);
+        PyErr_SetString(PyExc_RuntimeError, "the fields changed during serialize_head()");
+        goto done;
+    }
+    memcpy(out, "\r\n", 2);
+    memcpy(out + 2, body.buf, (size_t)body.len);
+done:
+    PyBuffer_Release(&body);
+    return result;
+}
+
+INTERNAL int
+handshake_init(void)
+{
+    version_1_1 = Py_BuildValue("(ii)", 1, 1);
+    return version_1_1 == NULL ? -1 : 0;
+}
