@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
 import os
 from types import ModuleType
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 
 from rapidws.exceptions import InvalidRequest
 
-from .twins import MODULES
+from .twins import MODULES, finalizer_on_next_collection
 
 
 @pytest.mark.parametrize(
@@ -133,27 +132,14 @@ def test_fields_changed_by_a_collection_during_serialization_are_caught(
     # the fields: the head is then never written from stale sizes.
     items = ["X-A", "v" * 1000]
 
-    class Finalized:
-        def __init__(self) -> None:
-            self.cycle = self
+    def change() -> None:
+        items[1] = "w" * 2000
 
-        def __del__(self) -> None:
-            items[1] = "w" * 2000
-
-    gc.collect()
-    threshold = gc.get_threshold()
-    gc.disable()
-    try:
-        gc.set_threshold(1)
-        Finalized()
-        gc.enable()
+    with finalizer_on_next_collection(change):
         try:
             head = impl.serialize_head("X", items, b"")
         except RuntimeError:
             return  # the C twin noticed
-    finally:
-        gc.enable()
-        gc.set_threshold(*threshold)
     assert head in (
         b"X\r\nX-A: " + b"v" * 1000 + b"\r\n\r\n",
         b"X\r\nX-A: " + b"w" * 2000 + b"\r\n\r\n",
