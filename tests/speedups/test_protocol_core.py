@@ -34,6 +34,9 @@ def make_core(impl: ModuleType, **fields: Any) -> Any:
         def _send_message_more(self, data: Any, *, compress: bool = True) -> None:
             self.calls.append(("send", data, compress))
 
+        def _close_frame(self, code: int, reason: str, payload: bytes) -> None:
+            self.calls.append(("close", code, reason, payload))
+
     core = Core()
     core.calls = []
     values = {
@@ -178,3 +181,57 @@ def test_a_finalizer_that_swaps_the_list_during_the_swap(impl: ModuleType, metho
     assert returned in ([b"old"], [b"from-finalizer"])
     # When the collection runs depends on the Python version (3.12+: later).
     assert getattr(core, field) in ([], [b"from-finalizer"]) and len(lists) == 200
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "reason"),
+    [
+        (b"", 1005, ""),
+        (b"\x03\xe8", 1000, ""),
+        (b"\x03\xe9bye \xc3\xa9", 1001, "bye é"),
+        (b"\x0b\xb8" + b"r" * 123, 3000, "r" * 123),
+        (b"\x13\x87", 4999, ""),
+    ],
+)
+@pytest.mark.parametrize("masked", [True, False])
+def test_a_valid_close_frame_is_handed_on_read(
+    impl: ModuleType, payload: bytes, code: int, reason: str, masked: bool
+) -> None:
+    core = make_core(impl, _masked=masked)
+    data = frame(0x8, payload, MASK if masked else None)
+    core.receive_data(data + b"anything after it")
+    assert core.calls == [("close", code, reason, payload)]
+    assert core.events_received() == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        frame(0x8, b"\x03", MASK),  # a one-byte payload
+        frame(0x8, b"\x03\xed", MASK),  # 1005 may not be sent
+        frame(0x8, b"\x03\xf7", MASK),  # 1015 neither
+        frame(0x8, b"\x0b\xb7", MASK),  # 2999
+        frame(0x8, b"\x13\x88", MASK),  # 5000
+        frame(0x8, b"\x03\xe8\xff", MASK),  # a reason that is not UTF-8
+        frame(0x8, b"\x03\xe8", None),  # unmasked from a client
+        frame(0x8, b"\x03\xe8", MASK)[:-1],  # not whole
+        encode_frame(0x08, b"\x03\xe8", MASK),  # FIN clear
+        encode_frame(0xC8, b"\x03\xe8", MASK),  # RSV1 set
+        encode_frame(0x88, b"\x03\xe8" + b"r" * 124, MASK),  # over 125 bytes
+    ],
+)
+def test_anything_else_like_a_close_frame_goes_to_the_general_parser(
+    impl: ModuleType, data: bytes
+) -> None:
+    core = make_core(impl)
+    core.receive_data(data)
+    assert core.calls == [("receive", data, 0)]
+
+
+def test_a_close_frame_after_a_message_goes_to_the_general_parser(impl: ModuleType) -> None:
+    # The message is answered before the close frame (the engine pauses).
+    core = make_core(impl)
+    message = frame(0x2, b"abc", MASK)
+    core.receive_data(message + frame(0x8, b"\x03\xe8", MASK))
+    assert core.calls == [("receive", message + frame(0x8, b"\x03\xe8", MASK), len(message))]
+    assert core.events_received() == [b"abc"]

@@ -787,16 +787,23 @@ class Protocol(ProtocolCore):
             except ProtocolError as exc:
                 self._fail_with(exc)
                 return
-            self.close_rcvd = close
-            self._events.append(close)
-            if self.close_sent is None:
-                # RFC 6455 section 5.5.1: echo the status code received (and
-                # the reason: the payload, valid as it parsed).
-                self._send_close(close, payload)
-            else:
-                self.close_rcvd_then_sent = False
-                self._close_handshake_done()
-            self.state = CLOSING
-            # Nothing may follow a close frame (RFC 6455 section 5.5.1).
-            self._discard = True
-            self._buf.clear()
+            self._close_received(close, payload)
+
+    def _close_frame(self, code: int, reason: str, payload: bytes) -> None:
+        # ProtocolCore.receive_data() found the peer's close frame, valid.
+        self._close_received(Close(code, reason), payload)
+
+    def _close_received(self, close: Close, payload: bytes) -> None:
+        self.close_rcvd = close
+        self._events.append(close)
+        if self.close_sent is None:
+            # RFC 6455 section 5.5.1: echo the status code received (and the
+            # reason: the payload, valid as it parsed).
+            self._send_close(close, payload)
+        else:
+            self.close_rcvd_then_sent = False
+            self._close_handshake_done()
+        self.state = CLOSING
+        # Nothing may follow a close frame (RFC 6455 section 5.5.1).
+        self._discard = True
+        self._buf.clear()

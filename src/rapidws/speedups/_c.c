@@ -951,7 +951,7 @@ static PyTypeObject Utf8ValidatorType = {
  * what is not the common case goes on in its Python methods. */
 
 PyObject *open_state = NULL;
-static PyObject *str_receive_more = NULL, *str_send_message_more = NULL;
+static PyObject *str_receive_more = NULL, *str_send_message_more = NULL, *str_close_frame = NULL;
 
 static int
 ProtocolCore_traverse(ProtocolCore *self, visitproc visit, void *arg)
@@ -981,13 +981,62 @@ ProtocolCore_dealloc(ProtocolCore *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A valid close frame at p[0:n] (RFC 6455 section 5.5.1): whole, FIN set,
+ * RSV clear, masked when masked, a code that may be sent (as
+ * rapidws.core.frames.is_valid_close_code has it) and a UTF-8 reason.
+ * Returns 1 with the code, the reason and the unmasked payload set (new
+ * references), 0 when it is not one (the general parser judges it), -1 with
+ * an exception set. */
+
+static int
+read_close(const unsigned char *p, Py_ssize_t n, int masked, int *code, PyObject **reason,
+           PyObject **payload)
+{
+    Py_ssize_t header = masked ? 6 : 2, length;
+    unsigned char plain[125];
+
+    if (n < 2 || p[0] != 0x88 || ((p[1] & 0x80) != 0) != masked || (p[1] & 0x7F) > 125) {
+        return 0;
+    }
+    length = p[1] & 0x7F;
+    if (n < header + length || length == 1) {
+        return 0;
+    }
+    if (masked) {
+        mask_copy(plain, p + header, length, p + 2, 0);
+    }
+    else {
+        memcpy(plain, p + header, (size_t)length);
+    }
+    *code = length ? plain[0] << 8 | plain[1] : 1005;
+    if (length && !((*code >= 1000 && *code <= 1003) || (*code >= 1007 && *code <= 1014) ||
+                    (*code >= 3000 && *code <= 4999))) {
+        return 0;
+    }
+    *reason = PyUnicode_DecodeUTF8(length ? (const char *)plain + 2 : "",
+                                   length ? length - 2 : 0, NULL);
+    if (*reason == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear(); /* the general parser fails the connection with 1007 */
+            return 0;
+        }
+        return -1;
+    }
+    *payload = PyBytes_FromStringAndSize((const char *)plain, length);
+    if (*payload == NULL) {
+        Py_CLEAR(*reason);
+        return -1;
+    }
+    return 1;
+}
+
 /* receive_data(data): the single-frame messages at once, the rest in Python. */
 
 PyObject *
 ProtocolCore_receive_data(ProtocolCore *self, PyObject *data)
 {
     Py_ssize_t pos = 0;
-    PyObject *args[3], *result;
+    PyObject *args[4], *result;
 
     if (self->state != NULL && self->state == open_state && self->buf != NULL &&
         PyByteArray_CheckExact(self->buf) && PyByteArray_GET_SIZE(self->buf) == 0 &&
@@ -1000,12 +1049,42 @@ ProtocolCore_receive_data(ProtocolCore *self, PyObject *data)
 
         pos = read_loop((const unsigned char *)PyBytes_AS_STRING(data), size, 0, self->masked,
                         (unsigned long long)self->read_limit, events);
-        Py_DECREF(events);
         if (pos < 0) {
+            Py_DECREF(events);
             return NULL;
         }
         if (pos == size) {
+            Py_DECREF(events);
             Py_RETURN_NONE;
+        }
+        /* The peer's close frame, with no message before it to answer first:
+         * the common end of a connection, without the general parser. */
+        if (PyList_GET_SIZE(events) == 0 && events == self->events) {
+            int code;
+            PyObject *reason = NULL, *payload = NULL;
+            int found = read_close((const unsigned char *)PyBytes_AS_STRING(data) + pos,
+                                   size - pos, self->masked, &code, &reason, &payload);
+            Py_DECREF(events);
+            if (found < 0) {
+                return NULL;
+            }
+            if (found) {
+                args[0] = (PyObject *)self;
+                args[1] = PyLong_FromLong(code);
+                args[2] = reason;
+                args[3] = payload;
+                result = args[1] == NULL ? NULL
+                                         : PyObject_VectorcallMethod(
+                                               str_close_frame, args,
+                                               4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+                Py_XDECREF(args[1]);
+                Py_DECREF(reason);
+                Py_DECREF(payload);
+                return result;
+            }
+        }
+        else {
+            Py_DECREF(events);
         }
     }
     args[0] = (PyObject *)self;
@@ -1250,7 +1329,8 @@ PyInit__c(void)
     }
     str_receive_more = PyUnicode_InternFromString("_receive_more");
     str_send_message_more = PyUnicode_InternFromString("_send_message_more");
-    if (str_receive_more == NULL || str_send_message_more == NULL) {
+    str_close_frame = PyUnicode_InternFromString("_close_frame");
+    if (str_receive_more == NULL || str_send_message_more == NULL || str_close_frame == NULL) {
         return NULL;
     }
     module = PyModule_Create(&module_def);

@@ -362,6 +362,36 @@ def read_messages(
         pos = end
 
 
+def _read_close(data: bytes, pos: int, masked: bool) -> tuple[int, str, bytes] | None:
+    """Read a valid close frame at ``data[pos]``: ``(code, reason, payload)``, or ``None``.
+
+    Valid: whole, FIN set, RSV clear, masked when ``masked``, a code that may
+    be sent (as :func:`rapidws.core.frames.is_valid_close_code` has it) and a
+    UTF-8 reason; 1005 without a payload. Anything else is for the general
+    parser to judge.
+    """
+    header = parse_frame_header(data, pos)
+    if header is None:
+        return None
+    first, _second, length, mask, start = header
+    if first != 0x88 or (mask is not None) is not masked or length > 125 or length == 1:
+        return None
+    if start + length > len(data):
+        return None
+    payload = bytes(data[start : start + length])
+    if mask is not None:
+        payload = apply_mask(payload, mask)
+    if not payload:
+        return 1005, "", payload
+    code = int.from_bytes(payload[:2], "big")
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        return None
+    try:
+        return code, payload[2:].decode(), payload
+    except UnicodeDecodeError:
+        return None
+
+
 _PACK_16 = struct.Struct("!BBH").pack
 _PACK_64 = struct.Struct("!BBQ").pack
 
@@ -472,6 +502,13 @@ class ProtocolCore:
             pos = read_messages(data, 0, self._masked, self._read_limit, self._events)
             if pos == len(data):
                 return
+            if not self._events:
+                # The peer's close frame, with no message before it to answer
+                # first: the common end of a connection.
+                close = _read_close(data, pos, self._masked)
+                if close is not None:
+                    self._close_frame(*close)
+                    return
         self._receive_more(data, pos)
 
     def events_received(self) -> list[Any]:
@@ -503,6 +540,10 @@ class ProtocolCore:
                 self._out.append(encode_frame(0x82 if kind is bytes else 0x81, data))
                 return
         self._send_message_more(data, compress=compress)
+
+    def _close_frame(self, code: int, reason: str, payload: bytes) -> None:
+        """Take a valid close frame found where messages are read (in the subclass)."""
+        raise NotImplementedError
 
     def _receive_more(self, data: bytes, pos: int) -> None:
         raise NotImplementedError
