@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import subprocess
+import sys
 from types import ModuleType
 
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 from rapidws.exceptions import InvalidRequest
 
-from .twins import MODULES, finalizer_on_next_collection
+from .twins import MODULES, c_twin, finalizer_on_next_collection
 
 
 @pytest.mark.parametrize(
@@ -97,6 +99,24 @@ def test_accept_keys_match_rfc_6455_and_sha1(impl: ModuleType) -> None:
         impl.accept_key("\ud800")
     with pytest.raises(TypeError):
         impl.accept_key(b"key")
+
+
+def test_the_portable_sha1_rounds_agree_too() -> None:
+    # Where the CPU has SHA instructions, the C twin uses them: check the
+    # portable rounds as well, in a process that is told not to.
+    if c_twin is None:
+        pytest.skip("no C twin to check")
+    script = (
+        "import base64, hashlib, os\n"
+        "from rapidws.speedups import _c\n"
+        "guid = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'\n"
+        "for size in range(200):\n"
+        "    key = os.urandom(size).hex()[:size]\n"
+        "    digest = hashlib.sha1(key.encode() + guid).digest()\n"
+        "    assert _c.accept_key(key) == base64.b64encode(digest).decode(), size\n"
+    )
+    env = dict(os.environ, RAPIDWS_NO_SHA_NI="1")
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
 
 
 def test_heads_are_serialized(impl: ModuleType) -> None:

@@ -2,6 +2,7 @@
  * accept key and the head serialization. See that module for what they do. */
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "_core.h"
@@ -136,42 +137,42 @@ rol(uint32_t x, int n)
     return (x << n) | (x >> (32 - n));
 }
 
+/* One round: the five words move along, the new one made with f and k. */
+#define SHA1_ROUND(f, k, i)                                          \
+    do {                                                             \
+        uint32_t t = rol(a, 5) + (f) + e + (k) + w[i];               \
+        e = d;                                                       \
+        d = c;                                                       \
+        c = rol(bb, 30);                                             \
+        bb = a;                                                      \
+        a = t;                                                       \
+    } while (0)
+
 static void
 sha1_block(uint32_t h[5], const unsigned char *b)
 {
     uint32_t w[80], a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4];
+    int i;
 
-    for (int i = 0; i < 16; i++) {
+    for (i = 0; i < 16; i++) {
         w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 |
                (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
     }
-    for (int i = 16; i < 80; i++) {
+    for (; i < 80; i++) {
         w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
     }
-    for (int i = 0; i < 80; i++) {
-        uint32_t f, k;
-        if (i < 20) {
-            f = (bb & c) | (~bb & d);
-            k = 0x5A827999;
-        }
-        else if (i < 40) {
-            f = bb ^ c ^ d;
-            k = 0x6ED9EBA1;
-        }
-        else if (i < 60) {
-            f = (bb & c) | (bb & d) | (c & d);
-            k = 0x8F1BBCDC;
-        }
-        else {
-            f = bb ^ c ^ d;
-            k = 0xCA62C1D6;
-        }
-        uint32_t t = rol(a, 5) + f + e + k + w[i];
-        e = d;
-        d = c;
-        c = rol(bb, 30);
-        bb = a;
-        a = t;
+    /* Four loops, one per function: no branch in a round. */
+    for (i = 0; i < 20; i++) {
+        SHA1_ROUND(d ^ (bb & (c ^ d)), 0x5A827999, i);
+    }
+    for (; i < 40; i++) {
+        SHA1_ROUND(bb ^ c ^ d, 0x6ED9EBA1, i);
+    }
+    for (; i < 60; i++) {
+        SHA1_ROUND((bb & c) | (d & (bb | c)), 0x8F1BBCDC, i);
+    }
+    for (; i < 80; i++) {
+        SHA1_ROUND(bb ^ c ^ d, 0xCA62C1D6, i);
     }
     h[0] += a;
     h[1] += bb;
@@ -179,6 +180,90 @@ sha1_block(uint32_t h[5], const unsigned char *b)
     h[3] += d;
     h[4] += e;
 }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+
+#define SHA_NI __attribute__((target("sha,sse4.1,ssse3")))
+
+/* Four rounds of group j (0-19) with the SHA extensions: e holds the fifth
+ * word for it, saved the ABCD that the next group's sha1nexte reads. */
+#define SHA_NI_GROUP(j, e, saved)                                                 \
+    do {                                                                          \
+        e = (j) == 0 ? _mm_add_epi32(e, msg[0]) : _mm_sha1nexte_epu32(e, msg[(j) % 4]); \
+        saved = abcd;                                                             \
+        if ((j) >= 3 && (j) < 19) {                                               \
+            msg[((j) + 1) % 4] = _mm_sha1msg2_epu32(msg[((j) + 1) % 4], msg[(j) % 4]); \
+        }                                                                         \
+        abcd = _mm_sha1rnds4_epu32(abcd, e, (j) / 5);                             \
+        if ((j) >= 1 && (j) <= 16) {                                              \
+            msg[((j) + 3) % 4] = _mm_sha1msg1_epu32(msg[((j) + 3) % 4], msg[(j) % 4]); \
+        }                                                                         \
+        if ((j) >= 2 && (j) <= 17) {                                              \
+            msg[((j) + 2) % 4] = _mm_xor_si128(msg[((j) + 2) % 4], msg[(j) % 4]);  \
+        }                                                                         \
+    } while (0)
+
+static SHA_NI void
+sha1_block_ni(uint32_t h[5], const unsigned char *b)
+{
+    const __m128i reverse = _mm_set_epi64x(0x0001020304050607LL, 0x08090a0b0c0d0e0fLL);
+    __m128i abcd = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)h), 0x1B);
+    __m128i e0 = _mm_set_epi32((int)h[4], 0, 0, 0), e1;
+    __m128i abcd_start = abcd, e_start = e0, msg[4];
+
+    for (int i = 0; i < 4; i++) {
+        msg[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(b + 16 * i)), reverse);
+    }
+    /* The groups alternate between the two registers for the fifth word. */
+    SHA_NI_GROUP(0, e0, e1);
+    SHA_NI_GROUP(1, e1, e0);
+    SHA_NI_GROUP(2, e0, e1);
+    SHA_NI_GROUP(3, e1, e0);
+    SHA_NI_GROUP(4, e0, e1);
+    SHA_NI_GROUP(5, e1, e0);
+    SHA_NI_GROUP(6, e0, e1);
+    SHA_NI_GROUP(7, e1, e0);
+    SHA_NI_GROUP(8, e0, e1);
+    SHA_NI_GROUP(9, e1, e0);
+    SHA_NI_GROUP(10, e0, e1);
+    SHA_NI_GROUP(11, e1, e0);
+    SHA_NI_GROUP(12, e0, e1);
+    SHA_NI_GROUP(13, e1, e0);
+    SHA_NI_GROUP(14, e0, e1);
+    SHA_NI_GROUP(15, e1, e0);
+    SHA_NI_GROUP(16, e0, e1);
+    SHA_NI_GROUP(17, e1, e0);
+    SHA_NI_GROUP(18, e0, e1);
+    SHA_NI_GROUP(19, e1, e0);
+    e0 = _mm_sha1nexte_epu32(e0, e_start);
+    abcd = _mm_add_epi32(abcd, abcd_start);
+    _mm_storeu_si128((__m128i *)h, _mm_shuffle_epi32(abcd, 0x1B));
+    h[4] = (uint32_t)_mm_extract_epi32(e0, 3);
+}
+
+static int
+has_sha_ni(void)
+{
+    unsigned int a, b, c, d;
+
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1) || !(c & bit_SSSE3)) {
+        return 0;
+    }
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
+}
+#else
+static int
+has_sha_ni(void)
+{
+    return 0;
+}
+#define sha1_block_ni sha1_block
+#endif
+
+/* The block function for this CPU: chosen at import. */
+static void (*sha1_compress)(uint32_t h[5], const unsigned char *b) = sha1_block;
 
 static void
 sha1_update(Sha1 *s, const unsigned char *data, size_t n)
@@ -191,7 +276,7 @@ sha1_update(Sha1 *s, const unsigned char *data, size_t n)
         data += take;
         n -= take;
         if (s->used == 64) {
-            sha1_block(s->h, s->block);
+            sha1_compress(s->h, s->block);
             s->used = 0;
         }
     }
@@ -350,6 +435,10 @@ done:
 INTERNAL int
 handshake_init(void)
 {
+    /* RAPIDWS_NO_SHA_NI: the portable rounds on any CPU, for the tests. */
+    if (getenv("RAPIDWS_NO_SHA_NI") == NULL && has_sha_ni()) {
+        sha1_compress = sha1_block_ni;
+    }
     version_1_1 = Py_BuildValue("(ii)", 1, 1);
     return version_1_1 == NULL ? -1 : 0;
 }
