@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import os
 import time
@@ -47,10 +46,32 @@ _NO_QUEUE: collections.deque[Data] = collections.deque(maxlen=0)
 _NO_PINGS = cast("dict[bytes, tuple[asyncio.Future[float], float]]", types.MappingProxyType({}))
 
 
-@functools.lru_cache(maxsize=16)
-def _water_marks(high: int) -> tuple[int, int]:
-    # Cached: every connection of a server shares the pair and its ints.
-    return high, high // 4
+#: A connection's timeouts and limits, as :func:`connection_settings` prepares
+#: them: ping interval and timeout, close timeout, the queue's and the write
+#: buffer's high and low water marks.
+Settings = tuple[float | None, float | None, float | None, int | None, int, int, int]
+
+
+def connection_settings(
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    close_timeout: float | None,
+    max_queue: int | tuple[int, int] | None,
+    write_limit: int | tuple[int, int],
+) -> Settings:
+    """Prepare the settings of :class:`Connection` from its arguments."""
+    queue_high: int | None
+    if max_queue is None:
+        queue_high, queue_low = None, 0
+    elif isinstance(max_queue, int):
+        queue_high, queue_low = max_queue, max_queue // 4
+    else:
+        queue_high, queue_low = max_queue
+    if isinstance(write_limit, int):
+        write_high, write_low = write_limit, write_limit // 4
+    else:
+        write_high, write_low = write_limit
+    return ping_interval, ping_timeout, close_timeout, queue_high, queue_low, write_high, write_low
 
 
 class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
@@ -110,24 +131,38 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        settings = connection_settings(
+            ping_interval, ping_timeout, close_timeout, max_queue, write_limit
+        )
+        # Given by a server: get_running_loop() costs a getpid() system call.
+        loop = loop or asyncio.get_running_loop()
+        self._setup(protocol, settings, logger or logging.getLogger("rapidws"), loop)
+
+    def _setup(
+        self,
+        protocol: P,
+        settings: Settings,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        # __init__ with its arguments checked: a server prepares the settings
+        # of its connections once.
         self.protocol = protocol
         #: The opening handshake's request (path, query, headers), once known.
         #: An attribute, not a property: callbacks read it for every message.
         self.request: Request | None = protocol.request
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.close_timeout = close_timeout
-        if isinstance(max_queue, int):
-            max_queue = _water_marks(max_queue)
         self._queue_high: int | None
-        self._queue_high, self._queue_low = max_queue if max_queue is not None else (None, 0)
-        if isinstance(write_limit, int):
-            write_limit = _water_marks(write_limit)
-        self._write_high, self._write_low = write_limit
-        self.logger = logger or logging.getLogger("rapidws")
-
-        # Given by a server: get_running_loop() costs a getpid() system call.
-        self.loop = loop or asyncio.get_running_loop()
+        (
+            self.ping_interval,
+            self.ping_timeout,
+            self.close_timeout,
+            self._queue_high,
+            self._queue_low,
+            self._write_high,
+            self._write_low,
+        ) = settings
+        self.logger = logger
+        self.loop = loop
         self.transport = None
         # The callbacks' on_message, for a connection that has callbacks.
         self._on_message: Callable[[Any, Data], None] | None = None
@@ -466,20 +501,26 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
             self.transport.abort()
 
     def _process_events(self) -> None:
-        # Saved and restored: a handshake's events are handled in a nested call.
+        # Saved and restored: a hook task answers a handshake from outside.
         handling = self._handling
         self._handling = True
+        protocol = self.protocol
         try:
-            for event in self.protocol.events_received():
-                kind = type(event)
-                if kind is str or kind is bytes:
-                    self._message_received(event)  # type: ignore[arg-type]
-                elif kind is Pong:
-                    self._pong_received(event)  # type: ignore[arg-type]
-                elif kind is Ping or kind is Close:
-                    continue
-                else:
-                    self._handshake_event(event)  # type: ignore[arg-type]
+            # Until none is left: sending the handshake response parses the
+            # frames that came with the request into more events.
+            events = protocol.events_received()
+            while events:
+                for event in events:
+                    kind = type(event)
+                    if kind is str or kind is bytes:
+                        self._message_received(event)  # type: ignore[arg-type]
+                    elif kind is Pong:
+                        self._pong_received(event)  # type: ignore[arg-type]
+                    elif kind is Ping or kind is Close:
+                        continue
+                    else:
+                        self._handshake_event(event)  # type: ignore[arg-type]
+                events = protocol.events_received()
         finally:
             self._handling = handling
         self._events_done()

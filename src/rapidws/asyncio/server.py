@@ -29,7 +29,7 @@ from ..core.limits import (
 from ..core.protocol import CONNECTING, OPEN
 from ..core.server import SERVER, SelectSubprotocol, ServerProtocol
 from ..exceptions import ConnectionClosed
-from .connection import Connection, Data
+from .connection import Connection, Data, connection_settings
 from .deadlines import Deadlines
 from .heartbeat import Heartbeat
 
@@ -87,8 +87,9 @@ class ServerConnection(Connection[ServerProtocol]):
 
     __slots__ = ("_early_data", "_hooks_task", "_open_timer", "handler_task", "server")
 
-    def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
-        super().__init__(protocol, logger=logger, loop=server.loop, **kwargs)
+    def __init__(self, server: Server, protocol: ServerProtocol) -> None:
+        assert server.loop is not None  # set when the server starts
+        self._setup(protocol, server._settings, logger, server.loop)
         self.server = server
         self.handler_task: asyncio.Task[None] | None = None
         self._hooks_task: asyncio.Task[None] | None = None
@@ -180,8 +181,12 @@ class ServerConnection(Connection[ServerProtocol]):
                 self._open_timer = None
             self._start_handler()
             self._start_keepalive()
-        self._resume_reading()
-        self._process_events()
+        if self._reading_paused:
+            self._resume_reading()
+        if not self._handling:
+            # From a hook's task: else the events being handled go on with
+            # what the response brings (frames that came with the request).
+            self._process_events()
 
     def _start_handler(self) -> None:
         self.handler_task = self.loop.create_task(self._run_handler())
@@ -215,8 +220,8 @@ class CallbackServerConnection(ServerConnection):
 
     __slots__ = ("callbacks",)
 
-    def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
-        super().__init__(server, protocol, **kwargs)
+    def __init__(self, server: Server, protocol: ServerProtocol) -> None:
+        super().__init__(server, protocol)
         assert server.callbacks is not None and server._on_message is not None
         self.callbacks = server.callbacks
         self._on_message = server._on_message
@@ -285,7 +290,8 @@ class Server:
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self._protocol_options = protocol_options
-        self._connection_options = connection_options
+        # Checked and prepared once for every connection.
+        self._settings = connection_settings(**connection_options)
         self.connections: set[ServerConnection] = set()
         self.server: asyncio.Server | None = None
         #: The event loop it serves on, once started.
@@ -314,7 +320,7 @@ class Server:
     def _new_connection(self) -> ServerConnection:
         protocol = ServerProtocol(**self._protocol_options)
         kind = ServerConnection if self.callbacks is None else CallbackServerConnection
-        return kind(self, protocol, **self._connection_options)
+        return kind(self, protocol)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:

@@ -94,6 +94,17 @@ def _check_limit(name: str, value: int | None) -> int | None:
     return value
 
 
+def _read_limit(max_message_size: int | None, max_frame_size: int | None) -> int:
+    # The largest single-frame message that read_messages() may take;
+    # anything larger goes through the general parser, which refuses it.
+    limit = _NO_LIMIT
+    if max_message_size is not None and max_message_size < limit:
+        limit = max_message_size
+    if max_frame_size is not None and max_frame_size < limit:
+        limit = max_frame_size
+    return limit
+
+
 def _fills_in_place(arrived: int, size: int) -> bool:
     return arrived * _FILL_RATIO >= size or (arrived >= _FILL_ARRIVED and size <= _FILL_AT_ONCE)
 
@@ -172,7 +183,7 @@ class Protocol(ProtocolCore):
         self.state = state
         self._max_message_size = _check_limit("max_message_size", max_message_size)
         self._max_frame_size = _check_limit("max_frame_size", max_frame_size)
-        self._update_read_limit()
+        self._read_limit = _read_limit(max_message_size, max_frame_size)
         self._masked = not is_client  # whether received frames must be masked
 
         #: The opening handshake's request, response and subprotocol, on the
@@ -221,7 +232,12 @@ class Protocol(ProtocolCore):
         # whether it may be compressed.
         self._send_opcode = 0
         self._send_compress = True
-        self._use_extensions(list(extensions))
+        if extensions:
+            self._use_extensions(list(extensions))
+        else:  # what _use_extensions([]) does, without the calls
+            self.extensions: list[Extension] = []
+            self._allowed_rsv = 0
+            self._send_direct = not is_client
 
     @property
     def max_message_size(self) -> int | None:
@@ -258,13 +274,7 @@ class Protocol(ProtocolCore):
         self._send_direct = not (self.is_client or self.extensions or self._send_opcode)
 
     def _update_read_limit(self) -> None:
-        # The largest single-frame message that read_messages() may take;
-        # anything larger goes through the general parser, which refuses it.
-        limit = _NO_LIMIT
-        for value in (self._max_message_size, self._max_frame_size):
-            if value is not None and value < limit:
-                limit = value
-        self._read_limit = limit
+        self._read_limit = _read_limit(self._max_message_size, self._max_frame_size)
 
     # Input.
 
