@@ -1,6 +1,8 @@
 /* The C twin of rapidws.speedups.pure_http: the header-field loops of the
  * opening handshake. See that module for what they do and why. */
 
+#include <stdint.h>
+
 #include "_core.h"
 
 #define HEADER_NAMES_MAX 1024
@@ -314,6 +316,46 @@ line_end(const char *p, Py_ssize_t start, Py_ssize_t end)
     return end;
 }
 
+/* The names and shared values met last, by a hash of their bytes: a str for
+ * a name or value that is there costs no decoding and no hashing. Only
+ * entries of the tables go in (never a credential), and any str equal to the
+ * bytes would do as well, so a stale entry is harmless. */
+#define STR_CACHE_SIZE 256
+static PyObject *str_cache[STR_CACHE_SIZE];
+
+/* A str of the Latin-1 text p[:n], new reference; *slot is its cache slot,
+ * and *cached whether it came from there. */
+static PyObject *
+latin1_str(const char *p, Py_ssize_t n, size_t *slot, int *cached)
+{
+    uint32_t hash = 2166136261u; /* FNV-1a */
+
+    for (Py_ssize_t i = 0; i < n; i++) {
+        hash = (hash ^ (unsigned char)p[i]) * 16777619u;
+    }
+    *slot = hash & (STR_CACHE_SIZE - 1);
+    PyObject *text = str_cache[*slot];
+    *cached = text != NULL && PyUnicode_GET_LENGTH(text) == n &&
+              memcmp(PyUnicode_1BYTE_DATA(text), p, (size_t)n) == 0;
+    return *cached ? Py_NewRef(text) : PyUnicode_DecodeLatin1(p, n, NULL);
+}
+
+/* Cache text at slot when it is a key of table mapped to itself (values) or
+ * to anything (names, when same is 0); 0, or -1 with an exception set. */
+static int
+remember(size_t slot, PyObject *text, PyObject *table, int same)
+{
+    PyObject *entry = PyDict_GetItemWithError(table, text);
+
+    if (entry == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (!same || entry == text) {
+        Py_XSETREF(str_cache[slot], Py_NewRef(text));
+    }
+    return 0;
+}
+
 /* The header line p[start:stop] into the fields; 0, or -1 with an exception set. */
 static int
 parse_line(PyObject *items, PyObject *index, const char *p, Py_ssize_t start, Py_ssize_t stop,
@@ -340,11 +382,24 @@ parse_line(PyObject *items, PyObject *index, const char *p, Py_ssize_t start, Py
     while (value_end > value_start && is_blank((unsigned char)p[value_end - 1])) {
         value_end--;
     }
-    PyObject *name = PyUnicode_DecodeLatin1(p + start, name_end - start, NULL);
-    PyObject *value = PyUnicode_DecodeLatin1(p + value_start, value_end - value_start, NULL);
+    size_t name_slot, value_slot;
+    int name_cached, value_cached;
+    PyObject *name = latin1_str(p + start, name_end - start, &name_slot, &name_cached);
+    PyObject *value = latin1_str(p + value_start, value_end - value_start, &value_slot,
+                                 &value_cached);
     int result = FIELD_ERROR;
     if (name != NULL && value != NULL) {
         result = add_field(items, index, name, value);
+    }
+    if (result == FIELD_OK) {
+        /* What add_field() stored: the tables' objects when shared. */
+        Py_ssize_t size = PyList_GET_SIZE(items);
+        if ((!name_cached &&
+             remember(name_slot, PyList_GET_ITEM(items, size - 2), header_names, 0) < 0) ||
+            (!value_cached &&
+             remember(value_slot, PyList_GET_ITEM(items, size - 1), header_values, 1) < 0)) {
+            result = FIELD_ERROR;
+        }
     }
     if (result == BAD_NAME) {
         /* Also catches obs-fold (a line starting with a space): RFC 7230 3.2.4. */
