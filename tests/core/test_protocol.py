@@ -639,6 +639,19 @@ def test_receives_close_without_payload(side: str) -> None:
 
 
 @pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("payload", [b"", Close(1001, "bye \u00e9").serialize()])
+def test_receives_close_whole_or_in_pieces_alike(side: str, payload: bytes) -> None:
+    # Whole, the engine's core reads it; in pieces, the general parser.
+    whole, pieces = make(side), make(side)
+    data = incoming(whole, OP_CLOSE, payload)
+    events = feed(whole, data), feed(pieces, *(data[i : i + 1] for i in range(len(data))))
+    assert events[0] == events[1] == [whole.close_rcvd] == [pieces.close_rcvd]
+    assert [type(close.code) for close in (whole.close_rcvd, pieces.close_rcvd)] == [int, int]
+    assert whole.data_to_send() == pieces.data_to_send()
+    assert (whole.state, whole.close_sent) == (pieces.state, pieces.close_sent)
+
+
+@pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("code", VALID_CLOSE_CODES)
 def test_receives_close_with_valid_code(side: str, code: int) -> None:
     proto = make(side)

@@ -105,7 +105,7 @@ class Close:
                 may not be sent, with code 1007 for a reason that is not UTF-8.
         """
         if not payload:
-            return cls(CloseCode.NO_STATUS_RCVD)
+            return cls(1005)  # an int, as for every code parsed: CloseCode.NO_STATUS_RCVD
         if len(payload) == 1:
             raise ProtocolError("close frame with a one-byte payload")
         (code,) = struct.unpack_from("!H", payload)
