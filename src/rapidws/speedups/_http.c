@@ -335,7 +335,9 @@ latin1_str(const char *p, Py_ssize_t n, size_t *slot, int *cached)
     }
     *slot = hash & (STR_CACHE_SIZE - 1);
     PyObject *text = str_cache[*slot];
-    *cached = text != NULL && PyUnicode_GET_LENGTH(text) == n &&
+    /* The kind is checked: an entry put into a table by hand may be any str. */
+    *cached = text != NULL && PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND &&
+              PyUnicode_GET_LENGTH(text) == n &&
               memcmp(PyUnicode_1BYTE_DATA(text), p, (size_t)n) == 0;
     return *cached ? Py_NewRef(text) : PyUnicode_DecodeLatin1(p, n, NULL);
 }
