@@ -72,8 +72,10 @@ parse_request_line(PyObject *module, PyObject *line)
         const char *v = sp2 + 1;
         valid = p + n - v == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9' &&
                 v[6] == '.' && v[7] >= '0' && v[7] <= '9';
-        major = v[5] - '0';
-        minor = v[7] - '0';
+        if (valid) {
+            major = v[5] - '0';
+            minor = v[7] - '0';
+        }
         for (const char *c = p; valid && c < sp1; c++) {
             valid = is_tchar((unsigned char)*c);
         }
