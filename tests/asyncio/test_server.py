@@ -286,6 +286,12 @@ async def test_server_header_can_be_omitted() -> None:
         assert "Server" not in ws.response.headers
 
 
+def test_an_invalid_server_header_is_refused_by_serve() -> None:
+    # At once: every handshake, and every refusal, would carry it.
+    with pytest.raises(ValueError, match="invalid value for header Server"):
+        rapidws.serve(echo, "127.0.0.1", 0, server_header="rapidws\r\nX-Injected: 1")
+
+
 @pytest.mark.parametrize(
     ("offered", "expected"),
     [

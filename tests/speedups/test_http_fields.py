@@ -186,7 +186,9 @@ def test_the_twins_share_the_same_bounds() -> None:
             assert getattr(module, name) == getattr(pure, name)
 
 
-def _outcome(module: ModuleType, data: bytes, end: int, limits: tuple[int, int, int]) -> object:
+def _outcome(
+    module: ModuleType, data: bytes, end: int, limits: tuple[float, float, float]
+) -> object:
     try:
         return module.parse_head(data, end, *limits)
     except InvalidRequest as exc:
@@ -269,3 +271,17 @@ def test_entries_put_in_the_names_table_by_hand_do_no_harm(
         assert impl is pure  # the reference unpacks it; the C twin ignores it
     else:
         assert items == ["X-Poison", "v"]
+
+
+@pytest.mark.parametrize("limit", [16.0, 16.5, 15.999, -0.5, float("nan"), float("inf"), 1e300])
+def test_float_limits_count_as_the_reference_compares_them(limit: float) -> None:
+    outcomes = [
+        _outcome(module, REQUEST, len(REQUEST) - 4, (limit, limit, limit)) for module in MODULES
+    ]
+    assert all(outcome == outcomes[0] for outcome in outcomes)
+
+
+@pytest.mark.parametrize("end", [-1, len(REQUEST) + 1])
+def test_an_end_out_of_range_is_refused(impl: ModuleType, end: int) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        impl.parse_head(REQUEST, end, None, None, None)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rapidws.core.protocol import CLOSING, OPEN
-from rapidws.speedups.pure import encode_frame
+from rapidws.speedups.pure import apply_mask, encode_frame
 
 from .twins import MODULES
 
@@ -218,6 +218,8 @@ def test_a_valid_close_frame_is_handed_on_read(
         encode_frame(0x08, b"\x03\xe8", MASK),  # FIN clear
         encode_frame(0xC8, b"\x03\xe8", MASK),  # RSV1 set
         encode_frame(0x88, b"\x03\xe8" + b"r" * 124, MASK),  # over 125 bytes
+        # Its length in the 16-bit form: valid, for the general parser.
+        b"\x88\xfe\x00\x02" + MASK + apply_mask(b"\x03\xe8", MASK),
     ],
 )
 def test_anything_else_like_a_close_frame_goes_to_the_general_parser(

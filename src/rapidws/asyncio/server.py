@@ -13,6 +13,7 @@ from typing import Any
 
 from ..core.extensions.base import ServerExtensionFactory
 from ..core.extensions.permessage_deflate import ServerPerMessageDeflate, with_compression
+from ..core.headers import Headers
 from ..core.http11 import Request, Response
 from ..core.limits import (
     CLOSE_TIMEOUT,
@@ -475,6 +476,10 @@ class serve:
         max_headers: int | None = MAX_HEADERS,
         max_header_bytes: int | None = MAX_HEADER_BYTES,
     ) -> None:
+        if server_header is not None:
+            # Checked now, not in the first handshake, whose refusal would
+            # carry it too.
+            Headers([("Server", server_header)])
         self._server = Server(
             handler,
             process_request=process_request,

@@ -1292,15 +1292,14 @@ static PyMethodDef module_methods[] = {
      "add_header(items, index, name, value) -> None\n\n"
      "Append a checked header field to items and (unless None) index."},
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
-     "parse_head(data, end, max_line, max_headers, max_header_bytes)"
-     " -> (start_line, items, index)\n\n"
+     "parse_head($module, data, end, max_line, max_headers, max_header_bytes, /)\n--\n\n"
      "Read the head data[:end] into its start line and fields."},
     {"parse_request_line", (PyCFunction)parse_request_line, METH_O,
-     "parse_request_line(line) -> (method, target, version)\n\nParse a request line."},
+     "parse_request_line($module, line, /)\n--\n\nParse a request line."},
     {"accept_key", (PyCFunction)accept_key, METH_O,
-     "accept_key(key) -> str\n\nThe Sec-WebSocket-Accept value that answers key."},
+     "accept_key($module, key, /)\n--\n\nThe Sec-WebSocket-Accept value that answers key."},
     {"serialize_head", (PyCFunction)(void (*)(void))serialize_head, METH_FASTCALL,
-     "serialize_head(start_line, items, body) -> bytes\n\n"
+     "serialize_head($module, start_line, items, body, /)\n--\n\n"
      "A head: start line, fields, blank line; then the body."},
     {"set_open_state", (PyCFunction)set_open_state, METH_O,
      "set_open_state(state) -> None\n\nTell ProtocolCore which state object means OPEN."},

@@ -342,24 +342,35 @@ accept_key(PyObject *module, PyObject *key)
 
 /* serialize_head(start_line, items, body) */
 
-static int
-latin1_length(PyObject *text, Py_ssize_t *total)
+/* What the reference (pure_handshake) does with arguments that this twin does
+ * not take: the same result, or the same exception. */
+static PyObject *
+serialize_head_reference(PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!PyUnicode_Check(text)) {
-        PyErr_Format(PyExc_TypeError, "serialize_head() takes str, not %.100s",
-                     Py_TYPE(text)->tp_name);
-        return -1;
-    }
-    if (PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND) {
-        /* A character above U+00FF: the codec raises UnicodeEncodeError. */
-        Py_XDECREF(PyUnicode_AsLatin1String(text));
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "not Latin-1 text");
+    PyObject *reference = PyImport_ImportModule("rapidws.speedups.pure_handshake");
+    PyObject *result = NULL;
+
+    if (reference != NULL) {
+        PyObject *function = PyObject_GetAttrString(reference, "serialize_head");
+        if (function != NULL) {
+            result = PyObject_Vectorcall(function, args, (size_t)nargs, NULL);
+            Py_DECREF(function);
         }
-        return -1;
+        Py_DECREF(reference);
+    }
+    return result;
+}
+
+/* Whether text is a str of one-byte characters (Latin-1): add its length. */
+static int
+add_latin1_length(PyObject *text, Py_ssize_t *total)
+{
+    /* Exact: the reference formats a subclass through its methods. */
+    if (!PyUnicode_CheckExact(text) || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND) {
+        return 0;
     }
     *total += PyUnicode_GET_LENGTH(text);
-    return 0;
+    return 1;
 }
 
 static char *
@@ -374,30 +385,25 @@ INTERNAL PyObject *
 serialize_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 3 || !PyList_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "serialize_head() takes a start line, a list of fields and a body");
-        return NULL;
+    if (nargs != 3 || !PyList_Check(args[1]) || PyList_GET_SIZE(args[1]) % 2) {
+        return serialize_head_reference(args, nargs);
     }
     PyObject *line = args[0], *items = args[1], *result = NULL;
     Py_ssize_t count = PyList_GET_SIZE(items), total = 4; /* CRLF after the line, and at the end */
     Py_buffer body;
 
-    if (count % 2) {
-        PyErr_SetString(PyExc_ValueError, "serialize_head() takes names and values in pairs");
-        return NULL;
+    int simple = add_latin1_length(line, &total);
+    for (Py_ssize_t i = 0; simple && i < count; i++) {
+        simple = add_latin1_length(PyList_GET_ITEM(items, i), &total);
     }
-    if (latin1_length(line, &total) < 0) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (latin1_length(PyList_GET_ITEM(items, i), &total) < 0) {
-            return NULL;
-        }
+    if (!simple) {
+        /* Not str, or a character beyond Latin-1: the reference's error. */
+        return serialize_head_reference(args, nargs);
     }
     total += count * 2; /* ": " after a name, CRLF after a value */
     if (PyObject_GetBuffer(args[2], &body, PyBUF_SIMPLE) < 0) {
-        return NULL;
+        PyErr_Clear();
+        return serialize_head_reference(args, nargs);
     }
     result = PyBytes_FromStringAndSize(NULL, total + body.len);
     if (result == NULL) {
@@ -414,7 +420,7 @@ serialize_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     for (Py_ssize_t i = 0; !changed && i < count; i++) {
         PyObject *text = PyList_GET_ITEM(items, i);
-        changed = !PyUnicode_Check(text) || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND ||
+        changed = !PyUnicode_CheckExact(text) || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND ||
                   stop - out < PyUnicode_GET_LENGTH(text) + 2;
         if (!changed) {
             out = put(out, text);

@@ -1,6 +1,7 @@
 /* The C twin of rapidws.speedups.pure_http: the header-field loops of the
  * opening handshake. See that module for what they do and why. */
 
+#include <math.h>
 #include <stdint.h>
 
 #include "_core.h"
@@ -420,7 +421,8 @@ parse_line(PyObject *items, PyObject *index, const char *p, Py_ssize_t start, Py
 }
 
 /* A limit argument: None or -1 (any negative number) for none; clamped, as
- * a limit beyond any length is no limit. */
+ * a limit beyond any length is no limit. A float counts as the reference's
+ * comparisons have it: its floor, none when negative or NaN. */
 static int
 as_limit(PyObject *arg, Py_ssize_t *out)
 {
@@ -428,8 +430,15 @@ as_limit(PyObject *arg, Py_ssize_t *out)
         *out = -1;
         return 0;
     }
+    if (PyFloat_Check(arg)) {
+        double limit = PyFloat_AS_DOUBLE(arg);
+        *out = !(limit >= 0)                      ? -1
+               : limit >= (double)PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX
+                                                  : (Py_ssize_t)floor(limit);
+        return 0;
+    }
     if (!PyLong_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "parse_head() limits are ints or None");
+        PyErr_SetString(PyExc_TypeError, "parse_head() limits are numbers or None");
         return -1;
     }
     *out = PyNumber_AsSsize_t(arg, NULL);
@@ -445,9 +454,9 @@ parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     (void)module;
     Py_ssize_t end, max_line, max_headers, max_header_bytes;
 
-    if (nargs != 5 || !PyBytes_Check(args[0])) {
+    if (nargs != 5 || !PyBytes_Check(args[0]) || !PyLong_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError,
-                        "parse_head() takes bytes, an end and three limits");
+                        "parse_head() takes bytes, an int end and three limits");
         return NULL;
     }
     if (as_limit(args[1], &end) < 0 || as_limit(args[2], &max_line) < 0 ||

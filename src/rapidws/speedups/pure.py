@@ -373,8 +373,11 @@ def _read_close(data: bytes, pos: int, masked: bool) -> tuple[int, str, bytes] |
     header = parse_frame_header(data, pos)
     if header is None:
         return None
-    first, _second, length, mask, start = header
-    if first != 0x88 or (mask is not None) is not masked or length > 125 or length == 1:
+    first, second, length, mask, start = header
+    # The length in its short form only, as the C twin reads it.
+    if first != 0x88 or (mask is not None) is not masked or second & 0x7F != length:
+        return None
+    if length > 125 or length == 1:
         return None
     if start + length > len(data):
         return None

@@ -24,7 +24,7 @@ _ABSOLUTE_RE = re.compile(r"(?i)(wss?|https?)://[^/?#]+")
 _VERSION_RE = re.compile(r"HTTP/([0-9])\.([0-9])")
 
 
-def accept_key(key: str) -> str:
+def accept_key(key: str, /) -> str:
     """Compute the ``Sec-WebSocket-Accept`` value that answers ``key``.
 
     >>> accept_key("dGhlIHNhbXBsZSBub25jZQ==")
@@ -42,7 +42,7 @@ def parse_version(text: str) -> tuple[int, int] | None:
     return None if match is None else (int(match.group(1)), int(match.group(2)))
 
 
-def parse_request_line(line: bytes) -> tuple[str, str, tuple[int, int]]:
+def parse_request_line(line: bytes, /) -> tuple[str, str, tuple[int, int]]:
     """Parse a request line into method, target and version.
 
     Raises:
@@ -64,7 +64,7 @@ def parse_request_line(line: bytes) -> tuple[str, str, tuple[int, int]]:
     return parts[0], target, version
 
 
-def serialize_head(start_line: str, items: list[str], body: bytes) -> bytes:
+def serialize_head(start_line: str, items: list[str], body: bytes, /) -> bytes:
     """Write a head: the start line, the fields (names and values alternating), a blank line.
 
     Then ``body``. The text is Latin-1.

@@ -119,22 +119,25 @@ def add_header(
 def parse_head(
     data: bytes,
     end: int,
-    max_line: int | None,
-    max_headers: int | None,
-    max_header_bytes: int | None,
+    max_line: float | None,
+    max_headers: float | None,
+    max_header_bytes: float | None,
+    /,
 ) -> tuple[bytes, list[str], dict[str, str | list[str]]]:
     """Read the head ``data[:end]``: a start line and header lines, each ending in CRLF.
 
     ``data[end:end + 4]`` is the CRLF CRLF that ends the head. Returns the start
     line and the fields as :func:`add_header` makes them: names and values
-    alternating, and the index. Each limit is an int, or ``None`` (or -1) for
-    none: ``max_line`` the longest line, ``max_headers`` the most fields,
-    ``max_header_bytes`` the largest head, its last CRLF included.
+    alternating, and the index. Each limit is a number, or ``None`` (or a
+    negative one) for none: ``max_line`` the longest line, ``max_headers`` the
+    most fields, ``max_header_bytes`` the largest head, its last CRLF included.
 
     Raises:
         SecurityError: a limit is exceeded (414 for the start line, 431 else).
         InvalidRequest: a line is not a header field (400).
     """
+    if not 0 <= end <= len(data):
+        raise ValueError("parse_head() end is out of range")
     max_line = _NO_LIMIT if max_line is None else max_line
     max_headers = _NO_LIMIT if max_headers is None else max_headers
     if max_header_bytes is not None and 0 <= max_header_bytes < end + 2:
