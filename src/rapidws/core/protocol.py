@@ -232,12 +232,7 @@ class Protocol(ProtocolCore):
         # whether it may be compressed.
         self._send_opcode = 0
         self._send_compress = True
-        if extensions:
-            self._use_extensions(list(extensions))
-        else:  # what _use_extensions([]) does, without the calls
-            self.extensions: list[Extension] = []
-            self._allowed_rsv = 0
-            self._send_direct = not is_client
+        self._use_extensions(list(extensions))
 
     @property
     def max_message_size(self) -> int | None:

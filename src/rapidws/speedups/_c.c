@@ -1030,13 +1030,40 @@ read_close(const unsigned char *p, Py_ssize_t n, int masked, int *code, PyObject
     return 1;
 }
 
+/* Hand a valid close frame at p[0:n] to self._close_frame(code, reason,
+ * payload) and return what it returns; NotImplemented when it is not one. */
+
+static PyObject *
+take_close(ProtocolCore *self, const unsigned char *p, Py_ssize_t n)
+{
+    int code;
+    PyObject *reason = NULL, *payload = NULL, *args[4], *result;
+    int found = read_close(p, n, self->masked, &code, &reason, &payload);
+
+    if (found <= 0) {
+        return found < 0 ? NULL : Py_NewRef(Py_NotImplemented);
+    }
+    args[0] = (PyObject *)self;
+    args[1] = PyLong_FromLong(code);
+    args[2] = reason;
+    args[3] = payload;
+    result = args[1] == NULL ? NULL
+                             : PyObject_VectorcallMethod(str_close_frame, args,
+                                                         4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                                         NULL);
+    Py_XDECREF(args[1]);
+    Py_DECREF(reason);
+    Py_DECREF(payload);
+    return result;
+}
+
 /* receive_data(data): the single-frame messages at once, the rest in Python. */
 
 PyObject *
 ProtocolCore_receive_data(ProtocolCore *self, PyObject *data)
 {
     Py_ssize_t pos = 0;
-    PyObject *args[4], *result;
+    PyObject *args[3], *result;
 
     if (self->state != NULL && self->state == open_state && self->buf != NULL &&
         PyByteArray_CheckExact(self->buf) && PyByteArray_GET_SIZE(self->buf) == 0 &&
@@ -1049,42 +1076,25 @@ ProtocolCore_receive_data(ProtocolCore *self, PyObject *data)
 
         pos = read_loop((const unsigned char *)PyBytes_AS_STRING(data), size, 0, self->masked,
                         (unsigned long long)self->read_limit, events);
+        /* Compared while held: a freed list's address could come back. */
+        int none_waiting = PyList_GET_SIZE(events) == 0 && events == self->events;
+        Py_DECREF(events);
         if (pos < 0) {
-            Py_DECREF(events);
             return NULL;
         }
         if (pos == size) {
-            Py_DECREF(events);
             Py_RETURN_NONE;
         }
-        /* The peer's close frame, with no message before it to answer first:
-         * the common end of a connection, without the general parser. */
-        if (PyList_GET_SIZE(events) == 0 && events == self->events) {
-            int code;
-            PyObject *reason = NULL, *payload = NULL;
-            int found = read_close((const unsigned char *)PyBytes_AS_STRING(data) + pos,
-                                   size - pos, self->masked, &code, &reason, &payload);
-            Py_DECREF(events);
-            if (found < 0) {
-                return NULL;
-            }
-            if (found) {
-                args[0] = (PyObject *)self;
-                args[1] = PyLong_FromLong(code);
-                args[2] = reason;
-                args[3] = payload;
-                result = args[1] == NULL ? NULL
-                                         : PyObject_VectorcallMethod(
-                                               str_close_frame, args,
-                                               4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-                Py_XDECREF(args[1]);
-                Py_DECREF(reason);
-                Py_DECREF(payload);
+        if (none_waiting) {
+            /* The peer's close frame, with no message before it to answer
+             * first: the common end of a connection, without the general
+             * parser. */
+            result = take_close(self, (const unsigned char *)PyBytes_AS_STRING(data) + pos,
+                                size - pos);
+            if (result != Py_NotImplemented) {
                 return result;
             }
-        }
-        else {
-            Py_DECREF(events);
+            Py_DECREF(result);
         }
     }
     args[0] = (PyObject *)self;

@@ -45,6 +45,9 @@ INTERNAL PyObject *call_python_method(PyObject *self, PyObject *name, PyObject *
  * needs at import: 0, or -1 with an exception set. */
 INTERNAL extern PyObject *InvalidRequest, *SecurityError;
 INTERNAL extern const char TCHAR[128]; /* RFC 7230 section 3.2.6: token characters */
+/* Raise type(message) or type(message, status) (status 0: the default);
+ * message is a new reference, taken. Returns NULL. */
+INTERNAL PyObject *http_error(PyObject *type, PyObject *message, int status);
 INTERNAL PyObject *add_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 INTERNAL PyObject *parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 INTERNAL PyObject *parse_request_line(PyObject *module, PyObject *line);

@@ -15,22 +15,6 @@ is_tchar(unsigned char c)
     return c < 128 && TCHAR[c];
 }
 
-/* InvalidRequest(text[, status]) with a message made by PyUnicode_FromFormat. */
-static PyObject *
-invalid(int status, PyObject *message)
-{
-    if (message != NULL) {
-        PyObject *exc = status ? PyObject_CallFunction(InvalidRequest, "Oi", message, status)
-                               : PyObject_CallOneArg(InvalidRequest, message);
-        if (exc != NULL) {
-            PyErr_SetObject(InvalidRequest, exc);
-            Py_DECREF(exc);
-        }
-        Py_DECREF(message);
-    }
-    return NULL;
-}
-
 /* Whether p[:n] starts with (?i)(wss?|https?)://[^/?#]: an absolute-form target. */
 static int
 is_absolute(const char *p, Py_ssize_t n)
@@ -85,19 +69,20 @@ parse_request_line(PyObject *module, PyObject *line)
         if (shown == NULL) {
             return NULL;
         }
-        invalid(0, PyUnicode_FromFormat("invalid request line: %R", shown));
+        http_error(InvalidRequest, PyUnicode_FromFormat("invalid request line: %R", shown), 0);
         Py_DECREF(shown);
         return NULL;
     }
     if (major != 1) {
-        return invalid(505, PyUnicode_FromFormat("HTTP/%d.%d is not supported", major, minor));
+        return http_error(InvalidRequest,
+                          PyUnicode_FromFormat("HTTP/%d.%d is not supported", major, minor), 505);
     }
     const char *target = sp1 + 1;
     Py_ssize_t target_len = sp2 - target;
     for (Py_ssize_t i = 0; i < target_len; i++) {
         /* Printable ASCII: the space cannot be there, it split the line. */
         if (target[i] < 0x20 || target[i] > 0x7e) {
-            return invalid(0, PyUnicode_FromString("invalid request target"));
+            return http_error(InvalidRequest, PyUnicode_FromString("invalid request target"), 0);
         }
     }
     PyObject *method = NULL, *path = NULL, *version = NULL;
@@ -107,7 +92,7 @@ parse_request_line(PyObject *module, PyObject *line)
         PyObject *shown =
             PyUnicode_DecodeASCII(target, target_len < 100 ? target_len : 100, NULL);
         if (shown != NULL) {
-            invalid(0, PyUnicode_FromFormat("invalid request target %R", shown));
+            http_error(InvalidRequest, PyUnicode_FromFormat("invalid request target %R", shown), 0);
             Py_DECREF(shown);
         }
         return NULL;

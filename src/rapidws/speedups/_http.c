@@ -265,36 +265,25 @@ add_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 }
 
-/* Raise error_type(message). */
-static void
-raise_with(PyObject *error_type, PyObject *message)
+INTERNAL PyObject *
+http_error(PyObject *type, PyObject *message, int status)
 {
     if (message != NULL) {
-        PyObject *exc = PyObject_CallOneArg(error_type, message);
+        PyObject *exc = status ? PyObject_CallFunction(type, "Oi", message, status)
+                               : PyObject_CallOneArg(type, message);
         if (exc != NULL) {
-            PyErr_SetObject(error_type, exc);
+            PyErr_SetObject(type, exc);
             Py_DECREF(exc);
         }
         Py_DECREF(message);
     }
+    return NULL;
 }
 
 static int
 is_blank(unsigned char c)
 {
     return c == ' ' || c == '\t';
-}
-
-/* Raise SecurityError(message[, status]). */
-static void
-raise_limit(const char *message, int status)
-{
-    PyObject *exc = status ? PyObject_CallFunction(SecurityError, "si", message, status)
-                           : PyObject_CallFunction(SecurityError, "s", message);
-    if (exc != NULL) {
-        PyErr_SetObject(SecurityError, exc);
-        Py_DECREF(exc);
-    }
 }
 
 /* Where the CRLF at or after p[start] is in p[:end], or end. */
@@ -365,7 +354,7 @@ parse_line(PyObject *items, PyObject *index, const char *p, Py_ssize_t start, Py
            Py_ssize_t max_line)
 {
     if (max_line >= 0 && stop - start > max_line) {
-        raise_limit("header line is too long", 0);
+        http_error(SecurityError, PyUnicode_FromString("header line is too long"), 0);
         return -1;
     }
     const char *colon = memchr(p + start, ':', (size_t)(stop - start));
@@ -373,7 +362,7 @@ parse_line(PyObject *items, PyObject *index, const char *p, Py_ssize_t start, Py
         Py_ssize_t n = stop - start;
         PyObject *head = PyBytes_FromStringAndSize(p + start, n < 64 ? n : 64);
         if (head != NULL) {
-            raise_with(InvalidRequest, PyUnicode_FromFormat("invalid header line: %R", head));
+            http_error(InvalidRequest, PyUnicode_FromFormat("invalid header line: %R", head), 0);
             Py_DECREF(head);
         }
         return -1;
@@ -408,12 +397,12 @@ parse_line(PyObject *items, PyObject *index, const char *p, Py_ssize_t start, Py
         /* Also catches obs-fold (a line starting with a space): RFC 7230 3.2.4. */
         PyObject *shown = PyUnicode_Substring(name, 0, 64);
         if (shown != NULL) {
-            raise_with(InvalidRequest, PyUnicode_FromFormat("invalid header name: %R", shown));
+            http_error(InvalidRequest, PyUnicode_FromFormat("invalid header name: %R", shown), 0);
             Py_DECREF(shown);
         }
     }
     else if (result == BAD_VALUE) {
-        raise_with(InvalidRequest, PyUnicode_FromFormat("invalid value for header %U", name));
+        http_error(InvalidRequest, PyUnicode_FromFormat("invalid value for header %U", name), 0);
     }
     Py_XDECREF(name);
     Py_XDECREF(value);
@@ -470,19 +459,19 @@ parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     const char *p = PyBytes_AS_STRING(data);
     if (max_header_bytes >= 0 && end + 2 > max_header_bytes) {
-        raise_limit("HTTP head is too large", 0);
+        http_error(SecurityError, PyUnicode_FromString("HTTP head is too large"), 0);
         return NULL;
     }
     Py_ssize_t first_end = line_end(p, 0, end);
     if (max_line >= 0 && first_end > max_line) {
-        raise_limit("request line is too long", 414);
+        http_error(SecurityError, PyUnicode_FromString("request line is too long"), 414);
         return NULL;
     }
     if (max_headers >= 0) {
         Py_ssize_t fields = 0;
         for (Py_ssize_t at = first_end; at < end; at = line_end(p, at + 2, end)) {
             if (++fields > max_headers) {
-                raise_limit("too many header fields", 0);
+                http_error(SecurityError, PyUnicode_FromString("too many header fields"), 0);
                 return NULL;
             }
         }
