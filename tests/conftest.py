@@ -2,6 +2,10 @@
 
 No plugin is needed: coroutine tests are parametrized with a loop factory and
 run in an :class:`asyncio.Runner`. On CI, uvloop is required (never skipped).
+
+A test of timers marked ``@pytest.mark.virtual_clock`` runs instead on
+:class:`tests.clock.VirtualClockLoop`, whose time moves only when the loop
+would wait: its counts and intervals are exact however busy the machine is.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 
 import pytest
 import trustme
+
+from tests.clock import VirtualClockLoop
 
 try:
     import uvloop
@@ -33,10 +39,25 @@ TIMEOUT_FACTOR = float(os.environ.get("RAPIDWS_TESTS_TIMEOUT_FACTOR", "1"))
 ASYNC_TEST_TIMEOUT = 30 * TIMEOUT_FACTOR
 
 
+VIRTUAL_CLOCK = "virtual_clock"
+FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    **LOOPS,
+    VIRTUAL_CLOCK: VirtualClockLoop,
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{VIRTUAL_CLOCK}: run on the virtual clock loop (tests/clock.py), not in real time",
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if inspect.iscoroutinefunction(metafunc.function):
         metafunc.fixturenames.append("event_loop_name")
-        metafunc.parametrize("event_loop_name", list(LOOPS))
+        virtual = metafunc.definition.get_closest_marker(VIRTUAL_CLOCK) is not None
+        metafunc.parametrize("event_loop_name", [VIRTUAL_CLOCK] if virtual else list(LOOPS))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -46,7 +67,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None
     names = pyfuncitem._fixtureinfo.argnames
     kwargs: dict[str, Any] = {name: pyfuncitem.funcargs[name] for name in names}
-    factory = LOOPS[pyfuncitem.callspec.params["event_loop_name"]]
+    factory = FACTORIES[pyfuncitem.callspec.params["event_loop_name"]]
     run(factory, asyncio.wait_for(function(**kwargs), ASYNC_TEST_TIMEOUT))
     return True
 

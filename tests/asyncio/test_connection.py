@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -425,6 +426,7 @@ async def test_pending_ping_fails_when_connection_is_lost() -> None:
 # Keepalive.
 
 
+@pytest.mark.virtual_clock
 async def test_keepalive_sends_pings() -> None:
     recorder = Recorder()
     async with rapidws.serve(
@@ -432,10 +434,16 @@ async def test_keepalive_sends_pings() -> None:
     ) as server:
         raw = await RawPeer.open_websocket(server.port)
         sws = await recorder.get()
+        loop = asyncio.get_running_loop()
+        times = []
         for _ in range(3):
             ping = await raw.read_frame()
+            times.append(loop.time())
             assert ping.opcode == OP_PING
             raw.send_frame(OP_PONG, ping.payload)
+        # One ping per interval (give or take one of the heartbeat's ticks).
+        for earlier, later in itertools.pairwise(times):
+            assert later - earlier == pytest.approx(0.05)
         assert sws.state is State.OPEN
         raw.send_close(1000)
         assert (await raw.read_close()).close_code == 1000
@@ -445,6 +453,7 @@ async def test_keepalive_sends_pings() -> None:
         assert sws.close_code == 1000
 
 
+@pytest.mark.virtual_clock
 async def test_keepalive_closes_when_pongs_do_not_come() -> None:
     recorder = Recorder()
     async with rapidws.serve(recorder, "127.0.0.1", 0, ping_interval=0.05, ping_timeout=0.2) as (
@@ -456,7 +465,9 @@ async def test_keepalive_closes_when_pongs_do_not_come() -> None:
         start = loop.time()
         assert (await raw.read_frame()).opcode == OP_PING  # never answered
         close = await raw.read_close()
-        assert loop.time() - start >= 0.2
+        # The ping_timeout after the first ping (which comes one interval and
+        # at most a tick after the connection opened).
+        assert 0.05 + 0.2 <= loop.time() - start <= 0.05 + 0.2 + 0.05 / 16 + 1e-9
         assert (close.close_code, close.close_reason) == (1011, "keepalive ping timeout")
         # The server closes the TCP connection after failing it.
         assert await raw.at_eof_soon()
@@ -465,6 +476,7 @@ async def test_keepalive_closes_when_pongs_do_not_come() -> None:
         assert sws.close_code == 1011
 
 
+@pytest.mark.virtual_clock
 async def test_keepalive_disabled_sends_no_pings() -> None:
     async def handler(ws: rapidws.ServerConnection) -> None:
         await asyncio.sleep(0.3)  # several times the interval below, were it enabled
@@ -580,6 +592,7 @@ async def test_server_answers_client_close_then_closes_tcp() -> None:
         assert sws.close_code == 4000
 
 
+@pytest.mark.virtual_clock
 async def test_close_timeout_when_peer_never_answers() -> None:
     recorder = Recorder()
     async with rapidws.serve(recorder, "127.0.0.1", 0, close_timeout=0.3) as server:
@@ -591,7 +604,7 @@ async def test_close_timeout_when_peer_never_answers() -> None:
         assert (await raw.read_frame()).close_code == 1000  # never answered
         assert await raw.at_eof_soon()
         await wait(closing)
-        assert 0.25 <= loop.time() - start < TIMEOUT
+        assert loop.time() - start == pytest.approx(0.3, abs=0.002)
         assert sws.close_code == 1006
         with pytest.raises(ConnectionClosedError):
             await sws.recv()

@@ -7,6 +7,8 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 
+import pytest
+
 import rapidws
 
 from .utils import OP_PING, OP_TEXT, RawPeer, Recorder, echo, frame, handshake_request, wait
@@ -123,10 +125,14 @@ async def test_close_in_a_hook_drops_the_connection_at_once() -> None:
         assert await peer.at_eof_soon(timeout=2)
 
 
+@pytest.mark.virtual_clock
 async def test_tls_handshake_is_bounded_by_open_timeout(server_context: ssl.SSLContext) -> None:
     async with rapidws.serve(echo, "127.0.0.1", 0, ssl=server_context, open_timeout=0.3) as server:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         peer = await RawPeer.connect(port=server.port)  # never starts TLS
         assert await peer.at_eof_soon(timeout=5)
+        assert loop.time() - start == pytest.approx(0.3, abs=0.002)
 
 
 async def test_data_sent_before_the_hooks_answer_is_bounded() -> None:

@@ -1,19 +1,23 @@
-"""The shared keepalive timer: each connection pinged every interval, one timer in all."""
+"""The shared keepalive timer: each connection pinged every interval, one timer in all.
+
+The timer's own tests run on the virtual clock (tests/clock.py): counts and
+intervals are exact. The tests over real sockets assert membership, not timing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import itertools
-import time
 import weakref
+
+import pytest
 
 import rapidws
 from rapidws.asyncio.heartbeat import TICKS, Heartbeat
 
 INTERVAL = 0.16
 TICK = INTERVAL / TICKS
-LATE = INTERVAL / 4  # how late a loaded machine may run a timer
 
 
 class Member:
@@ -34,34 +38,55 @@ class Member:
         self.beat.discard(self, self.place)
 
     def _keepalive(self) -> None:
-        self.times.append(time.monotonic())
+        self.times.append(asyncio.get_running_loop().time())
         if self.evict is not None:
             self.evict.leave()
 
 
+@pytest.mark.virtual_clock
 async def test_each_member_is_pinged_every_interval_from_when_it_joined() -> None:
+    loop = asyncio.get_running_loop()
     beat = Heartbeat(INTERVAL)
     first, second = Member(), Member()
-    start = time.monotonic()
+    start = loop.time()
     first.join(beat)
-    await asyncio.sleep(INTERVAL / 2)
-    joined = time.monotonic()
+    await asyncio.sleep(INTERVAL / 2 + TICK / 3)  # between two ticks
+    joined = loop.time()
     second.join(beat)
     await asyncio.sleep(INTERVAL * 2.7)
     assert len(first.times) == 3  # 3.2 intervals
     assert len(second.times) == 2  # 2.7 intervals
-    # The first ping one interval after joining, never more than a tick early
-    # (nor much later, but a busy machine's loop is late), then one per interval.
-    assert INTERVAL - TICK <= first.times[0] - start <= INTERVAL + LATE
-    assert INTERVAL - TICK <= second.times[0] - joined <= INTERVAL + LATE
+    # The first ping one interval after joining, never early and at most a
+    # tick late (it waits for a tick), then exactly one per interval.
+    assert first.times[0] - start == pytest.approx(INTERVAL + TICK)  # the timer starts with it
+    assert INTERVAL <= second.times[0] - joined <= INTERVAL + TICK
     for times in (first.times, second.times):
         for earlier, later in itertools.pairwise(times):
-            assert INTERVAL - 2 * TICK <= later - earlier <= INTERVAL + LATE
+            assert later - earlier == pytest.approx(INTERVAL)
     first.leave()
     second.leave()
     assert len(beat) == 0
+    await asyncio.sleep(INTERVAL)
+    assert beat._timer is None  # no members: the timer stopped
+    assert len(first.times) == 3
 
 
+@pytest.mark.virtual_clock
+async def test_pings_of_many_members_spread_over_the_interval() -> None:
+    beat = Heartbeat(INTERVAL)
+    members = [Member() for _ in range(TICKS)]
+    for member in members:
+        member.join(beat)
+        await asyncio.sleep(TICK)
+    await asyncio.sleep(INTERVAL * 2)
+    # One member's ping per tick, not all at once; each still once per interval.
+    firsts = sorted(member.times[0] for member in members)
+    for earlier, later in itertools.pairwise(firsts):
+        assert later - earlier == pytest.approx(TICK)
+    assert {len(member.times) for member in members} == {2}
+
+
+@pytest.mark.virtual_clock
 async def test_discarded_members_are_not_pinged_and_the_timer_stops() -> None:
     beat = Heartbeat(INTERVAL)
     member = Member()
@@ -73,6 +98,7 @@ async def test_discarded_members_are_not_pinged_and_the_timer_stops() -> None:
     assert beat._timer is None
 
 
+@pytest.mark.virtual_clock
 async def test_a_member_that_leaves_during_a_tick_is_not_pinged() -> None:
     beat = Heartbeat(INTERVAL)
     members = [Member() for _ in range(2)]
@@ -86,6 +112,7 @@ async def test_a_member_that_leaves_during_a_tick_is_not_pinged() -> None:
     assert len(beat) == 1
 
 
+@pytest.mark.virtual_clock
 async def test_a_failing_member_does_not_stop_the_others() -> None:
     beat = Heartbeat(INTERVAL)
     errors: list[dict[str, object]] = []
@@ -115,7 +142,8 @@ async def test_connections_of_a_server_share_one_heartbeat() -> None:
         assert len(beat) == 3
         for client in clients:
             await client.close()
-        await asyncio.sleep(0.1)
+        for connection in list(server.connections):
+            await connection.wait_closed()
         assert len(beat) == 0
 
 
