@@ -28,6 +28,7 @@ def test_module_declares_all(name: str) -> None:
     ("package", "modules"),
     [
         ("rapidws.asyncio", ["client", "connection", "server"]),
+        ("rapidws.app", ["application", "endpoint", "hooks", "routing"]),
         ("rapidws.core.extensions", ["base", "permessage_deflate"]),
         ("rapidws", ["exceptions", "version"]),
     ],
@@ -40,6 +41,6 @@ def test_package_reexports_its_modules(package: str, modules: list[str]) -> None
 
 
 def test_top_level_api() -> None:
-    for name in ["serve", "connect", "Response", "Request", "Headers", "ConnectionClosed"]:
+    for name in ["serve", "connect", "App", "Endpoint", "Response", "Request", "ConnectionClosed"]:
         assert name in rapidws.__all__
         assert getattr(rapidws, name) is not None

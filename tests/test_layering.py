@@ -18,6 +18,7 @@ ALLOWED = {
     "speedups": {"exceptions"},
     "asyncio": {"core", "exceptions", "speedups", "version"},
     "cli": {"asyncio", "core", "exceptions", "version"},
+    "app": {"core", "asyncio", "exceptions", "version"},
 }
 IO_MODULES = {"asyncio", "socket", "ssl", "selectors", "threading", "time", "logging"}
 

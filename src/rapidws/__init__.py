@@ -1,10 +1,12 @@
 """rapidws: a fast, correct WebSocket library for Python.
 
 The names most programs need are here: :func:`serve` and :func:`connect`
-(asyncio), :class:`Response` for handshake hooks, and the exceptions. The
+(asyncio), :class:`App` and :class:`Endpoint` (the framework), :class:`Response`
+for handshake hooks, and the exceptions. The
 sans-I/O engine is :mod:`rapidws.core`.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .core import Close, CloseCode, Headers, Request, Response, State
@@ -28,6 +30,7 @@ from .exceptions import (
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .app import App, Endpoint, Upgrade, allow_origins, basic_auth, bearer_auth
     from .asyncio import (
         Callbacks,
         ClientConnection,
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "App",
     "Callbacks",
     "ClientConnection",
     "ClientPerMessageDeflate",
@@ -49,6 +53,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "Endpoint",
     "Headers",
     "InvalidHandshake",
     "InvalidRequest",
@@ -65,30 +70,36 @@ __all__ = [
     "ServerConnection",
     "ServerPerMessageDeflate",
     "State",
+    "Upgrade",
     "WebSocketError",
     "__version__",
+    "allow_origins",
+    "basic_auth",
+    "bearer_auth",
     "connect",
     "serve",
 ]
 
-# The asyncio layer loads on first use, so that the sans-I/O core imports
-# without asyncio, sockets or ssl (``import rapidws.core`` runs this module).
+# The asyncio and app layers load on first use, so that the sans-I/O core
+# imports without asyncio, sockets or ssl (``import rapidws.core`` runs this
+# module). Each name maps to the package it comes from.
 _LAZY = {
-    "Callbacks",
-    "ClientConnection",
-    "Connection",
-    "Server",
-    "ServerConnection",
-    "connect",
-    "serve",
+    **dict.fromkeys(
+        ["Callbacks", "ClientConnection", "Connection", "Server", "ServerConnection"], "asyncio"
+    ),
+    **dict.fromkeys(["connect", "serve"], "asyncio"),
+    **dict.fromkeys(
+        ["App", "Endpoint", "Upgrade", "allow_origins", "basic_auth", "bearer_auth"], "app"
+    ),
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from . import asyncio as _asyncio  # noqa: PLC0415 - deliberately lazy
-
-        value = getattr(_asyncio, name)
+    package = _LAZY.get(name)
+    if package is not None:
+        # Deliberately lazy: see _LAZY.
+        module = importlib.import_module(f"{__name__}.{package}")
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'rapidws' has no attribute {name!r}")

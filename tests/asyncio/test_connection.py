@@ -769,3 +769,23 @@ def test_recv_and_send_are_coroutine_functions() -> None:
     # Mocks (create_autospec) and introspection rely on it.
     for method in (Connection.recv, Connection.send):
         assert inspect.iscoroutinefunction(method)
+
+
+# JSON.
+
+
+async def test_send_json_and_recv_json() -> None:
+    async with (
+        rapidws.serve(echo, "127.0.0.1", 0) as server,
+        rapidws.connect(uri(server)) as ws,
+    ):
+        await ws.send_json({"a": [1, "é"]})
+        assert await wait(ws.recv_json()) == {"a": [1, "é"]}
+        # Any encoder and decoder: bytes from dumps go out as a binary message.
+        await ws.send_json([1], dumps=lambda obj: repr(obj).encode())
+        assert await wait(ws.recv()) == b"[1]"
+        await ws.send("{not json")
+        with pytest.raises(ValueError):
+            await wait(ws.recv_json())
+        await ws.send_json(None)  # the connection is still open
+        assert await wait(ws.recv_json(loads=lambda data: ("custom", data))) == ("custom", "null")

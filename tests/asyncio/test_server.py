@@ -808,3 +808,37 @@ async def test_tls_client_on_plain_port_gets_400_at_once() -> None:
         response = await peer.read_response(timeout=2)
         assert response.status == 400
         assert b"not an HTTP/1.1 message" in response.body
+
+
+# A hook chooses the handler and fills the attributes.
+
+
+async def test_a_hook_chooses_the_handler_and_fills_the_attributes() -> None:
+    class Upper(rapidws.Callbacks):
+        def on_message(self, connection: ServerConnection, message: str | bytes) -> None:
+            connection.send_nowait(f"{connection.attributes['user']}: {str(message).upper()}")
+
+    async def named(ws: ServerConnection) -> None:
+        await ws.send(f"named {ws.attributes['user']}")
+
+    def hook(connection: ServerConnection, request: Request) -> None:
+        connection.attributes["user"] = request.query_params.get("user")
+        assert connection.path_params == {}  # no router here
+        if request.path == "/upper":
+            connection.handler = Upper()
+        elif request.path == "/named":
+            connection.handler = named
+
+    async with rapidws.serve(echo, "127.0.0.1", 0, process_request=hook) as server:
+        async with rapidws.connect(make_uri(server, "/upper?user=ada")) as ws:
+            await ws.send("hi")
+            assert await wait(ws.recv()) == "ada: HI"
+        async with rapidws.connect(make_uri(server, "/named?user=bob")) as ws:
+            assert await wait(ws.recv()) == "named bob"
+        async with rapidws.connect(make_uri(server, "/other")) as ws:
+            await ws.send("echoed")  # the server's handler
+            assert await wait(ws.recv()) == "echoed"
+            (connection,) = server.connections
+            assert connection.handler is echo
+            with pytest.raises(RuntimeError, match="before the upgrade"):
+                connection.handler = named

@@ -316,3 +316,27 @@ def test_head_reader_refuses_binary_start_line_at_once(data: bytes) -> None:
     with pytest.raises(InvalidRequest, match=r"not an HTTP/1\.1 message") as info:
         HeadReader().feed(data)
     assert info.value.status == 400
+
+
+# Query parameters and cookies, for hooks and routes.
+
+
+def test_query_params_are_decoded_and_the_last_value_wins() -> None:
+    request = Request("GET", "/ws?room=a%20b&token=x&token=y&empty=&caf%C3%A9=%E2%98%95", Headers())
+    assert request.query_params == {"room": "a b", "token": "y", "empty": "", "café": "☕"}
+    assert Request("GET", "/ws", Headers()).query_params == {}
+
+
+def test_cookies_from_every_cookie_header() -> None:
+    headers = Headers(
+        [
+            ("Cookie", 'session=abc; theme="dark"; flag; =nameless; session=other'),
+            ("Cookie", "lang=fr"),
+        ]
+    )
+    assert Request("GET", "/", headers).cookies == {
+        "session": "abc",  # the first of a repeated name: the most specific path
+        "theme": "dark",
+        "lang": "fr",
+    }
+    assert Request("GET", "/", Headers()).cookies == {}

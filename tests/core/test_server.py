@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from rapidws.core.frames import frame_header
+from rapidws.core.headers import Headers
 from rapidws.core.http11 import Request, Response
 from rapidws.core.protocol import CLOSED, CONNECTING, OPEN
-from rapidws.core.server import SERVER, ServerProtocol
+from rapidws.core.server import SERVER, ServerProtocol, wants_upgrade
 from rapidws.exceptions import InvalidRequest, SecurityError
 from rapidws.speedups import apply_mask
 
@@ -622,3 +623,19 @@ def test_accept_keeps_state_until_response() -> None:
     server, _ = handshake(request_bytes())
     assert server.state is CONNECTING
     assert server.response is None
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "wanted"),
+    [
+        (None, False),
+        ("websocket", True),
+        ("WebSocket", True),
+        ("h2c, websocket", True),
+        ("h2c", False),
+        ("(", True),  # malformed: counted as an upgrade, for accept() to refuse with 400
+    ],
+)
+def test_wants_upgrade(upgrade: str | None, wanted: bool) -> None:
+    headers = Headers([("Host", "x")] + ([("Upgrade", upgrade)] if upgrade else []))
+    assert wants_upgrade(Request("GET", "/", headers)) is wanted

@@ -4,7 +4,6 @@ from .client import ClientConnection, connect
 from .connection import Connection, Data
 from .server import (
     Callbacks,
-    CallbackServerConnection,
     ProcessRequest,
     ProcessResponse,
     Server,
@@ -13,7 +12,6 @@ from .server import (
 )
 
 __all__ = [
-    "CallbackServerConnection",
     "Callbacks",
     "ClientConnection",
     "Connection",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 import time
@@ -418,6 +419,25 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         except InvalidState:
             raise self._closed_exc() from None
         self._write_pending()
+
+    async def send_json(
+        self, obj: Any, *, dumps: Callable[[Any], str | bytes] = json.dumps
+    ) -> None:
+        """Send ``obj`` encoded as JSON: a text message (binary if ``dumps`` returns bytes).
+
+        ``dumps`` may be any encoder: ``orjson.dumps`` returns bytes, for instance.
+        """
+        await self.send(dumps(obj))
+
+    async def recv_json(self, *, loads: Callable[[str | bytes], Any] = json.loads) -> Any:
+        """Receive the next message and decode it from JSON with ``loads``.
+
+        Raises:
+            ValueError: when the message is not valid JSON (the connection stays
+                open: close it with 1007 if the protocol says so).
+            ConnectionClosed: as :meth:`recv`.
+        """
+        return loads(await self.recv())
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection with a closing handshake, and wait until it is closed.

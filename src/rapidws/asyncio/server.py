@@ -7,7 +7,8 @@ import inspect
 import logging
 import socket
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Generator, Sequence
+import types
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -35,7 +36,6 @@ from .deadlines import Deadlines
 from .heartbeat import Heartbeat
 
 __all__ = [
-    "CallbackServerConnection",
     "Callbacks",
     "ProcessRequest",
     "ProcessResponse",
@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("rapidws.server")
+
+# The path parameters of a connection that no router matched: empty, shared.
+_NO_PARAMS: Mapping[str, Any] = types.MappingProxyType({})
 
 # What a client may send before its handshake is answered, while hooks run.
 _EARLY_DATA_LIMIT = 65536
@@ -84,18 +87,65 @@ Handler = Callable[["ServerConnection"], Awaitable[Any]] | Callbacks
 
 
 class ServerConnection(Connection[ServerProtocol]):
-    """A connection accepted by a :class:`Server`; the argument of the handler."""
+    """A connection accepted by a :class:`Server`; the argument of the handler.
 
-    __slots__ = ("_early_data", "_hooks_task", "_open_timer", "handler_task", "server")
+    It is served by the server's handler, unless a ``process_request`` hook
+    (a router) sets :attr:`handler` to another before the upgrade: a
+    coroutine function, or :class:`Callbacks`.
+    """
+
+    __slots__ = (
+        "_attributes",
+        "_callbacks",
+        "_early_data",
+        "_handler",
+        "_hooks_task",
+        "_open_timer",
+        "handler_task",
+        "path_params",
+        "server",
+    )
 
     def __init__(self, server: Server, protocol: ServerProtocol) -> None:
         assert server.loop is not None  # set when the server starts
         self._setup(protocol, server._settings, logger, server.loop)
         self.server = server
+        self._handler = server.handler
+        self._callbacks = server.callbacks
+        # One bound method for every connection of the server, not one each.
+        self._on_message = server._on_message
         self.handler_task: asyncio.Task[None] | None = None
         self._hooks_task: asyncio.Task[None] | None = None
         self._early_data = 0  # bytes received while the hooks run
         self._open_timer: Deadlines[ServerConnection] | None = None
+        #: The parameters of the route's path (``{"user_name": "ada"}``), set
+        #: by a router; empty otherwise.
+        self.path_params: Mapping[str, Any] = _NO_PARAMS
+        self._attributes: dict[str, Any] | None = None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The application's data about this connection: the user, the tenant.
+
+        Handshake hooks fill it before the upgrade (Spring's handshake
+        attributes); handlers read it. (:attr:`state` is the WebSocket state.)
+        """
+        if self._attributes is None:
+            self._attributes = {}
+        return self._attributes
+
+    @property
+    def handler(self) -> Handler:
+        """What serves this connection once it is open."""
+        return self._handler
+
+    @handler.setter
+    def handler(self, handler: Handler) -> None:
+        if self.protocol.state is not CONNECTING:
+            raise RuntimeError("the handler is chosen before the upgrade, in a hook")
+        self._handler = handler
+        self._callbacks = handler if isinstance(handler, Callbacks) else None
+        self._on_message = None if self._callbacks is None else self._callbacks.on_message
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register with the server and bound the handshake time (called by asyncio)."""
@@ -113,7 +163,7 @@ class ServerConnection(Connection[ServerProtocol]):
             self._open_timer.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Unregister from the server (called by asyncio)."""
+        """Unregister from the server and tell the callbacks (called by asyncio)."""
         super().connection_lost(exc)
         if self._open_timer is not None:
             self._open_timer.discard(self)
@@ -122,6 +172,10 @@ class ServerConnection(Connection[ServerProtocol]):
             self._hooks_task.cancel()
         if self.handler_task is None:
             self.server.connections.discard(self)
+        if self._callbacks is not None:
+            response = self.protocol.response
+            if response is not None and response.status == 101:
+                self._callback(self._callbacks.on_close, self, *self._code_and_reason())
 
     def _open_timed_out(self) -> None:
         if self.protocol.state is CONNECTING and self.transport is not None:
@@ -190,7 +244,10 @@ class ServerConnection(Connection[ServerProtocol]):
             self._process_events()
 
     def _start_handler(self) -> None:
-        self.handler_task = self.loop.create_task(self._run_handler())
+        if self._callbacks is not None:
+            self._callback(self._callbacks.on_open, self)
+        else:
+            self.handler_task = self.loop.create_task(self._run_handler())
 
     def _join_heartbeat(self, interval: float) -> Heartbeat:
         return self.server._heartbeat_for(interval)
@@ -199,8 +256,8 @@ class ServerConnection(Connection[ServerProtocol]):
         return self.server._deadlines_for(Connection._close_timed_out, timeout)
 
     async def _run_handler(self) -> None:
-        handler = self.server.handler
-        assert not isinstance(handler, Callbacks)  # served by CallbackServerConnection
+        handler = self._handler
+        assert not isinstance(handler, Callbacks)  # served by _start_handler
         try:
             try:
                 await handler(self)
@@ -215,36 +272,16 @@ class ServerConnection(Connection[ServerProtocol]):
         finally:
             self.server.connections.discard(self)
 
-
-class CallbackServerConnection(ServerConnection):
-    """A server connection that hands its events to :class:`Callbacks`."""
-
-    __slots__ = ("callbacks",)
-
-    def __init__(self, server: Server, protocol: ServerProtocol) -> None:
-        super().__init__(server, protocol)
-        assert server.callbacks is not None and server._on_message is not None
-        self.callbacks = server.callbacks
-        self._on_message = server._on_message
-
-    def _start_handler(self) -> None:
-        self._callback(self.callbacks.on_open, self)
-
     def _message_received(self, message: Data) -> None:
-        # Straight to the application: no queue, no future, no task switch.
         on_message = self._on_message
-        assert on_message is not None  # set in __init__
+        if on_message is None:
+            super()._message_received(message)
+            return
+        # Straight to the callbacks: no queue, no future, no task switch.
         try:
             on_message(self, message)
         except Exception as exc:
             self._callback_failed(on_message, exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Tell the callbacks (called by asyncio)."""
-        super().connection_lost(exc)
-        response = self.protocol.response
-        if response is not None and response.status == 101:
-            self._callback(self.callbacks.on_close, self, *self._code_and_reason())
 
     def _callback(self, method: Callable[..., None], *args: Any) -> None:
         try:
@@ -319,9 +356,7 @@ class Server:
         return deadlines
 
     def _new_connection(self) -> ServerConnection:
-        protocol = ServerProtocol(**self._protocol_options)
-        kind = ServerConnection if self.callbacks is None else CallbackServerConnection
-        return kind(self, protocol)
+        return ServerConnection(self, ServerProtocol(**self._protocol_options))
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:

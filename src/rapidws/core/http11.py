@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import http
 import re
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..exceptions import InvalidRequest, SecurityError
 from ..speedups import parse_head, parse_request_line, serialize_head
@@ -92,6 +92,36 @@ class Request:
     def query(self) -> str:
         """The query of the request target, without ``?`` (``room=1``), or ``""``."""
         return self.target.partition("?")[2]
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        """The query's parameters, percent-decoded (``{"room": "1"}``).
+
+        A name given twice keeps its last value; ``get_all`` semantics are
+        :func:`urllib.parse.parse_qs` on :attr:`query`. Bytes that are not
+        UTF-8 become U+FFFD.
+        """
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The cookies of the ``Cookie`` header(s), by name (RFC 6265 section 5.4).
+
+        Values are as sent, without the quotes of a quoted value; a pair
+        without ``=`` is skipped, and a name given twice keeps its first value
+        (the most specific path, in the order browsers send them).
+        """
+        cookies: dict[str, str] = {}
+        for header in self.headers.get_all("Cookie"):
+            for pair in header.split(";"):
+                name, equals, value = pair.partition("=")
+                name = name.strip()
+                if equals and name:
+                    value = value.strip()
+                    if len(value) >= 2 and value[0] == value[-1] == '"':
+                        value = value[1:-1]
+                    cookies.setdefault(name, value)
+        return cookies
 
     def serialize(self) -> bytes:
         """Serialize the request head."""

@@ -39,7 +39,7 @@ from .http11 import HeadReader, Request, Response, parse_request_line
 from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, MAX_MESSAGE_SIZE
 from .protocol import CLOSED, CONNECTING, OPEN, Protocol
 
-__all__ = ["SelectSubprotocol", "ServerProtocol"]
+__all__ = ["SelectSubprotocol", "ServerProtocol", "wants_upgrade"]
 
 #: A callable choosing the subprotocol: it gets the request and the subprotocols
 #: the client offered, and returns one of them or ``None``.
@@ -286,6 +286,20 @@ class ServerProtocol(Protocol):
                     used.add(name)
                 break
         return accepted, extensions
+
+
+def wants_upgrade(request: Request) -> bool:
+    """Tell whether ``request`` asks to upgrade to WebSocket, valid or not.
+
+    A router uses it to tell a WebSocket handshake from a plain HTTP request
+    on the same path (RFC 6455 section 4.1: ``Upgrade: websocket`` among the
+    ``Upgrade`` tokens); :meth:`ServerProtocol.accept` then checks the rest.
+    A malformed ``Upgrade`` list counts as an upgrade, for ``accept`` to refuse.
+    """
+    try:
+        return _has_token(index_of(request.headers), "upgrade", "websocket")
+    except InvalidRequest:
+        return True
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,0 +1,51 @@
+"""The application layer: what servers are written with.
+
+:class:`App` routes WebSocket and plain HTTP requests on one port
+(:mod:`rapidws.app.routing`), runs handshake interceptors
+(:mod:`rapidws.app.hooks`) and serves each route with a coroutine, an
+:class:`Endpoint` class or :class:`~rapidws.asyncio.server.Callbacks`.
+"""
+
+from __future__ import annotations
+
+from .application import AfterHandshake, App, HttpHandler, Upgrade, WebSocketHandler
+from .endpoint import Endpoint, run_endpoint
+from .hooks import Interceptor, allow_origins, basic_auth, bearer_auth
+from .routing import (
+    BadPath,
+    Convertor,
+    Match,
+    Matched,
+    MethodNotAllowed,
+    NotFound,
+    NotWebSocket,
+    Redirect,
+    Route,
+    Router,
+    UpgradeRequired,
+)
+
+__all__ = [
+    "AfterHandshake",
+    "App",
+    "BadPath",
+    "Convertor",
+    "Endpoint",
+    "HttpHandler",
+    "Interceptor",
+    "Match",
+    "Matched",
+    "MethodNotAllowed",
+    "NotFound",
+    "NotWebSocket",
+    "Redirect",
+    "Route",
+    "Router",
+    "Upgrade",
+    "UpgradeRequired",
+    "WebSocketHandler",
+    "allow_origins",
+    "basic_auth",
+    "bearer_auth",
+    "run_endpoint",
+]

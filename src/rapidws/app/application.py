@@ -1,0 +1,520 @@
+r"""``rapidws.App``: routes with path parameters, handshake interceptors, plain HTTP beside them.
+
+::
+
+    app = rapidws.App(interceptors=[rapidws.allow_origins(["https://*.example.com"])])
+
+    @app.websocket("/ws/{user_name}")
+    async def chat(ws, user_name):          # a coroutine, the iterator API
+        async for message in ws:
+            await ws.send(f"{user_name}: {message}")
+
+    @app.websocket("/rooms/{room:int}")
+    class Room(rapidws.Endpoint): ...       # an endpoint class, one instance per connection
+
+    app.add_websocket("/echo", Echo())      # rapidws.Callbacks: the fast path
+
+    @app.get("/healthz")
+    def health(request):
+        return "ok\n"                        # str, bytes, dict/list (JSON) or a Response
+
+    async with app.serve("127.0.0.1", 8765) as server:
+        await server.serve_forever()
+
+The App is the server's ``process_request`` hook: it matches the request
+against its routes (:mod:`rapidws.app.routing`) and answers plain HTTP
+requests itself, or, for a WebSocket route, runs the interceptors, accepts
+the handshake and hands the connection to the route's handler. Nothing of it
+runs per message: a routed connection is as fast as an unrouted one.
+
+What the App answers instead of upgrading:
+
+- 404 for a path no route has, and for an upgrade request to a path that only
+  HTTP routes have (there is no WebSocket endpoint there);
+- 426 (with ``Upgrade: websocket``) for a plain request to a WebSocket route;
+- 405 (with ``Allow``) for a method an HTTP route does not take;
+- 308 to the path with its trailing slash added or removed, for a plain
+  request whose path has no route but whose twin has (``redirect_slashes``;
+  WebSocket requests are matched strictly: browsers do not follow redirects
+  for them);
+- 400 for a path that is not valid (bad percent-encoding, a NUL);
+- 500, with a generic body and a log record on ``rapidws.server``, when an
+  interceptor or an HTTP handler raises.
+
+Plain HTTP responses close the connection after them (``Connection: close``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ..asyncio.server import Callbacks, Server, ServerConnection, _maybe_await, serve
+from ..core.headers import Headers
+from ..core.http11 import Request, Response
+from ..core.server import SelectSubprotocol, wants_upgrade
+from .endpoint import Endpoint, run_endpoint
+from .hooks import Interceptor
+from .routing import (
+    BadPath,
+    Convertor,
+    Matched,
+    MethodNotAllowed,
+    Redirect,
+    Route,
+    Router,
+    UpgradeRequired,
+)
+
+__all__ = ["AfterHandshake", "App", "HttpHandler", "Upgrade", "WebSocketHandler"]
+
+logger = logging.getLogger("rapidws.server")
+
+#: What a WebSocket route runs: ``async def handler(ws, **path_params)``, an
+#: :class:`~rapidws.app.endpoint.Endpoint` subclass, or a
+#: :class:`~rapidws.asyncio.server.Callbacks` object.
+WebSocketHandler = Callable[..., Awaitable[Any]] | type[Endpoint] | Callbacks
+#: What an HTTP route runs: ``handler(request, **path_params)``, sync or async,
+#: returning a Response, ``str`` (text/plain), bytes (octet-stream) or a
+#: ``dict``/``list`` (JSON).
+HttpHandler = Callable[..., Any]
+#: A hook run after the handshake is accepted, before the 101 is sent:
+#: ``(ws, request, response)``; it may add headers to ``response`` (cookies),
+#: or return another Response to send instead. May be async.
+AfterHandshake = Callable[
+    [ServerConnection, Request, Response], "Response | Awaitable[Response | None] | None"
+]
+
+H = TypeVar("H")
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """What an interceptor returns to go on with the upgrade and shape the 101.
+
+    Returning ``None`` goes on too; return this to choose the subprotocol
+    (one the client offered) or add response headers (``Set-Cookie``). The
+    headers of several interceptors add up; the last subprotocol chosen wins.
+    """
+
+    subprotocol: str | None = None
+    headers: Sequence[tuple[str, str]] = ()
+
+
+@dataclass(eq=False)
+class _WebSocketRoute:
+    """What a WebSocket route carries for the App (the router's ``Route.options``)."""
+
+    handler: Callable[[ServerConnection], Awaitable[Any]] | Callbacks
+    interceptors: tuple[Interceptor, ...]
+    subprotocols: tuple[str, ...] | None
+    select_subprotocol: SelectSubprotocol | None
+    # The interceptors of the apps this route is mounted in, then its own
+    # app's: set when the root app compiles its routes.
+    chain: tuple[Interceptor, ...] = field(default=())
+
+
+class App:
+    """A WebSocket and HTTP application: its routes, hooks and lifecycle.
+
+    Args:
+        interceptors: hooks run before every WebSocket upgrade of this app,
+            before the route's own; see :meth:`websocket`.
+        redirect_slashes: answer a plain request for ``/a/`` with a 308 to
+            ``/a`` when only the latter has a route, and the reverse.
+        convertors: path parameter convertors to add to ``str``, ``int``,
+            ``float``, ``uuid`` and ``path`` (see :class:`~rapidws.app.routing.Convertor`).
+    """
+
+    def __init__(
+        self,
+        *,
+        interceptors: Iterable[Interceptor] = (),
+        redirect_slashes: bool = True,
+        convertors: Mapping[str, Convertor[Any]] | None = None,
+    ) -> None:
+        self.router = Router(convertors, redirect_slashes=redirect_slashes)
+        self.interceptors: list[Interceptor] = list(interceptors)
+        self._after_handshake: list[AfterHandshake] = []
+        self._startup: list[Callable[[], Any]] = []
+        self._shutdown: list[Callable[[], Any]] = []
+        self._routes: list[_WebSocketRoute] = []
+        self._mounted: list[App] = []
+        self._compiled = False
+
+    # Routes.
+
+    def websocket(
+        self,
+        path: str,
+        *,
+        name: str | None = None,
+        interceptors: Iterable[Interceptor] = (),
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: SelectSubprotocol | None = None,
+    ) -> Callable[[H], H]:
+        """Add a WebSocket route, as a decorator; see :meth:`add_websocket`."""
+
+        def decorator(handler: H) -> H:
+            self.add_websocket(
+                path,
+                handler,  # type: ignore[arg-type]
+                name=name,
+                interceptors=interceptors,
+                subprotocols=subprotocols,
+                select_subprotocol=select_subprotocol,
+            )
+            return handler
+
+        return decorator
+
+    def add_websocket(
+        self,
+        path: str,
+        handler: WebSocketHandler,
+        *,
+        name: str | None = None,
+        interceptors: Iterable[Interceptor] = (),
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: SelectSubprotocol | None = None,
+    ) -> Route:
+        """Add a WebSocket route.
+
+        Args:
+            path: the template: ``/ws/{user_name}``, ``/rooms/{room:int}``.
+            handler: ``async def handler(ws, **path_params)``, an
+                :class:`~rapidws.app.endpoint.Endpoint` subclass, or
+                :class:`~rapidws.asyncio.server.Callbacks`. The path
+                parameters are also on ``ws.path_params``.
+            name: a name for :meth:`url_path_for`.
+            interceptors: hooks ``(ws, request)`` run before the upgrade, after
+                the app's, in order, sync or async: each may refuse (return a
+                Response), fill ``ws.attributes``, or return :class:`Upgrade`
+                to choose the subprotocol or add response headers. An exception
+                is a 500 with a generic body (and a log record).
+            subprotocols: the subprotocols this route speaks, in order of
+                preference (instead of the server's).
+            select_subprotocol: a callable ``(request, offered)`` choosing one.
+
+        Raises:
+            TypeError: ``handler`` is none of the three kinds.
+            ValueError: the template is invalid or taken.
+        """
+        route = _WebSocketRoute(
+            _connection_handler(handler),
+            tuple(interceptors),
+            None if subprotocols is None else tuple(subprotocols),
+            select_subprotocol,
+        )
+        added = self.router.add(path, handler, kind="websocket", name=name, options=route)
+        self._routes.append(route)
+        return added
+
+    def route(
+        self, path: str, *, methods: Iterable[str] = ("GET",), name: str | None = None
+    ) -> Callable[[H], H]:
+        """Add a plain HTTP route, as a decorator; see :meth:`add_route`."""
+
+        def decorator(handler: H) -> H:
+            self.add_route(path, handler, methods=methods, name=name)  # type: ignore[arg-type]
+            return handler
+
+        return decorator
+
+    def get(self, path: str, *, name: str | None = None) -> Callable[[H], H]:
+        """Add a plain HTTP route for ``GET`` (and ``HEAD``), as a decorator."""
+        return self.route(path, methods=("GET",), name=name)
+
+    def post(self, path: str, *, name: str | None = None) -> Callable[[H], H]:
+        """Add a plain HTTP route for ``POST``, as a decorator."""
+        return self.route(path, methods=("POST",), name=name)
+
+    def add_route(
+        self,
+        path: str,
+        handler: HttpHandler,
+        *,
+        methods: Iterable[str] = ("GET",),
+        name: str | None = None,
+    ) -> Route:
+        """Add a plain HTTP route beside the WebSocket routes, on the same port.
+
+        ``handler(request, **path_params)``, sync or async, returns a
+        :class:`~rapidws.core.http11.Response`, or ``str`` (sent as
+        text/plain), bytes (application/octet-stream), a ``dict`` or ``list``
+        (application/json). ``HEAD`` is answered wherever ``GET`` is, with the
+        same headers and no body.
+        """
+        if not callable(handler):
+            raise TypeError(f"an HTTP handler is a callable, not {type(handler).__name__}")
+        return self.router.add(path, handler, kind="http", methods=methods, name=name)
+
+    def mount(self, prefix: str, app: App) -> None:
+        """Serve the routes of ``app`` under ``prefix`` (``/admin``).
+
+        This app's interceptors run before ``app``'s, and its startup and
+        shutdown hooks run ``app``'s too.
+        """
+        self.router.mount(prefix, app.router)
+        self._mounted.append(app)
+
+    def url_path_for(self, name: str, /, **params: object) -> str:
+        """Return the path of the route named ``name``, with ``params`` filled in."""
+        return self.router.url_path_for(name, **params)
+
+    # Hooks.
+
+    def interceptor(self, hook: H) -> H:
+        """Add an interceptor run before every WebSocket upgrade of this app (a decorator)."""
+        self.interceptors.append(hook)  # type: ignore[arg-type]
+        return hook
+
+    def after_handshake(self, hook: H) -> H:
+        """Add a hook ``(ws, request, response)`` run on every accepted handshake (a decorator)."""
+        self._after_handshake.append(hook)  # type: ignore[arg-type]
+        return hook
+
+    def on_startup(self, hook: H) -> H:
+        """Add a hook ``()`` (sync or async) run before the server starts (a decorator)."""
+        self._startup.append(hook)  # type: ignore[arg-type]
+        return hook
+
+    def on_shutdown(self, hook: H) -> H:
+        """Add a hook ``()`` (sync or async) run after the server has closed (a decorator)."""
+        self._shutdown.append(hook)  # type: ignore[arg-type]
+        return hook
+
+    # Serving.
+
+    def serve(self, host: str | None = None, port: int | None = None, **options: Any) -> _Serving:
+        """Serve this app: ``async with app.serve("127.0.0.1", 8765) as server: ...``.
+
+        Takes the options of :func:`~rapidws.asyncio.server.serve` but
+        ``process_request`` and ``process_response`` (use interceptors and
+        :meth:`after_handshake`). The startup hooks run before the server
+        listens, the shutdown hooks after it has closed.
+        """
+        for option in ("process_request", "process_response"):
+            if option in options:
+                raise TypeError(f"an App has no {option}: use interceptors or after_handshake")
+        self.compile()
+        return _Serving(self, serve(_unrouted, host, port, process_request=self.handle, **options))
+
+    def compile(self) -> None:
+        """Fix the routes (adding more then raises) and raise their errors now.
+
+        :meth:`serve` calls it; call it yourself to check an app in a test.
+        """
+        if self._compiled:
+            return
+        self.router.freeze()
+        self._set_chains(())
+        self._compiled = True
+
+    def _set_chains(self, outer: tuple[Interceptor, ...]) -> None:
+        chain = (*outer, *self.interceptors)
+        for route in self._routes:
+            route.chain = (*chain, *route.interceptors)
+        for app in self._mounted:
+            app._set_chains(chain)
+            app._compiled = True
+
+    async def _run_hooks(self, hooks: list[Callable[[], Any]]) -> None:
+        for hook in hooks:
+            await _maybe_await(hook())
+
+    async def startup(self) -> None:
+        """Run the startup hooks: this app's, then those of the apps mounted in it."""
+        await self._run_hooks(self._startup)
+        for app in self._mounted:
+            await app.startup()
+
+    async def shutdown(self) -> None:
+        """Run the shutdown hooks: those of the mounted apps, then this app's."""
+        for app in reversed(self._mounted):
+            await app.shutdown()
+        await self._run_hooks(self._shutdown)
+
+    # The server's process_request hook.
+
+    async def handle(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Route a request: answer it, or prepare ``ws`` for its WebSocket route.
+
+        The server's ``process_request`` hook (:meth:`serve` installs it).
+        Returns the response to send: the 101 of an accepted upgrade, or any
+        other answer.
+        """
+        target = request.target
+        if not target.startswith("/"):
+            # Absolute-form (RFC 9112 section 3.2.2): its path and query.
+            query = request.query
+            target = request.path + ("?" + query if query else "")
+        upgrade = wants_upgrade(request)
+        match = self.router.match(target, websocket=upgrade, method=request.method)
+        if not isinstance(match, Matched):
+            response = _refusal(match)
+        elif upgrade:
+            options = match.route.options
+            assert isinstance(options, _WebSocketRoute)
+            response = await self._upgrade(ws, request, match, options)
+        else:
+            response = await _answer(match.route.endpoint, request, match.params)
+        server_header = ws.protocol.server_header
+        if server_header is not None and "Server" not in response.headers:
+            response.headers["Server"] = server_header
+        return response
+
+    async def _upgrade(
+        self, ws: ServerConnection, request: Request, match: Matched, route: _WebSocketRoute
+    ) -> Response:
+        ws.path_params = match.params
+        ws.handler = route.handler
+        protocol = ws.protocol
+        if route.subprotocols is not None:
+            protocol.available_subprotocols = route.subprotocols
+        if route.select_subprotocol is not None:
+            protocol.select_subprotocol = route.select_subprotocol
+        headers: list[tuple[str, str]] = []
+        for interceptor in route.chain:
+            result = await _maybe_await(interceptor(ws, request))
+            if isinstance(result, Response):
+                return result
+            if isinstance(result, Upgrade):
+                headers.extend(result.headers)
+                if result.subprotocol is not None:
+                    chosen = result.subprotocol
+                    protocol.select_subprotocol = functools.partial(_chosen, chosen)
+        response = protocol.accept(request)
+        if response.status == 101:
+            for name, value in headers:
+                response.headers[name] = value
+            for hook in self._after_handshake:
+                replacement = await _maybe_await(hook(ws, request, response))
+                if replacement is not None:
+                    return replacement  # type: ignore[no-any-return]
+        return response
+
+
+class _Serving:
+    """What :meth:`App.serve` returns: an async context manager around the server."""
+
+    def __init__(self, app: App, server: serve) -> None:
+        self._app = app
+        self._serve = server
+
+    async def __aenter__(self) -> Server:
+        await self._app.startup()
+        return await self._serve.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self._serve.__aexit__(exc_type, exc_value, traceback)
+        finally:
+            await self._app.shutdown()
+
+
+def _chosen(chosen: str, request: Request, offered: Sequence[str]) -> str:
+    if chosen not in offered:
+        raise ValueError(f"an interceptor chose subprotocol {chosen!r}, which was not offered")
+    return chosen
+
+
+def _connection_handler(
+    handler: WebSocketHandler,
+) -> Callable[[ServerConnection], Awaitable[Any]] | Callbacks:
+    """Return the server-side handler of a route, which passes the path parameters."""
+    if isinstance(handler, Callbacks):
+        return handler
+    if isinstance(handler, type) and issubclass(handler, Endpoint):
+        return functools.partial(run_endpoint, handler)
+    if inspect.iscoroutinefunction(handler):
+        coroutine_function = handler
+
+        def run(ws: ServerConnection) -> Awaitable[Any]:
+            return coroutine_function(ws, **ws.path_params)
+
+        return run
+    raise TypeError(
+        "a WebSocket handler is a coroutine function, an Endpoint subclass or Callbacks, "
+        f"not {handler!r}"
+    )
+
+
+async def _unrouted(ws: ServerConnection) -> None:
+    # Never runs: the App gives every upgraded connection its route's handler.
+    raise AssertionError("a connection was upgraded without a route")  # pragma: no cover
+
+
+async def _answer(handler: Any, request: Request, params: Mapping[str, object]) -> Response:
+    """Run an HTTP handler and make its result a response."""
+    try:
+        result = await _maybe_await(handler(request, **params))
+        response = _to_response(result)
+    except Exception:
+        logger.error("HTTP handler failed: %s %s", request.method, request.path, exc_info=True)
+        response = Response(500, "Internal Server Error\n")
+    if request.method == "HEAD":
+        # The GET's headers, Content-Length included, and no body (RFC 9110 section 9.3.2).
+        headers = Headers(response.headers)
+        if "Content-Length" not in headers:
+            headers["Content-Length"] = str(len(response.body))
+        response = Response(response.status, b"", headers, response.reason)
+    return _closing(response)
+
+
+def _to_response(result: object) -> Response:
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, str):
+        return Response(200, result)
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return Response(200, bytes(result), [("Content-Type", "application/octet-stream")])
+    if isinstance(result, (dict, list)):
+        body = json.dumps(result, separators=(",", ":")).encode()
+        return Response(200, body, [("Content-Type", "application/json")])
+    raise TypeError(
+        f"an HTTP handler returns a Response, str, bytes, dict or list, not {type(result).__name__}"
+    )
+
+
+_REFUSALS = {
+    404: "Not Found\n",
+    426: "Upgrade Required: this is a WebSocket endpoint\n",
+    405: "Method Not Allowed\n",
+    308: "Permanent Redirect\n",
+}
+
+
+def _refusal(match: object) -> Response:
+    """Return the answer to a request that no route takes."""
+    if isinstance(match, BadPath):
+        return _closing(Response(400, f"Bad Request: {match.reason}\n"))
+    status: int = match.status  # type: ignore[attr-defined]
+    headers = Headers()
+    if isinstance(match, UpgradeRequired):
+        # RFC 9110 section 15.5.22: a 426 names the protocol to upgrade to.
+        headers["Upgrade"] = "websocket"
+        headers["Sec-WebSocket-Version"] = "13"
+    elif isinstance(match, MethodNotAllowed):
+        headers["Allow"] = ", ".join(sorted(match.allowed))
+    elif isinstance(match, Redirect):
+        headers["Location"] = match.location
+    return _closing(Response(status, _REFUSALS[status], headers))
+
+
+def _closing(response: Response) -> Response:
+    # One request per connection for now: say so, for clients that would
+    # send another on it.
+    response.headers["Connection"] = "close"
+    return response
