@@ -458,3 +458,26 @@ async def test_a_plain_request_with_a_handshake_elsewhere_on_the_port() -> None:
             server, handshake_request("/healthz").replace(b"Upgrade: websocket\r\n", b"")
         )
         assert response.status == 200
+
+
+async def test_draining_fails_readiness_and_new_handshakes_but_not_open_connections() -> None:
+    app = App()
+    app.add_route("/readyz", lambda request: "ready\n", readiness=True)
+    app.add_route("/healthz", lambda request: "alive\n")
+
+    @app.websocket("/ws")
+    async def handler(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with served(app) as server, rapidws.connect(url(server, "/ws")) as open_ws:
+        assert (await asyncio.to_thread(http_get, server.port, "/readyz"))[0] == 200
+        app.start_draining()
+        assert app.draining
+        status, _, body = await asyncio.to_thread(http_get, server.port, "/readyz")
+        assert (status, body) == (503, b"Service Unavailable: shutting down\n")
+        assert (await asyncio.to_thread(http_get, server.port, "/healthz"))[0] == 200
+        response = await refused(server, "/ws")
+        assert (response.status, response.headers["Retry-After"]) == (503, "1")
+        await open_ws.send("still here")
+        assert await wait(open_ws.recv()) == "still here"

@@ -147,6 +147,7 @@ class App:
         self._routes: list[_WebSocketRoute] = []
         self._mounted: list[App] = []
         self._compiled = False
+        self._draining = False
 
     # Routes.
 
@@ -217,19 +218,32 @@ class App:
         return added
 
     def route(
-        self, path: str, *, methods: Iterable[str] = ("GET",), name: str | None = None
+        self,
+        path: str,
+        *,
+        methods: Iterable[str] = ("GET",),
+        name: str | None = None,
+        readiness: bool = False,
     ) -> Callable[[H], H]:
         """Add a plain HTTP route, as a decorator; see :meth:`add_route`."""
 
         def decorator(handler: H) -> H:
-            self.add_route(path, handler, methods=methods, name=name)  # type: ignore[arg-type]
+            self.add_route(
+                path,
+                handler,  # type: ignore[arg-type]
+                methods=methods,
+                name=name,
+                readiness=readiness,
+            )
             return handler
 
         return decorator
 
-    def get(self, path: str, *, name: str | None = None) -> Callable[[H], H]:
+    def get(
+        self, path: str, *, name: str | None = None, readiness: bool = False
+    ) -> Callable[[H], H]:
         """Add a plain HTTP route for ``GET`` (and ``HEAD``), as a decorator."""
-        return self.route(path, methods=("GET",), name=name)
+        return self.route(path, methods=("GET",), name=name, readiness=readiness)
 
     def post(self, path: str, *, name: str | None = None) -> Callable[[H], H]:
         """Add a plain HTTP route for ``POST``, as a decorator."""
@@ -242,6 +256,7 @@ class App:
         *,
         methods: Iterable[str] = ("GET",),
         name: str | None = None,
+        readiness: bool = False,
     ) -> Route:
         """Add a plain HTTP route beside the WebSocket routes, on the same port.
 
@@ -249,11 +264,15 @@ class App:
         :class:`~rapidws.core.http11.Response`, or ``str`` (sent as
         text/plain), bytes (application/octet-stream), a ``dict`` or ``list``
         (application/json). ``HEAD`` is answered wherever ``GET`` is, with the
-        same headers and no body.
+        same headers and no body. A ``readiness`` route (a load balancer's
+        health check) answers 503 without calling ``handler`` once the app
+        drains (:meth:`start_draining`).
         """
         if not callable(handler):
             raise TypeError(f"an HTTP handler is a callable, not {type(handler).__name__}")
-        return self.router.add(path, handler, kind="http", methods=methods, name=name)
+        return self.router.add(
+            path, handler, kind="http", methods=methods, name=name, options=readiness
+        )
 
     def mount(self, prefix: str, app: App) -> None:
         """Serve the routes of ``app`` under ``prefix`` (``/admin``).
@@ -341,6 +360,24 @@ class App:
             await app.shutdown()
         await self._run_hooks(self._shutdown)
 
+    @property
+    def draining(self) -> bool:
+        """Whether the app is shutting down: see :meth:`start_draining`."""
+        return self._draining
+
+    def start_draining(self) -> None:
+        """Tell load balancers and new clients that this server is going away.
+
+        From now on, readiness routes answer 503 and WebSocket handshakes are
+        refused with 503 and ``Retry-After``, while open connections go on;
+        then close the server (its connections get 1001, or 1012 for a
+        restart) when the load balancer has taken it out of rotation. ``rapidws
+        serve`` does this on SIGTERM.
+        """
+        self._draining = True
+        for app in self._mounted:
+            app.start_draining()
+
     # The server's process_request hook.
 
     async def handle(self, ws: ServerConnection, request: Request) -> Response | None:
@@ -362,7 +399,14 @@ class App:
         elif upgrade:
             options = match.route.options
             assert isinstance(options, _WebSocketRoute)
-            response = await self._upgrade(ws, request, match, options)
+            if self._draining:
+                response = _closing(
+                    Response(503, "Service Unavailable: shutting down\n", [("Retry-After", "1")])
+                )
+            else:
+                response = await self._upgrade(ws, request, match, options)
+        elif self._draining and match.route.options:
+            response = _closing(Response(503, "Service Unavailable: shutting down\n"))
         else:
             response = await _answer(match.route.endpoint, request, match.params)
         server_header = ws.protocol.server_header
