@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import importlib
 import io
 import os
 import re
@@ -803,3 +805,370 @@ def test_connect_offers_compression_unless_told_not_to(
         assert run_cli(["connect", *flag, "-x", "hi", f"ws://127.0.0.1:{port}/"]) == 0
     assert capsys.readouterr().out == "< hi\n"
     assert seen == (["permessage-deflate; client_max_window_bits"] if not flag else [None])
+
+
+# serve MODULE:APP: loading the app (in-process; errors return before serving).
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def own_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give the test a copy of sys.path: ``serve`` may put the current directory on it."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Make ``tmp_path`` the current directory, not on sys.path: ``serve`` must add it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    yield tmp_path
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
+
+
+def write_module(directory: Path, name: str, source: str) -> None:
+    (directory / f"{name}.py").write_text(source)
+    importlib.invalidate_caches()
+
+
+def test_serve_app_and_echo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["serve", "tests.cli_apps:app", "--echo", "--port", "0"]) == 2
+    line = error_line(capsys.readouterr().err, "rapidws serve: ")
+    assert "not both" in line
+
+
+@pytest.mark.parametrize("argv", [["--factory"], ["--factory", "--echo"]])
+def test_serve_factory_without_app(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["serve", *argv, "--port", "0"]) == 2
+    assert "--factory" in error_line(capsys.readouterr().err, "rapidws serve: ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["tests.cli_apps"], "expected MODULE:APP"),
+        ([":app"], "expected MODULE:APP"),
+        (["tests.cli_apps:"], "expected MODULE:APP"),
+        (["tests.no_such_module:app"], "no module named 'tests.no_such_module'"),
+        (["no_such_package.sub:app"], "no module named 'no_such_package.sub'"),
+        (["tests.cli_apps:missing"], "module 'tests.cli_apps' has no attribute 'missing'"),
+        (["tests.cli_apps:holder.missing"], "has no attribute 'holder.missing'"),
+        (["tests.cli_apps:not_an_app"], "tests.cli_apps:not_an_app is not a rapidws.App but int"),
+        (["tests.cli_apps:factory"], "but function; pass --factory if it returns one"),
+        (["tests.cli_apps:App"], "but the class App; pass --factory"),
+        (["tests.cli_apps:app", "--factory"], "is an App, not a factory: drop --factory"),
+        (["tests.cli_apps:not_an_app", "--factory"], "is not callable but int"),
+        (
+            ["tests.cli_apps:not_an_app_factory", "--factory"],
+            "the factory tests.cli_apps:not_an_app_factory returned int, not a rapidws.App",
+        ),
+        (
+            ["tests.cli_apps:failing_factory", "--factory"],
+            "the factory tests.cli_apps:failing_factory raised RuntimeError: no configuration",
+        ),
+    ],
+)
+def test_serve_app_load_error(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str], own_sys_path: None
+) -> None:
+    assert run_cli(["serve", *argv, "--port", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert expected in error_line(err, "rapidws serve: ")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # An import inside the module fails: not "no module named 'broken'".
+        (
+            "import no_such_dependency_42\n",
+            "cannot import module 'broken': "
+            "ModuleNotFoundError: No module named 'no_such_dependency_42'",
+        ),
+        ("raise ValueError('bad\\nsetting')\n", "cannot import module 'broken': ValueError: bad"),
+        ("app = (\n", "cannot import module 'broken': SyntaxError: "),
+    ],
+)
+def test_serve_app_import_fails(
+    source: str, expected: str, app_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_module(app_dir, "broken", source)
+    assert run_cli(["serve", "broken:app", "--port", "0"]) == 2
+    assert expected in error_line(capsys.readouterr().err, "rapidws serve: ")
+
+
+def test_serve_app_from_current_directory(
+    app_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in the current directory: the error is about the object, not the module.
+    write_module(app_dir, "in_cwd", "app = 'an app?'\n")
+    assert run_cli(["serve", "in_cwd:app", "--port", "0"]) == 2
+    assert "in_cwd:app is not a rapidws.App but str" in error_line(
+        capsys.readouterr().err, "rapidws serve: "
+    )
+
+
+def test_load_app(app_dir: Path) -> None:
+    from rapidws.cli.serve import load_app
+
+    write_module(
+        app_dir,
+        "my_service",
+        "import types\n"
+        "import rapidws\n"
+        "app = rapidws.App()\n"
+        "deep = types.SimpleNamespace(inner=types.SimpleNamespace(app=app))\n"
+        "def create():\n"
+        "    return rapidws.App()\n",
+    )
+    app = load_app("my_service:app")
+    module = importlib.import_module("my_service")
+    assert app is module.app
+    assert load_app("my_service:deep.inner.app") is module.app
+    made = load_app("my_service:create", factory=True)
+    assert isinstance(made, rapidws.App)
+    assert made is not module.app
+
+
+def test_serve_startup_fails(capsys: pytest.CaptureFixture[str], own_sys_path: None) -> None:
+    assert run_cli(["serve", "tests.cli_apps:failing", "--port", "0"]) == 1
+    line = error_line(capsys.readouterr().err, "rapidws serve: ")
+    assert "failed to start" in line
+    assert "RuntimeError: no database" in line
+
+
+def test_serve_app_port_in_use(capsys: pytest.CaptureFixture[str], own_sys_path: None) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        argv = ["serve", "tests.cli_apps:app", "--host", "127.0.0.1", "--port", str(port)]
+        assert run_cli(argv) == 1
+    line = error_line(capsys.readouterr().err, "rapidws serve: ")
+    assert "failed to start" not in line
+
+
+def test_serve_root_not_a_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert run_cli(["serve", "--echo", "--port", "0", "--root", str(tmp_path / "nowhere")]) == 2
+    assert "--root" in error_line(capsys.readouterr().err, "rapidws serve: ")
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan", "inf"])
+def test_serve_bad_drain(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["serve", "--echo", "--port", "0", "--drain", value]) == 2
+    assert "--drain" in capsys.readouterr().err
+
+
+# serve MODULE:APP: in a subprocess, with real sockets and signals.
+
+
+@contextlib.asynccontextmanager
+async def app_process(
+    *argv: str, marker: Path | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """Run ``python -m rapidws serve *argv`` on a free port from the repository; yield it and
+    its port. The app's hooks write to ``marker``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if marker is not None:
+        env["RAPIDWS_TEST_MARKER"] = str(marker)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rapidws", "serve", *argv, "--host", "127.0.0.1", "--port", "0",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        line = (await asyncio.wait_for(process.stderr.readline(), 3 * TIMEOUT)).decode()
+        match = re.fullmatch(
+            rf"rapidws: serving {re.escape(argv[0])} on ws://127\.0\.0\.1:(\d+)\n", line
+        )
+        assert match is not None, line
+        yield process, int(match[1])
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await asyncio.wait_for(process.wait(), TIMEOUT)
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """GET ``path`` from 127.0.0.1:``port``; return the status and the body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+async def wait_for_status(port: int, path: str, status: int) -> bytes:
+    """Poll ``path`` until it answers ``status`` (for up to TIMEOUT); return the body."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        got, body = await asyncio.to_thread(http_get, port, path)
+        if got == status:
+            return body
+        assert loop.time() < deadline, f"{path} still answers {got}, not {status}"
+        await asyncio.sleep(0.02)
+
+
+@needs_signals
+@pytest.mark.parametrize(
+    ("argv", "greeting", "code"),
+    [
+        (["tests.cli_apps:app"], "hello", 1001),
+        (["tests.cli_apps:holder.app", "--restart"], "hello", 1012),
+        (["tests.cli_apps:factory", "--factory"], "bonjour", 1001),
+    ],
+)
+def test_serve_app(argv: list[str], greeting: str, code: int, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+
+    async def main() -> None:
+        async with app_process(*argv, marker=marker) as (process, port):
+            assert await asyncio.to_thread(http_get, port, "/hello") == (
+                200,
+                f'{{"greeting":"{greeting}"}}'.encode(),
+            )
+            assert await asyncio.to_thread(http_get, port, "/ready") == (200, b"ready\n")
+            assert (await asyncio.to_thread(http_get, port, "/ws/ann"))[0] == 426
+            assert (await asyncio.to_thread(http_get, port, "/nowhere"))[0] == 404
+            ws = await rapidws.connect(f"ws://127.0.0.1:{port}/ws/ann", open_timeout=TIMEOUT)
+            try:
+                await ws.send("hi")
+                assert await asyncio.wait_for(ws.recv(), TIMEOUT) == f"{greeting} ann: hi"
+                err = await stop_process(process, signal.SIGTERM)
+                await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+                assert ws.close_code == code
+            finally:
+                await asyncio.wait_for(ws.close(), TIMEOUT)
+        assert err == f"rapidws: SIGTERM: shutting down: closing connections with {code}\n"
+        assert marker.read_text().splitlines() == ["startup", "shutdown"]
+
+    run_async(main())
+
+
+@needs_signals
+def test_serve_app_drain(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    drain = 2 * TIMEOUT_FACTOR
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        options = ["--drain", str(drain)]
+        async with app_process("tests.cli_apps:app", *options, marker=marker) as (process, port):
+            url = f"ws://127.0.0.1:{port}/ws/"
+            async with rapidws.connect(url + "bob", open_timeout=TIMEOUT) as ws:
+                process.send_signal(signal.SIGTERM)
+                signalled = loop.time()
+                # Draining: readiness and new handshakes answer 503, other
+                # routes and open connections go on.
+                body = await wait_for_status(port, "/ready", 503)
+                assert b"shutting down" in body
+                with pytest.raises(rapidws.InvalidStatus) as raised:
+                    await rapidws.connect(url + "eve", open_timeout=TIMEOUT)
+                assert raised.value.response.status == 503
+                assert (await asyncio.to_thread(http_get, port, "/hello"))[0] == 200
+                await ws.send("still there?")
+                assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "hello bob: still there?"
+                # Then the connection closes with 1001 and the process exits.
+                assert process.stderr is not None
+                err = await asyncio.wait_for(process.stderr.read(), drain + TIMEOUT)
+                assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0, err
+                assert loop.time() - signalled > drain * 0.75  # it did wait
+                await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+                assert ws.close_code == 1001
+        assert "draining for" in err.decode()
+        assert "Traceback" not in err.decode()
+        assert marker.read_text().splitlines() == ["startup", "shutdown"]
+
+    run_async(main())
+
+
+@needs_signals
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+def test_serve_app_second_signal_ends_drain(second: int, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+
+    async def main() -> None:
+        # A drain far longer than the test may take: the second signal ends it.
+        options = ["--drain", "600", "--restart"]
+        async with (
+            app_process("tests.cli_apps:app", *options, marker=marker) as (process, port),
+            rapidws.connect(f"ws://127.0.0.1:{port}/ws/cy", open_timeout=TIMEOUT) as ws,
+        ):
+            process.send_signal(signal.SIGTERM)
+            await wait_for_status(port, "/ready", 503)
+            err = await stop_process(process, second)
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+            assert ws.close_code == 1012
+        assert "Traceback" not in err
+        assert marker.read_text().splitlines() == ["startup", "shutdown"]
+
+    run_async(main())
+
+
+@needs_signals
+def test_serve_app_root(tmp_path: Path) -> None:
+    root = tmp_path / "public"
+    (root / "js").mkdir(parents=True)
+    (root / "index.html").write_text("<h1>home</h1>\n")
+    (root / "js" / "app.js").write_text("connect();\n")
+    (root / ".env").write_text("SECRET=1\n")
+
+    async def main() -> None:
+        async with app_process("tests.cli_apps:app", "--root", str(root)) as (process, port):
+            # The files, at "/", beside the app's routes, which come first.
+            assert await asyncio.to_thread(http_get, port, "/") == (200, b"<h1>home</h1>\n")
+            assert await asyncio.to_thread(http_get, port, "/js/app.js") == (200, b"connect();\n")
+            assert (await asyncio.to_thread(http_get, port, "/.env"))[0] == 404
+            assert (await asyncio.to_thread(http_get, port, "/missing.css"))[0] == 404
+            assert await asyncio.to_thread(http_get, port, "/hello") == (
+                200,
+                b'{"greeting":"hello"}',
+            )
+            async with rapidws.connect(f"ws://127.0.0.1:{port}/ws/dan", open_timeout=TIMEOUT) as ws:
+                await ws.send("hi")
+                assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "hello dan: hi"
+            await stop_process(process, signal.SIGTERM)
+
+    run_async(main())
+
+
+@needs_signals
+def test_serve_echo_root(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<h1>echo</h1>\n")
+
+    async def main() -> None:
+        async with serve_process("--root", str(tmp_path)) as (process, url):
+            port = int(url.rsplit(":", 1)[1])
+            assert await asyncio.to_thread(http_get, port, "/") == (200, b"<h1>echo</h1>\n")
+            for path in ("", "/", "/any/path"):
+                async with rapidws.connect(url + path, open_timeout=TIMEOUT) as ws:
+                    await ws.send(path)
+                    assert await asyncio.wait_for(ws.recv(), TIMEOUT) == path
+            await stop_process(process, signal.SIGTERM)
+
+    run_async(main())
+
+
+@needs_signals
+def test_serve_shutdown_fails() -> None:
+    async def main() -> None:
+        async with app_process("tests.cli_apps:failing_shutdown") as (process, _):
+            process.send_signal(signal.SIGTERM)
+            assert process.stderr is not None
+            err = (await asyncio.wait_for(process.stderr.read(), TIMEOUT)).decode()
+            assert await asyncio.wait_for(process.wait(), TIMEOUT) == 1, err
+        assert "Traceback" not in err
+        assert err.splitlines()[-1] == (
+            "rapidws serve: a shutdown hook failed: RuntimeError: cannot flush"
+        )
+
+    run_async(main())

@@ -17,7 +17,7 @@ ALLOWED = {
     # The exceptions are a leaf: the twins raise the handshake's errors.
     "speedups": {"exceptions"},
     "asyncio": {"core", "exceptions", "speedups", "version"},
-    "cli": {"asyncio", "core", "exceptions", "version"},
+    "cli": {"app", "asyncio", "core", "exceptions", "version"},
     "app": {"core", "asyncio", "exceptions", "version"},
 }
 IO_MODULES = {"asyncio", "socket", "ssl", "selectors", "threading", "time", "logging"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,7 +39,6 @@ async def raw_request(server: Server, data: bytes) -> Any:
     peer = await RawPeer.connect(port=server.port)
     peer.send(data)
     response = await peer.read_response()
-    assert await peer.at_eof_soon()  # one request per connection
     await peer.close()
     return response
 
@@ -209,7 +209,7 @@ async def test_unknown_paths_wrong_kinds_and_methods() -> None:
         assert (response.status, response.body) == (404, b"Not Found\n")
         response = await raw_request(server, plain_get("/nowhere"))
         assert (response.status, response.body) == (404, b"Not Found\n")
-        assert response.headers["connection"] == "close"
+        assert response.headers["connection"] == "keep-alive"  # a page may ask for more
         assert response.headers["server"].startswith("rapidws/")
         # A WebSocket route asked for a plain GET: 426, naming the protocol.
         response = await raw_request(server, plain_get("/ws"))
@@ -481,3 +481,134 @@ async def test_draining_fails_readiness_and_new_handshakes_but_not_open_connecti
         assert (response.status, response.headers["Retry-After"]) == (503, "1")
         await open_ws.send("still here")
         assert await wait(open_ws.recv()) == "still here"
+
+
+# HTTP/1.1 on the same port: keep-alive, pipelining, bodies.
+
+
+async def test_a_page_its_script_then_the_upgrade_on_one_connection() -> None:
+    app = App()
+    app.add_route("/", lambda request: Response(200, "<html>", [("Content-Type", "text/html")]))
+    app.add_route("/app.js", lambda request: "connect()\n")
+
+    @app.websocket("/ws")
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("upgraded")
+
+    async with served(app) as server:
+        peer = await RawPeer.connect(port=server.port)
+        for path, body in [
+            ("/", b"<html>"),
+            ("/app.js", b"connect()\n"),
+            ("/nope", b"Not Found\n"),
+        ]:
+            peer.send(plain_get(path))
+            response = await peer.read_response()
+            assert (response.body, response.headers["connection"]) == (body, "keep-alive")
+        peer.send(handshake_request("/ws"))
+        assert (await peer.read_response()).status == 101
+        assert (await peer.read_frame()).payload == b"upgraded"
+        peer.abort()
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    app = App()
+
+    @app.get("/slow/{n:int}")
+    async def slow(request: rapidws.Request, n: int) -> str:
+        await asyncio.sleep(0.01 * (3 - n))  # the first takes longest
+        return f"{n}\n"
+
+    async with served(app) as server:
+        peer = await RawPeer.connect(port=server.port)
+        peer.send(
+            b"".join(plain_get(f"/slow/{n}") for n in range(3))
+            + plain_get("/", "Connection: close")
+        )
+        bodies = [(await peer.read_response()).body for _ in range(4)]
+        assert bodies == [b"0\n", b"1\n", b"2\n", b"Not Found\n"]
+        assert await peer.at_eof_soon()  # the last asked to close
+        await peer.close()
+
+
+async def test_request_bodies_with_a_real_client_and_their_limit() -> None:
+    app = App()
+
+    @app.post("/echo")
+    def echo_body(request: rapidws.Request) -> bytes:
+        return request.body
+
+    def post(port: int, body: bytes, chunked: bool) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            if chunked:
+                connection.request(
+                    "POST", "/echo", body=iter([body[:3], body[3:]]), encode_chunked=True
+                )
+            else:
+                connection.request("POST", "/echo", body=body)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    async with served(app, max_body_size=1000) as server:
+        for chunked in (False, True):
+            assert await asyncio.to_thread(post, server.port, b"payload", chunked) == (
+                200,
+                b"payload",
+            )
+        status, _ = await asyncio.to_thread(post, server.port, b"x" * 1001, False)
+        assert status == 413
+
+
+async def test_curl_reuses_the_connection_and_posts_with_expect_continue(tmp_path: Any) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is required (apt-get install curl)")
+    app = App()
+    app.add_route("/a", lambda request: "a\n")
+    app.add_route("/b", lambda request: f"{len(request.body)}\n", methods=["POST"])
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"x" * 5000)  # curl sends Expect: 100-continue above 1 KiB
+    async with served(app) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        process = await asyncio.create_subprocess_exec(
+            curl,
+            "-sS",
+            "-v",
+            f"{base}/a",
+            "--next",
+            "-sS",
+            "--data-binary",
+            f"@{upload}",
+            f"{base}/b",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await wait(process.communicate())
+    assert process.returncode == 0, err
+    assert out == b"a\n5000\n"
+    assert b"Re-using existing connection" in err or b"Reusing existing" in err
+
+
+@pytest.mark.virtual_clock
+async def test_a_slow_body_and_an_idle_kept_alive_connection_are_dropped() -> None:
+    app = App()
+    app.add_route("/", lambda request: "ok\n", methods=["GET", "POST"])
+    async with served(app, open_timeout=2) as server:
+        loop = asyncio.get_running_loop()
+        # A body that never completes: dropped after the open timeout.
+        slow = await RawPeer.connect(port=server.port)
+        start = loop.time()
+        slow.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")
+        assert await slow.read_eof() == b""
+        assert loop.time() - start == pytest.approx(2, abs=0.01)
+        # An idle connection after a response: the same timeout, from the response.
+        idle = await RawPeer.connect(port=server.port)
+        await asyncio.sleep(1.5)
+        idle.send(plain_get("/"))
+        assert (await idle.read_response()).status == 200
+        answered = loop.time()
+        assert await idle.read_eof() == b""
+        assert loop.time() - answered == pytest.approx(2, abs=0.01)

@@ -8,7 +8,15 @@ import weakref
 import pytest
 
 from rapidws.core.headers import Headers
-from rapidws.core.http11 import HeadReader, Request, Response, parse_request_line, parse_version
+from rapidws.core.http11 import (
+    BodyReader,
+    HeadReader,
+    Request,
+    Response,
+    keeps_alive,
+    parse_request_line,
+    parse_version,
+)
 from rapidws.exceptions import InvalidRequest, SecurityError
 
 HEAD = b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nX-Empty:\r\nX-Pad: \t padded \t\r\n\r\n"
@@ -340,3 +348,130 @@ def test_cookies_from_every_cookie_header() -> None:
         "lang": "fr",
     }
     assert Request("GET", "/", Headers()).cookies == {}
+
+
+# Request bodies.
+
+
+def body_request(*headers: tuple[str, str], version: tuple[int, int] = (1, 1)) -> Request:
+    return Request("POST", "/", Headers([("Host", "x"), *headers]), version)
+
+
+def read_body(reader: BodyReader, data: bytes, step: int) -> tuple[bytes, bytes]:
+    """Feed ``data`` ``step`` bytes at a time; return the body and the rest."""
+    for end in range(step, len(data) + step, step):
+        done = reader.feed(data[end - step : end])
+        if done is not None:
+            body, rest = done
+            return body, rest + data[end:]
+    raise AssertionError("the body did not end")
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_body_by_content_length(step: int) -> None:
+    reader = BodyReader.for_request(body_request(("Content-Length", "5")), 100)
+    assert reader is not None
+    assert read_body(reader, b"helloGET / HTTP/1.1", step) == (b"hello", b"GET / HTTP/1.1")
+
+
+@pytest.mark.parametrize("step", [1, 2, 7, 1000])
+def test_chunked_body_with_extensions_and_trailers(step: int) -> None:
+    reader = BodyReader.for_request(body_request(("Transfer-Encoding", "Chunked")), 100)
+    assert reader is not None
+    data = b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT"
+    assert read_body(reader, data, step) == (b"hello world", b"NEXT")
+
+
+def test_no_body() -> None:
+    assert BodyReader.for_request(body_request(), 100) is None
+    assert BodyReader.for_request(body_request(("Content-Length", "0")), 100) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "message"),
+    [
+        ([("Content-Length", "5"), ("Transfer-Encoding", "chunked")], 400, "both"),
+        ([("Content-Length", "5"), ("Content-Length", "6")], 400, "conflicting"),
+        ([("Content-Length", "5, 6")], 400, "conflicting"),
+        ([("Content-Length", "-1")], 400, "invalid Content-Length"),
+        ([("Content-Length", "+5")], 400, "invalid Content-Length"),
+        ([("Content-Length", "0x5")], 400, "invalid Content-Length"),
+        ([("Content-Length", "5 5")], 400, "invalid Content-Length"),
+        ([("Transfer-Encoding", "gzip, chunked")], 501, "only the chunked"),
+        ([("Transfer-Encoding", "chunked, chunked")], 501, "only the chunked"),
+        ([("Content-Length", "101")], 413, "too large"),
+    ],
+)
+def test_body_framing_refused(headers: list[tuple[str, str]], status: int, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message) as exc_info:
+        BodyReader.for_request(body_request(*headers), 100)
+    assert exc_info.value.status == status
+
+
+def test_chunked_in_http_1_0_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match=r"HTTP/1\.0"):
+        BodyReader.for_request(body_request(("Transfer-Encoding", "chunked"), version=(1, 0)), 100)
+
+
+def test_repeated_identical_content_lengths_are_one() -> None:
+    reader = BodyReader.for_request(body_request(("Content-Length", "2, 2")), 100)
+    assert reader is not None and reader.feed(b"ok") == (b"ok", b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"5\nhello\r\n0\r\n\r\n", "malformed chunk"),  # a bare LF
+        (b"z\r\n", "malformed chunk size"),
+        (b"0x5\r\n", "malformed chunk size"),
+        (b" 5\r\n", "malformed chunk size"),
+        (b"11111111111111111\r\n", "malformed chunk size"),  # 17 hex digits
+        (b"5\r\nhelloXX", "not followed by CRLF"),
+        (b"5;ext\x00\r\n", "malformed chunk size"),
+        (b"0\r\nno colon\r\n\r\n", "malformed trailer"),
+        (b"5" * 5000, "malformed chunked body"),  # a chunk-size line without end
+        (b"40\r\n" + b"x" * 64 + b"\r\n41\r\n", "too large"),
+    ],
+)
+def test_chunked_body_refused(data: bytes, error: str) -> None:
+    reader = BodyReader.for_request(body_request(("Transfer-Encoding", "chunked")), 100)
+    assert reader is not None
+    with pytest.raises(InvalidRequest, match=error):
+        reader.feed(data)
+
+
+def test_trailer_section_is_bounded() -> None:
+    reader = BodyReader.for_request(body_request(("Transfer-Encoding", "chunked")), 100)
+    assert reader is not None
+    with pytest.raises(SecurityError, match="trailer"):
+        reader.feed(b"0\r\n" + b"X: y\r\n" * 3000)
+
+
+@pytest.mark.parametrize(
+    ("version", "request_connection", "response_connection", "kept"),
+    [
+        ((1, 1), None, "keep-alive", True),
+        ((1, 1), "close", "keep-alive", False),
+        ((1, 1), "Keep-Alive, Close", "keep-alive", False),
+        ((1, 1), None, None, False),  # the server opts in per response
+        ((1, 1), None, "close", False),
+        ((1, 0), "keep-alive", "keep-alive", False),
+    ],
+)
+def test_keeps_alive(
+    version: tuple[int, int],
+    request_connection: str | None,
+    response_connection: str | None,
+    kept: bool,
+) -> None:
+    headers = Headers([("Connection", request_connection)] if request_connection else [])
+    request = Request("GET", "/", headers, version)
+    response = Response(
+        200, "ok", [("Connection", response_connection)] if response_connection else []
+    )
+    assert keeps_alive(request, response) is kept
+    assert not keeps_alive(request, Response(101, headers=[("Connection", "keep-alive")]))
+
+
+def test_head_only_serialization_keeps_the_length() -> None:
+    assert Response(200, "hello").serialize(head_only=True).endswith(b"Content-Length: 5\r\n\r\n")

@@ -639,3 +639,126 @@ def test_accept_keeps_state_until_response() -> None:
 def test_wants_upgrade(upgrade: str | None, wanted: bool) -> None:
     headers = Headers([("Host", "x")] + ([("Upgrade", upgrade)] if upgrade else []))
     assert wants_upgrade(Request("GET", "/", headers)) is wanted
+
+
+# Plain HTTP requests: bodies, keep-alive, pipelining, HEAD.
+
+
+def plain(method: str = "GET", target: str = "/", *headers: str, body: bytes = b"") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: x", *headers, "", ""]
+    return "\r\n".join(lines).encode() + body
+
+
+KEEP = [("Connection", "keep-alive")]
+
+
+def test_pipelined_requests_are_handed_over_one_at_a_time_in_order() -> None:
+    server = ServerProtocol(server_header=None)
+    server.receive_data(plain("GET", "/a") + plain("GET", "/b") + plain("GET", "/c"))
+    answered = []
+    for path in ("/a", "/b", "/c"):
+        [request] = server.events_received()  # the next one waits for this answer
+        assert isinstance(request, Request) and request.path == path
+        server.send_response(Response(200, path, KEEP))
+        answered.append(server.data_to_send())
+    assert server.state is CONNECTING
+    assert [b"".join(out).split(b"\r\n\r\n")[1] for out in answered] == [b"/a", b"/b", b"/c"]
+    assert server.events_received() == []
+
+
+def test_an_upgrade_after_plain_requests_on_the_same_connection() -> None:
+    server = ServerProtocol(server_header=None)
+    server.receive_data(plain("GET", "/page"))
+    [_page] = server.events_received()
+    server.send_response(Response(200, "<html>", KEEP))
+    server.data_to_send()
+    server.receive_data(RFC_REQUEST)
+    [handshake] = server.events_received()
+    assert isinstance(handshake, Request)
+    server.send_response(server.accept(handshake))
+    assert server.state is OPEN
+    assert b"".join(server.data_to_send()).startswith(b"HTTP/1.1 101 ")
+
+
+def test_a_response_without_keep_alive_closes() -> None:
+    server = ServerProtocol(server_header=None)
+    server.receive_data(plain("GET", "/a") + plain("GET", "/b"))
+    server.events_received()
+    server.send_response(Response(200, "a"))
+    assert server.state is CLOSED
+    assert server.data_to_send()[-1] == b""  # EOF
+    assert server.events_received() == []  # /b is never read
+
+
+def test_a_client_that_asks_to_close_is_not_kept() -> None:
+    server = ServerProtocol(server_header=None)
+    server.receive_data(plain("GET", "/", "Connection: close"))
+    server.events_received()
+    server.send_response(Response(200, "bye", KEEP))
+    assert server.state is CLOSED
+
+
+def test_bodies_are_read_whole_before_the_request_event() -> None:
+    server = ServerProtocol(server_header=None)
+    server.receive_data(plain("POST", "/a", "Content-Length: 11", body=b"hello"))
+    assert server.events_received() == []
+    server.receive_data(b" world" + plain("POST", "/b", "Transfer-Encoding: chunked"))
+    [first] = server.events_received()
+    assert isinstance(first, Request) and first.body == b"hello world"
+    server.send_response(Response(200, "", KEEP))
+    server.receive_data(b"3\r\nabc\r\n0\r\n\r\n")
+    [second] = server.events_received()
+    assert isinstance(second, Request) and (second.path, second.body) == ("/b", b"abc")
+
+
+def test_expect_100_continue() -> None:
+    server = ServerProtocol(server_header=None)
+    server.receive_data(plain("POST", "/", "Content-Length: 2", "Expect: 100-continue"))
+    assert server.data_to_send() == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    server.receive_data(b"ok")
+    [request] = server.events_received()
+    assert isinstance(request, Request) and request.body == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (["Content-Length: 2000"], 413),
+        (["Content-Length: 1", "Transfer-Encoding: chunked"], 400),
+        (["Transfer-Encoding: gzip"], 501),
+    ],
+)
+def test_bad_bodies_are_refused_before_any_event(headers: list[str], status: int) -> None:
+    server = ServerProtocol(server_header=None, max_body_size=1000)
+    server.receive_data(plain("POST", "/", *headers, "Expect: 100-continue"))
+    assert server.events_received() == []
+    out = b"".join(server.data_to_send())
+    assert out.startswith(f"HTTP/1.1 {status} ".encode())  # and no 100 Continue
+    assert server.state is CLOSED
+
+
+def test_an_oversized_chunked_body_is_refused_as_it_comes() -> None:
+    server = ServerProtocol(server_header=None, max_body_size=10)
+    server.receive_data(plain("POST", "/", "Transfer-Encoding: chunked") + b"8\r\n12345678\r\n")
+    server.receive_data(b"8\r\n")
+    assert server.events_received() == []
+    assert b"".join(server.data_to_send()).startswith(b"HTTP/1.1 413 ")
+
+
+def test_a_head_request_gets_no_body_even_in_a_refusal() -> None:
+    server = ServerProtocol(server_header=None)
+    server.receive_data(plain("HEAD", "/missing") + plain("GET", "/next"))
+    [_head] = server.events_received()
+    server.send_response(Response(404, "Not Found\n", KEEP))
+    out = b"".join(server.data_to_send())
+    assert out.endswith(b"Content-Length: 10\r\n\r\n")  # the length, not the bytes
+    [following] = server.events_received()
+    assert isinstance(following, Request) and following.path == "/next"
+
+
+def test_an_upgrade_request_that_declares_a_body_is_refused_not_read() -> None:
+    server = ServerProtocol(server_header=None)
+    server.receive_data(request_bytes(extra=[("Content-Length", "5")]))
+    [request] = server.events_received()  # at once: the body is not waited for
+    assert isinstance(request, Request)
+    assert server.accept(request).status == 400

@@ -24,6 +24,7 @@ from .routing import (
     Router,
     UpgradeRequired,
 )
+from .static import StaticFiles
 
 __all__ = [
     "AfterHandshake",
@@ -41,6 +42,7 @@ __all__ = [
     "Redirect",
     "Route",
     "Router",
+    "StaticFiles",
     "Upgrade",
     "UpgradeRequired",
     "WebSocketHandler",

@@ -41,7 +41,11 @@ What the App answers instead of upgrading:
 - 500, with a generic body and a log record on ``rapidws.server``, when an
   interceptor or an HTTP handler raises.
 
-Plain HTTP responses close the connection after them (``Connection: close``).
+A plain HTTP request's connection stays open for the next request (HTTP/1.1
+keep-alive, pipelining answered in order), also for an upgrade after plain
+requests; it waits for that request at most the server's ``open_timeout``.
+Request bodies (``Content-Length`` or chunked) are read whole, up to
+``max_body_size`` (413 beyond), before the handler runs, as ``request.body``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -71,6 +76,7 @@ from .routing import (
     Router,
     UpgradeRequired,
 )
+from .static import StaticFiles
 
 __all__ = ["AfterHandshake", "App", "HttpHandler", "Upgrade", "WebSocketHandler"]
 
@@ -274,6 +280,25 @@ class App:
             path, handler, kind="http", methods=methods, name=name, options=readiness
         )
 
+    def static(self, prefix: str, directory: str | os.PathLike[str], **options: Any) -> Route:
+        """Serve the files of ``directory`` under ``prefix`` (``"/"`` for the root).
+
+        ``GET`` and ``HEAD`` only, with Content-Type, ETag and Last-Modified
+        (304 when unchanged), ``index.html`` for a directory, and a 404 for any
+        path that would leave ``directory`` (see
+        :class:`~rapidws.app.static.StaticFiles`, which takes ``options``).
+        Add it after the other routes: its ``{path:path}`` takes every path
+        under ``prefix`` that no route added before it takes.
+        """
+        if not prefix.startswith("/") or "{" in prefix or "}" in prefix:
+            raise ValueError(f"a static prefix starts with '/' and has no parameters: {prefix!r}")
+        handler = StaticFiles(directory, **options)
+        base = prefix.rstrip("/")
+        if base:
+            # "/static" itself: the handler redirects it to "/static/".
+            self.add_route(base, handler)
+        return self.add_route(base + "/{path:path}", handler)
+
     def mount(self, prefix: str, app: App) -> None:
         """Serve the routes of ``app`` under ``prefix`` (``/admin``).
 
@@ -394,24 +419,29 @@ class App:
             target = request.path + ("?" + query if query else "")
         upgrade = wants_upgrade(request)
         match = self.router.match(target, websocket=upgrade, method=request.method)
+        # A plain request's connection may serve the next one (a page, its
+        # script, then the upgrade); a refused upgrade or a bad path closes.
+        keep_alive = not upgrade and not isinstance(match, BadPath) and not self._draining
         if not isinstance(match, Matched):
             response = _refusal(match)
         elif upgrade:
             options = match.route.options
             assert isinstance(options, _WebSocketRoute)
             if self._draining:
-                response = _closing(
-                    Response(503, "Service Unavailable: shutting down\n", [("Retry-After", "1")])
-                )
+                response = Response(503, _SHUTTING_DOWN, [("Retry-After", "1")])
             else:
                 response = await self._upgrade(ws, request, match, options)
         elif self._draining and match.route.options:
-            response = _closing(Response(503, "Service Unavailable: shutting down\n"))
+            response = Response(503, _SHUTTING_DOWN)
         else:
             response = await _answer(match.route.endpoint, request, match.params)
+        headers = response.headers
+        if response.status != 101 and "Connection" not in headers:
+            wanted = keep_alive and "close" not in (request.headers.get("Connection") or "").lower()
+            headers["Connection"] = "keep-alive" if wanted else "close"
         server_header = ws.protocol.server_header
-        if server_header is not None and "Server" not in response.headers:
-            response.headers["Server"] = server_header
+        if server_header is not None and "Server" not in headers:
+            headers["Server"] = server_header
         return response
 
     async def _upgrade(
@@ -454,7 +484,11 @@ class _Serving:
 
     async def __aenter__(self) -> Server:
         await self._app.startup()
-        return await self._serve.__aenter__()
+        try:
+            return await self._serve.__aenter__()
+        except BaseException:
+            await self._app.shutdown()  # what startup opened, closed again
+            raise
 
     async def __aexit__(
         self,
@@ -501,20 +535,13 @@ async def _unrouted(ws: ServerConnection) -> None:
 
 
 async def _answer(handler: Any, request: Request, params: Mapping[str, object]) -> Response:
-    """Run an HTTP handler and make its result a response."""
+    """Run an HTTP handler and make its result a response (the engine drops a HEAD's body)."""
     try:
         result = await _maybe_await(handler(request, **params))
-        response = _to_response(result)
+        return _to_response(result)
     except Exception:
         logger.error("HTTP handler failed: %s %s", request.method, request.path, exc_info=True)
-        response = Response(500, "Internal Server Error\n")
-    if request.method == "HEAD":
-        # The GET's headers, Content-Length included, and no body (RFC 9110 section 9.3.2).
-        headers = Headers(response.headers)
-        if "Content-Length" not in headers:
-            headers["Content-Length"] = str(len(response.body))
-        response = Response(response.status, b"", headers, response.reason)
-    return _closing(response)
+        return Response(500, "Internal Server Error\n")
 
 
 def _to_response(result: object) -> Response:
@@ -532,6 +559,7 @@ def _to_response(result: object) -> Response:
     )
 
 
+_SHUTTING_DOWN = "Service Unavailable: shutting down\n"
 _REFUSALS = {
     404: "Not Found\n",
     426: "Upgrade Required: this is a WebSocket endpoint\n",
@@ -543,7 +571,7 @@ _REFUSALS = {
 def _refusal(match: object) -> Response:
     """Return the answer to a request that no route takes."""
     if isinstance(match, BadPath):
-        return _closing(Response(400, f"Bad Request: {match.reason}\n"))
+        return Response(400, f"Bad Request: {match.reason}\n")
     status: int = match.status  # type: ignore[attr-defined]
     headers = Headers()
     if isinstance(match, UpgradeRequired):
@@ -554,11 +582,4 @@ def _refusal(match: object) -> Response:
         headers["Allow"] = ", ".join(sorted(match.allowed))
     elif isinstance(match, Redirect):
         headers["Location"] = match.location
-    return _closing(Response(status, _REFUSALS[status], headers))
-
-
-def _closing(response: Response) -> Response:
-    # One request per connection for now: say so, for clients that would
-    # send another on it.
-    response.headers["Connection"] = "close"
-    return response
+    return Response(status, _REFUSALS[status], headers)

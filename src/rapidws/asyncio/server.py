@@ -18,6 +18,7 @@ from ..core.headers import Headers
 from ..core.http11 import Request, Response
 from ..core.limits import (
     CLOSE_TIMEOUT,
+    MAX_BODY_SIZE,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     MAX_LINE,
@@ -236,6 +237,12 @@ class ServerConnection(Connection[ServerProtocol]):
                 self._open_timer = None
             self._start_handler()
             self._start_keepalive()
+        elif self.protocol.state is CONNECTING:
+            # Kept alive for another request (plain HTTP): it gets the open
+            # timeout again, as the time to wait for it.
+            self._early_data = 0
+            if self._open_timer is not None:
+                self._open_timer.add(self)
         if self._reading_paused:
             self._resume_reading()
         if not self._handling:
@@ -474,6 +481,8 @@ class serve:
         max_line: the longest request or header line (414 or 431 above it).
         max_headers: the most header fields (431 above it).
         max_header_bytes: the largest request head (431 above it).
+        max_body_size: the largest body of a plain HTTP request, for hooks and
+            routes that answer one (413 above it).
     """
 
     def __init__(
@@ -510,6 +519,7 @@ class serve:
         max_line: int | None = MAX_LINE,
         max_headers: int | None = MAX_HEADERS,
         max_header_bytes: int | None = MAX_HEADER_BYTES,
+        max_body_size: int | None = MAX_BODY_SIZE,
     ) -> None:
         if server_header is not None:
             # Checked now, not in the first handshake, whose refusal would
@@ -531,6 +541,7 @@ class serve:
                 max_line=max_line,
                 max_headers=max_headers,
                 max_header_bytes=max_header_bytes,
+                max_body_size=max_body_size,
                 server_header=server_header,
             ),
             connection_options=dict(

@@ -17,7 +17,15 @@ from ..speedups.pure_handshake import parse_version
 from .headers import Headers, HeadersLike
 from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE
 
-__all__ = ["HeadReader", "Request", "Response", "parse_request_line", "parse_version"]
+__all__ = [
+    "BodyReader",
+    "HeadReader",
+    "Request",
+    "Response",
+    "keeps_alive",
+    "parse_request_line",
+    "parse_version",
+]
 
 
 class Request:
@@ -29,6 +37,8 @@ class Request:
             A hook may rewrite it; :attr:`path` follows.
         headers: the request headers.
         version: the HTTP version, ``(1, 1)``.
+        body: the body, read whole (``Content-Length`` or chunked) before the
+            request is handed over; ``b""`` for a handshake.
 
     Hooks may set attributes of their own on it (``request.user = ...``).
     """
@@ -37,16 +47,32 @@ class Request:
     # the application's attributes, made on first use; the path is computed
     # when the target is set: a callback that routes on it reads it for every
     # message.
-    __slots__ = ("__dict__", "__weakref__", "_path", "_target", "headers", "method", "version")
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_path",
+        "_target",
+        "body",
+        "headers",
+        "method",
+        "version",
+    )
     __match_args__ = ("method", "target", "headers", "version")
 
     def __init__(
-        self, method: str, target: str, headers: Headers, version: tuple[int, int] = (1, 1)
+        self,
+        method: str,
+        target: str,
+        headers: Headers,
+        version: tuple[int, int] = (1, 1),
+        body: bytes = b"",
     ) -> None:
         self.method = method
         self.target = target
         self.headers = headers
         self.version = version
+        #: The request body (a plain HTTP request's; a handshake has none).
+        self.body = body
 
     @property
     def target(self) -> str:
@@ -164,13 +190,18 @@ class Response:
     def __repr__(self) -> str:
         return f"Response({self.status}, {self.body!r}, {self.headers!r})"
 
-    def serialize(self) -> bytes:
-        """Serialize the response, head and body, setting ``Content-Length``."""
+    def serialize(self, *, head_only: bool = False) -> bytes:
+        """Serialize the response, head and body, setting ``Content-Length``.
+
+        ``head_only`` leaves the body out and keeps its length: the answer to
+        a ``HEAD`` request (RFC 9110 section 9.3.2).
+        """
         headers = self.headers
         if self.status != 101 and "Content-Length" not in headers:
             headers = Headers(headers)
             headers["Content-Length"] = str(len(self.body))
-        return serialize_head(f"HTTP/1.1 {self.status} {self.reason}", headers._items, self.body)
+        body = b"" if head_only else self.body
+        return serialize_head(f"HTTP/1.1 {self.status} {self.reason}", headers._items, body)
 
 
 # Built once: looking a phrase up through http.HTTPStatus(status) costs more
@@ -256,3 +287,134 @@ class HeadReader:
                 if line_start == 0:
                     raise SecurityError("request line is too long", 414)
                 raise SecurityError("header line is too long")
+
+
+def keeps_alive(request: Request, response: Response) -> bool:
+    """Tell whether the connection stays open for another request after ``response``.
+
+    Only when both ends want it: an HTTP/1.1 request without ``Connection:
+    close`` (RFC 9112 section 9.3), answered by a response that says
+    ``Connection: keep-alive``. A handshake refusal closes its connection;
+    a server opts in per response.
+    """
+    if request.version < (1, 1) or response.status < 200 or response.status == 101:
+        return False
+    requested = ",".join(request.headers.get_all("Connection")).lower()
+    answered = ",".join(response.headers.get_all("Connection")).lower()
+    return "close" not in _tokens(requested) and "keep-alive" in _tokens(answered)
+
+
+def _tokens(value: str) -> set[str]:
+    return {token.strip() for token in value.split(",")}
+
+
+# A chunk-size line: hex digits, then chunk extensions (RFC 9112 section 7.1.1),
+# which are ignored but must be well-formed enough not to hide a CR or LF.
+_CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
+# Bounds on what is not data: a chunk-size line, and the trailer section.
+_MAX_CHUNK_LINE = 4096
+_MAX_TRAILER = 8192
+
+
+class BodyReader:
+    """Read a request body incrementally, by ``Content-Length`` or chunked, within a limit.
+
+    Make one with :meth:`for_request`, which also validates the framing
+    headers; :meth:`feed` returns ``None`` until the body is complete, then
+    ``(body, rest)``. Anything that could let two servers read the message
+    differently (request smuggling) is refused: both ``Content-Length`` and
+    ``Transfer-Encoding``, differing lengths, a chunk-size that is not hex,
+    a bare LF.
+
+    Raises from :meth:`for_request` and :meth:`feed`:
+        InvalidRequest: malformed framing (400), or a transfer coding other
+            than chunked (501).
+        SecurityError: a body over the limit (413).
+    """
+
+    def __init__(self, length: int | None, max_size: int | None) -> None:
+        self._length = length  # None: chunked
+        self._max_size = max_size
+        self._buf = bytearray()
+        self._body = bytearray()
+        # Chunked: the bytes left of the current chunk's data, or -1 while a
+        # chunk-size line is awaited, or -2 while the trailer section is read.
+        self._left = -1
+        self._trailer = 0  # bytes of the trailer section so far
+
+    @classmethod
+    def for_request(cls, request: Request, max_size: int | None) -> BodyReader | None:
+        """Return a reader for the request's body, or ``None`` when it has none."""
+        headers = request.headers
+        encodings = headers.get_all("Transfer-Encoding")
+        lengths = headers.get_all("Content-Length")
+        if encodings:
+            # RFC 9112 section 6.3: both framings in one request is a
+            # smuggling attempt, as is chunked in HTTP/1.0.
+            if lengths:
+                raise InvalidRequest("both Content-Length and Transfer-Encoding")
+            if request.version < (1, 1):
+                raise InvalidRequest("Transfer-Encoding in an HTTP/1.0 request")
+            codings = [token.strip().lower() for token in ",".join(encodings).split(",")]
+            if codings != ["chunked"]:
+                raise InvalidRequest("only the chunked transfer coding is supported", 501)
+            return cls(None, max_size)
+        if not lengths:
+            return None
+        values = {value.strip() for value in ",".join(lengths).split(",")}
+        if len(values) != 1:
+            raise InvalidRequest("conflicting Content-Length values")
+        (value,) = values
+        if not value.isdigit() or not value.isascii() or len(value) > 18:
+            raise InvalidRequest("invalid Content-Length")
+        length = int(value)
+        if max_size is not None and length > max_size:
+            raise SecurityError("request body is too large", 413)
+        return None if length == 0 else cls(length, max_size)
+
+    def feed(self, data: bytes | bytearray) -> tuple[bytes, bytes] | None:
+        """Add received bytes; return ``(body, rest)`` once the body is complete."""
+        if self._length is not None:
+            missing = self._length - len(self._body)
+            self._body += data[:missing]
+            if len(self._body) < self._length:
+                return None
+            return bytes(self._body), bytes(data[missing:])
+        self._buf += data
+        return self._feed_chunked()
+
+    def _feed_chunked(self) -> tuple[bytes, bytes] | None:
+        buf = self._buf
+        while True:
+            if self._left > 0:  # chunk data, then its CRLF
+                if len(buf) < self._left + 2:
+                    return None
+                if buf[self._left : self._left + 2] != b"\r\n":
+                    raise InvalidRequest("chunk data not followed by CRLF")
+                self._body += buf[: self._left]
+                del buf[: self._left + 2]
+                self._left = -1
+            line_end = buf.find(b"\r\n")
+            if line_end < 0:
+                limit = _MAX_TRAILER if self._left == -2 else _MAX_CHUNK_LINE
+                if len(buf) > limit or b"\n" in buf:
+                    raise InvalidRequest("malformed chunked body")
+                return None
+            line = bytes(buf[:line_end])
+            del buf[: line_end + 2]
+            if self._left == -2:  # the trailer section: fields, ignored, up to an empty line
+                if not line:
+                    return bytes(self._body), bytes(buf)
+                self._trailer += len(line) + 2
+                if self._trailer > _MAX_TRAILER:
+                    raise SecurityError("trailer section is too large")
+                if b"\n" in line or b"\r" in line or b":" not in line:
+                    raise InvalidRequest("malformed trailer field")
+                continue
+            match = _CHUNK_SIZE_RE.fullmatch(line)
+            if match is None:
+                raise InvalidRequest("malformed chunk size")
+            size = int(match[1], 16)
+            if self._max_size is not None and len(self._body) + size > self._max_size:
+                raise SecurityError("request body is too large", 413)
+            self._left = size if size else -2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "CLOSE_TIMEOUT",
+    "MAX_BODY_SIZE",
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
     "MAX_LINE",
@@ -32,6 +33,11 @@ MAX_MESSAGE_SIZE = 1 << 20
 MAX_LINE = 8192
 MAX_HEADERS = 128
 MAX_HEADER_BYTES = 32768
+
+# Plain HTTP requests beside WebSocket routes (health checks, small JSON
+# endpoints): a body is read whole before the handler runs, so it is bounded
+# like a message (413 beyond).
+MAX_BODY_SIZE = 1 << 20
 
 # The body of a refusal that a client reads to put into its error.
 MAX_RESPONSE_BODY = 65536

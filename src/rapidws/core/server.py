@@ -5,7 +5,15 @@ The flow, for any I/O layer::
     protocol.receive_data(data)          # until a Request event comes out
     response = hook(request)             # optional: a hook may answer instead
     response = response or protocol.accept(request)
-    protocol.send_response(response)     # 101 opens; anything else closes
+    protocol.send_response(response)     # 101 opens; anything else closes...
+
+...unless the response says ``Connection: keep-alive`` and the request allows
+it (:func:`~rapidws.core.http11.keeps_alive`): then the engine reads the next
+request on the same connection, and the next Request event comes out (plain
+HTTP beside WebSocket routes: a page, its script, then the upgrade). Requests
+are handed over one at a time, in order: bytes of a pipelined request wait
+until the one before is answered. A request body (``Content-Length`` or
+chunked) is read whole, within ``max_body_size``, before its request event.
 
 A request too malformed to read (bad request line, oversized headers) is
 answered by the engine itself, with 400, 414 or 431, before any event. A
@@ -35,8 +43,8 @@ from .headers import (
     serialize_extensions,
     values_of,
 )
-from .http11 import HeadReader, Request, Response, parse_request_line
-from .limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, MAX_MESSAGE_SIZE
+from .http11 import BodyReader, HeadReader, Request, Response, keeps_alive, parse_request_line
+from .limits import MAX_BODY_SIZE, MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, MAX_MESSAGE_SIZE
 from .protocol import CLOSED, CONNECTING, OPEN, Protocol
 
 __all__ = ["SelectSubprotocol", "ServerProtocol", "wants_upgrade"]
@@ -66,15 +74,19 @@ class ServerProtocol(Protocol):
         max_line: the longest request or header line, in bytes.
         max_headers: the most header fields.
         max_header_bytes: the largest request head, in bytes.
+        max_body_size: the largest body of a plain HTTP request, in bytes.
         server_header: the value of the ``Server`` header; ``None`` omits it.
     """
 
     __slots__ = (
+        "_body_reader",
+        "_head_limits",
         "_origins",
         "_reader",
         "available_subprotocols",
         "extension_factories",
         "handshake_exc",
+        "max_body_size",
         "select_subprotocol",
         "server_header",
     )
@@ -91,6 +103,7 @@ class ServerProtocol(Protocol):
         max_line: int | None = MAX_LINE,
         max_headers: int | None = MAX_HEADERS,
         max_header_bytes: int | None = MAX_HEADER_BYTES,
+        max_body_size: int | None = MAX_BODY_SIZE,
         server_header: str | None = SERVER,
     ) -> None:
         super().__init__(
@@ -104,16 +117,23 @@ class ServerProtocol(Protocol):
         self.select_subprotocol = select_subprotocol
         self.extension_factories = tuple(extensions)
         self.server_header = server_header
+        self._head_limits = (max_line, max_headers, max_header_bytes)
         self._reader: HeadReader | None = HeadReader(
             max_line=max_line, max_headers=max_headers, max_header_bytes=max_header_bytes
         )
+        self._body_reader: BodyReader | None = None
+        #: The largest request body, in bytes (413 above it); ``None`` for any.
+        self.max_body_size = max_body_size
         #: Why the handshake failed, when it did.
         self.handshake_exc: InvalidHandshake | None = None
 
     def _receive_handshake(self, data: bytes) -> None:
+        if self._body_reader is not None:
+            self._receive_body(data)
+            return
         if self._reader is None:
-            # Bytes after the request (the client did not wait for the 101):
-            # keep them for when the connection opens.
+            # Bytes after the request (the client did not wait for the 101,
+            # or pipelined its next request): kept for later.
             self._buf += data
             return
         try:
@@ -122,15 +142,44 @@ class ServerProtocol(Protocol):
                 return
             start_line, headers, rest = head
             method, target, version = parse_request_line(start_line)
-        except InvalidRequest as exc:
             self._reader = None
-            self.handshake_exc = exc
-            self.send_response(self.reject(exc.status, str(exc)))
+            request = Request(method, target, headers, version)
+            if not wants_upgrade(request):
+                # A handshake has no body; accept() refuses one that says it has.
+                self._body_reader = BodyReader.for_request(request, self.max_body_size)
+        except InvalidRequest as exc:
+            self._refuse(exc)
             return
-        self._reader = None
-        self._buf += rest
-        self.request = Request(method, target, headers, version)
-        self._events.append(self.request)
+        self.request = request
+        if self._body_reader is None:
+            self._buf += rest
+            self._events.append(request)
+            return
+        # RFC 9110 section 10.1.1: a client that asked waits for this before
+        # sending the body.
+        if "100-continue" in (headers.get("Expect") or "").lower() and version >= (1, 1):
+            self._out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._receive_body(rest)
+
+    def _receive_body(self, data: bytes) -> None:
+        reader = self._body_reader
+        assert reader is not None and self.request is not None
+        try:
+            done = reader.feed(data)
+        except InvalidRequest as exc:
+            self._refuse(exc)
+            return
+        if done is not None:
+            self._body_reader = None
+            self.request.body, rest = done
+            self._buf += rest
+            self._events.append(self.request)
+
+    def _refuse(self, exc: InvalidRequest) -> None:
+        """Answer a request that cannot be read, and close."""
+        self._reader = self._body_reader = None
+        self.handshake_exc = exc
+        self.send_response(self.reject(exc.status, str(exc)))
 
     def accept(self, request: Request) -> Response:
         """Check the handshake request and build the response that answers it.
@@ -166,11 +215,21 @@ class ServerProtocol(Protocol):
         return response
 
     def send_response(self, response: Response) -> None:
-        """Send the handshake response: a 101 opens the connection, others close it."""
+        """Send the response to the request: a 101 opens the connection, others close it.
+
+        Unless the response keeps the connection alive
+        (:func:`~rapidws.core.http11.keeps_alive`): then the next request is
+        read. The answer to a ``HEAD`` request goes without its body.
+        """
         if self.state is not CONNECTING or self.response is not None:
             raise ValueError("the handshake response was sent already")
+        request = self.request
         self.response = response
-        self._out.append(response.serialize())
+        head_only = request is not None and request.method == "HEAD"
+        self._out.append(response.serialize(head_only=head_only))
+        if request is not None and self._reader is None and keeps_alive(request, response):
+            self._next_request()
+            return
         if response.status == 101:
             self.state = OPEN
             # Kept as long as the connection, read rarely if ever.
@@ -187,6 +246,20 @@ class ServerProtocol(Protocol):
             self.state = CLOSED
             self._discard = True
             self._buf.clear()
+
+    def _next_request(self) -> None:
+        # Back to reading a request head; the bytes of a pipelined request may
+        # bring it at once.
+        self.response = None
+        self.handshake_exc = None
+        max_line, max_headers, max_header_bytes = self._head_limits
+        self._reader = HeadReader(
+            max_line=max_line, max_headers=max_headers, max_header_bytes=max_header_bytes
+        )
+        if self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            self._receive_handshake(data)
 
     def _check_request(self, request: Request) -> str:
         """Validate the request (RFC 6455 section 4.2.1); return its key."""
