@@ -30,7 +30,15 @@ from .exceptions import (
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .app import App, Endpoint, Upgrade, allow_origins, basic_auth, bearer_auth
+    from .app import (
+        App,
+        Endpoint,
+        RouteSettings,
+        Upgrade,
+        allow_origins,
+        basic_auth,
+        bearer_auth,
+    )
     from .asyncio import (
         Callbacks,
         ClientConnection,
@@ -65,6 +73,7 @@ __all__ = [
     "ProtocolError",
     "Request",
     "Response",
+    "RouteSettings",
     "SecurityError",
     "Server",
     "ServerConnection",
@@ -88,8 +97,9 @@ _LAZY = {
         ["Callbacks", "ClientConnection", "Connection", "Server", "ServerConnection"], "asyncio"
     ),
     **dict.fromkeys(["connect", "serve"], "asyncio"),
+    "bearer_auth": "app",
     **dict.fromkeys(
-        ["App", "Endpoint", "Upgrade", "allow_origins", "basic_auth", "bearer_auth"], "app"
+        ["App", "Endpoint", "RouteSettings", "Upgrade", "allow_origins", "basic_auth"], "app"
     ),
 }
 

@@ -612,3 +612,44 @@ async def test_a_slow_body_and_an_idle_kept_alive_connection_are_dropped() -> No
         answered = loop.time()
         assert await idle.read_eof() == b""
         assert loop.time() - answered == pytest.approx(2, abs=0.01)
+
+
+# Settings per route.
+
+
+async def test_a_route_has_its_own_limits_timeouts_and_compression() -> None:
+    seen: dict[str, Any] = {}
+
+    async def echo_settings(ws: ServerConnection) -> None:
+        seen[ws.request.path if ws.request else ""] = (ws.ping_interval, ws.close_timeout)
+        async for message in ws:
+            await ws.send(len(message).to_bytes(4, "big"))
+
+    app = App()
+    app.add_websocket("/chat", echo_settings)
+    upload = rapidws.RouteSettings(
+        max_size=4 * 2**20, compression=None, ping_interval=None, close_timeout=3
+    )
+    app.add_websocket("/upload", echo_settings, settings=upload)
+    big = b"\x00" * (2 * 2**20)
+    async with served(app, max_size=2**20, ping_interval=7) as server:
+        async with rapidws.connect(url(server, "/upload"), max_size=None) as ws:
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers  # compression off
+            await ws.send(big)
+            assert await wait(ws.recv()) == len(big).to_bytes(4, "big")
+        async with rapidws.connect(url(server, "/chat")) as ws:
+            assert ws.response is not None
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+            await ws.send(big)
+            with pytest.raises(rapidws.ConnectionClosedError) as exc_info:
+                await wait(ws.recv())
+            assert exc_info.value.code == 1009  # the server's max_size
+    assert seen == {"/upload": (None, 3), "/chat": (7, 10.0)}
+
+
+def test_route_settings_are_checked_when_made() -> None:
+    with pytest.raises(ValueError, match="compression"):
+        rapidws.RouteSettings(compression="zstd")
+    with pytest.raises(ValueError, match="max_size"):
+        rapidws.RouteSettings(max_size=-1)

@@ -8,7 +8,15 @@
 
 from __future__ import annotations
 
-from .application import AfterHandshake, App, HttpHandler, Upgrade, WebSocketHandler
+from .application import (
+    SERVER_DEFAULT,
+    AfterHandshake,
+    App,
+    HttpHandler,
+    RouteSettings,
+    Upgrade,
+    WebSocketHandler,
+)
 from .endpoint import Endpoint, run_endpoint
 from .hooks import Interceptor, allow_origins, basic_auth, bearer_auth
 from .routing import (
@@ -27,6 +35,7 @@ from .routing import (
 from .static import StaticFiles
 
 __all__ = [
+    "SERVER_DEFAULT",
     "AfterHandshake",
     "App",
     "BadPath",
@@ -41,6 +50,7 @@ __all__ = [
     "NotWebSocket",
     "Redirect",
     "Route",
+    "RouteSettings",
     "Router",
     "StaticFiles",
     "Upgrade",

@@ -50,6 +50,7 @@ Request bodies (``Content-Length`` or chunked) are read whole, up to
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import json
@@ -60,7 +61,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ..asyncio.connection import Settings, connection_settings
 from ..asyncio.server import Callbacks, Server, ServerConnection, _maybe_await, serve
+from ..core.extensions.base import ServerExtensionFactory
+from ..core.extensions.permessage_deflate import ServerPerMessageDeflate, with_compression
 from ..core.headers import Headers
 from ..core.http11 import Request, Response
 from ..core.server import SelectSubprotocol, wants_upgrade
@@ -78,7 +82,15 @@ from .routing import (
 )
 from .static import StaticFiles
 
-__all__ = ["AfterHandshake", "App", "HttpHandler", "Upgrade", "WebSocketHandler"]
+__all__ = [
+    "SERVER_DEFAULT",
+    "AfterHandshake",
+    "App",
+    "HttpHandler",
+    "RouteSettings",
+    "Upgrade",
+    "WebSocketHandler",
+]
 
 logger = logging.getLogger("rapidws.server")
 
@@ -113,6 +125,62 @@ class Upgrade:
     headers: Sequence[tuple[str, str]] = ()
 
 
+class _Default(enum.Enum):
+    SERVER = "the server's setting"
+
+
+#: A :class:`RouteSettings` field left at this keeps the server's value.
+SERVER_DEFAULT = _Default.SERVER
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """Limits, timeouts and compression of one WebSocket route, instead of the server's.
+
+    Each field means what the :func:`~rapidws.asyncio.server.serve` argument
+    of the same name means (``None`` disables a limit); a field left at
+    :data:`SERVER_DEFAULT` keeps the server's. An upload route beside a chat::
+
+        app.add_websocket("/upload", upload, settings=RouteSettings(max_size=64 * 2**20))
+
+    ``compression`` replaces the server's extensions for the route (``None``
+    turns compression off there).
+    """
+
+    max_size: int | _Default | None = SERVER_DEFAULT
+    max_frame_size: int | _Default | None = SERVER_DEFAULT
+    compression: str | ServerPerMessageDeflate | _Default | None = SERVER_DEFAULT
+    ping_interval: float | _Default | None = SERVER_DEFAULT
+    ping_timeout: float | _Default | None = SERVER_DEFAULT
+    close_timeout: float | _Default | None = SERVER_DEFAULT
+    max_queue: int | tuple[int, int] | _Default | None = SERVER_DEFAULT
+    write_limit: int | tuple[int, int] | _Default = SERVER_DEFAULT
+
+    def __post_init__(self) -> None:
+        # Checked now, not at the first connection.
+        for name in ("max_size", "max_frame_size"):
+            value = getattr(self, name)
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"{name} must be >= 0 or None")
+        if self.compression is not SERVER_DEFAULT:
+            with_compression(self.compression, (), ServerPerMessageDeflate)
+
+    def connection_settings(self, server: Settings) -> Settings:
+        """Merge this route's connection settings into a server's."""
+        interval, timeout, close, queue_high, queue_low, write_high, write_low = server
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is SERVER_DEFAULT else value
+
+        return connection_settings(
+            pick(self.ping_interval, interval),
+            pick(self.ping_timeout, timeout),
+            pick(self.close_timeout, close),
+            pick(self.max_queue, None if queue_high is None else (queue_high, queue_low)),
+            pick(self.write_limit, (write_high, write_low)),
+        )
+
+
 @dataclass(eq=False)
 class _WebSocketRoute:
     """What a WebSocket route carries for the App (the router's ``Route.options``)."""
@@ -121,9 +189,13 @@ class _WebSocketRoute:
     interceptors: tuple[Interceptor, ...]
     subprotocols: tuple[str, ...] | None
     select_subprotocol: SelectSubprotocol | None
+    settings: RouteSettings | None
     # The interceptors of the apps this route is mounted in, then its own
     # app's: set when the root app compiles its routes.
     chain: tuple[Interceptor, ...] = field(default=())
+    # The connection settings for the servers seen, merged once.
+    merged: dict[Settings, Settings] = field(default_factory=dict)
+    extensions: tuple[ServerExtensionFactory, ...] | None = None
 
 
 class App:
@@ -165,6 +237,7 @@ class App:
         interceptors: Iterable[Interceptor] = (),
         subprotocols: Sequence[str] | None = None,
         select_subprotocol: SelectSubprotocol | None = None,
+        settings: RouteSettings | None = None,
     ) -> Callable[[H], H]:
         """Add a WebSocket route, as a decorator; see :meth:`add_websocket`."""
 
@@ -176,6 +249,7 @@ class App:
                 interceptors=interceptors,
                 subprotocols=subprotocols,
                 select_subprotocol=select_subprotocol,
+                settings=settings,
             )
             return handler
 
@@ -190,6 +264,7 @@ class App:
         interceptors: Iterable[Interceptor] = (),
         subprotocols: Sequence[str] | None = None,
         select_subprotocol: SelectSubprotocol | None = None,
+        settings: RouteSettings | None = None,
     ) -> Route:
         """Add a WebSocket route.
 
@@ -208,6 +283,8 @@ class App:
             subprotocols: the subprotocols this route speaks, in order of
                 preference (instead of the server's).
             select_subprotocol: a callable ``(request, offered)`` choosing one.
+            settings: this route's limits, timeouts and compression
+                (:class:`RouteSettings`), instead of the server's.
 
         Raises:
             TypeError: ``handler`` is none of the three kinds.
@@ -218,7 +295,12 @@ class App:
             tuple(interceptors),
             None if subprotocols is None else tuple(subprotocols),
             select_subprotocol,
+            settings,
         )
+        if settings is not None and settings.compression is not SERVER_DEFAULT:
+            route.extensions = tuple(
+                with_compression(settings.compression, (), ServerPerMessageDeflate)
+            )
         added = self.router.add(path, handler, kind="websocket", name=name, options=route)
         self._routes.append(route)
         return added
@@ -454,6 +536,8 @@ class App:
             protocol.available_subprotocols = route.subprotocols
         if route.select_subprotocol is not None:
             protocol.select_subprotocol = route.select_subprotocol
+        if route.settings is not None:
+            _apply(route, ws)
         headers: list[tuple[str, str]] = []
         for interceptor in route.chain:
             result = await _maybe_await(interceptor(ws, request))
@@ -473,6 +557,24 @@ class App:
                 if replacement is not None:
                     return replacement  # type: ignore[no-any-return]
         return response
+
+
+def _apply(route: _WebSocketRoute, ws: ServerConnection) -> None:
+    """Give a connection its route's settings, before the upgrade."""
+    settings = route.settings
+    assert settings is not None
+    protocol = ws.protocol
+    if settings.max_size is not SERVER_DEFAULT:
+        protocol.max_message_size = settings.max_size
+    if settings.max_frame_size is not SERVER_DEFAULT:
+        protocol.max_frame_size = settings.max_frame_size
+    if route.extensions is not None:
+        protocol.extension_factories = route.extensions
+    server = ws.server._settings
+    merged = route.merged.get(server)
+    if merged is None:
+        merged = route.merged[server] = settings.connection_settings(server)
+    ws._use_settings(merged)
 
 
 class _Serving:

@@ -152,16 +152,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         #: The opening handshake's request (path, query, headers), once known.
         #: An attribute, not a property: callbacks read it for every message.
         self.request: Request | None = protocol.request
-        self._queue_high: int | None
-        (
-            self.ping_interval,
-            self.ping_timeout,
-            self.close_timeout,
-            self._queue_high,
-            self._queue_low,
-            self._write_high,
-            self._write_low,
-        ) = settings
+        self._use_settings(settings)
         self.logger = logger
         self.loop = loop
         self.transport = None
@@ -190,6 +181,20 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         self._handling = False
         #: The round-trip time of the latest ping, in seconds.
         self.latency = 0.0
+
+    def _use_settings(self, settings: Settings) -> None:
+        # The timeouts and limits, as connection_settings() prepared them: a
+        # server's for all its connections, or a route's (before the upgrade).
+        self._queue_high: int | None
+        (
+            self.ping_interval,
+            self.ping_timeout,
+            self.close_timeout,
+            self._queue_high,
+            self._queue_low,
+            self._write_high,
+            self._write_low,
+        ) = settings
 
     # Public API.
 
