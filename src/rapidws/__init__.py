@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .app import (
         App,
         Endpoint,
+        RateLimit,
         RouteSettings,
         Upgrade,
         allow_origins,
@@ -71,6 +72,7 @@ __all__ = [
     "InvalidURI",
     "PayloadTooBig",
     "ProtocolError",
+    "RateLimit",
     "Request",
     "Response",
     "RouteSettings",
@@ -98,6 +100,7 @@ _LAZY = {
     ),
     **dict.fromkeys(["connect", "serve"], "asyncio"),
     "bearer_auth": "app",
+    "RateLimit": "app",
     **dict.fromkeys(
         ["App", "Endpoint", "RouteSettings", "Upgrade", "allow_origins", "basic_auth"], "app"
     ),

@@ -19,6 +19,7 @@ from .application import (
 )
 from .endpoint import Endpoint, run_endpoint
 from .hooks import Interceptor, allow_origins, basic_auth, bearer_auth
+from .limits import ConnectionCounter, RateLimit, RateLimitedCallbacks, TokenBucket
 from .routing import (
     BadPath,
     Convertor,
@@ -39,6 +40,7 @@ __all__ = [
     "AfterHandshake",
     "App",
     "BadPath",
+    "ConnectionCounter",
     "Convertor",
     "Endpoint",
     "HttpHandler",
@@ -48,11 +50,14 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "NotWebSocket",
+    "RateLimit",
+    "RateLimitedCallbacks",
     "Redirect",
     "Route",
     "RouteSettings",
     "Router",
     "StaticFiles",
+    "TokenBucket",
     "Upgrade",
     "UpgradeRequired",
     "WebSocketHandler",

@@ -70,6 +70,7 @@ from ..core.http11 import Request, Response
 from ..core.server import SelectSubprotocol, wants_upgrade
 from .endpoint import Endpoint, run_endpoint
 from .hooks import Interceptor
+from .limits import ConnectionCounter, RateLimit, RateLimitedCallbacks, TokenBucket
 from .routing import (
     BadPath,
     Convertor,
@@ -196,6 +197,8 @@ class _WebSocketRoute:
     # The connection settings for the servers seen, merged once.
     merged: dict[Settings, Settings] = field(default_factory=dict)
     extensions: tuple[ServerExtensionFactory, ...] | None = None
+    # The callbacks behind the app's message rate limit, made on first use.
+    limited: RateLimitedCallbacks | None = None
 
 
 class App:
@@ -208,6 +211,11 @@ class App:
             ``/a`` when only the latter has a route, and the reverse.
         convertors: path parameter convertors to add to ``str``, ``int``,
             ``float``, ``uuid`` and ``path`` (see :class:`~rapidws.app.routing.Convertor`).
+        max_connections_per_ip: open WebSocket connections one client address
+            may hold; a handshake beyond gets 429. ``None`` (the default): no limit.
+        message_rate: the most messages per second a connection may send
+            (:class:`~rapidws.app.limits.RateLimit`); beyond it, the connection
+            closes with 1008. ``None`` (the default): no limit.
     """
 
     def __init__(
@@ -216,7 +224,13 @@ class App:
         interceptors: Iterable[Interceptor] = (),
         redirect_slashes: bool = True,
         convertors: Mapping[str, Convertor[Any]] | None = None,
+        max_connections_per_ip: int | None = None,
+        message_rate: RateLimit | None = None,
     ) -> None:
+        self._per_ip = (
+            None if max_connections_per_ip is None else (ConnectionCounter(max_connections_per_ip))
+        )
+        self.message_rate = message_rate
         self.router = Router(convertors, redirect_slashes=redirect_slashes)
         self.interceptors: list[Interceptor] = list(interceptors)
         self._after_handshake: list[AfterHandshake] = []
@@ -511,6 +525,8 @@ class App:
             assert isinstance(options, _WebSocketRoute)
             if self._draining:
                 response = Response(503, _SHUTTING_DOWN, [("Retry-After", "1")])
+            elif self._per_ip is not None and self._per_ip.full(_client_ip(ws)):
+                response = Response(429, _TOO_MANY, [("Retry-After", "1")])
             else:
                 response = await self._upgrade(ws, request, match, options)
         elif self._draining and match.route.options:
@@ -556,7 +572,22 @@ class App:
                 replacement = await _maybe_await(hook(ws, request, response))
                 if replacement is not None:
                     return replacement  # type: ignore[no-any-return]
+            self._limit(ws, route)
         return response
+
+    def _limit(self, ws: ServerConnection, route: _WebSocketRoute) -> None:
+        """Put an accepted connection under the app's abuse limits."""
+        if self._per_ip is not None:
+            self._per_ip.add(ws, _client_ip(ws))
+        rate = self.message_rate
+        if rate is not None:
+            if isinstance(route.handler, Callbacks):
+                if route.limited is None:
+                    route.limited = RateLimitedCallbacks(route.handler, rate)
+                ws.handler = route.limited
+            else:
+                # Where recv() hands messages over: coroutines and endpoints.
+                ws._message_hook = TokenBucket(rate, ws)
 
 
 def _apply(route: _WebSocketRoute, ws: ServerConnection) -> None:
@@ -662,6 +693,14 @@ def _to_response(result: object) -> Response:
 
 
 _SHUTTING_DOWN = "Service Unavailable: shutting down\n"
+_TOO_MANY = "Too Many Requests: too many connections from this address\n"
+
+
+def _client_ip(ws: ServerConnection) -> Any:
+    address = ws.remote_address
+    return address[0] if isinstance(address, tuple) else address
+
+
 _REFUSALS = {
     404: "Not Found\n",
     426: "Upgrade Required: this is a WebSocket endpoint\n",

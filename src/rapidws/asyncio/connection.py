@@ -102,6 +102,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         "_heartbeat",
         "_heartbeat_place",
         "_lost",
+        "_message_hook",
         "_messages",
         "_pings",
         "_queue_high",
@@ -162,6 +163,9 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         # (~0.7 KiB) when a message first has to wait in it.
         self._messages: collections.deque[Data] = _NO_QUEUE
         self._recv_waiter: asyncio.Future[Data] | None = None
+        # Called with each message recv() returns, when set (a rate limit); it
+        # may raise ConnectionClosed to refuse the message.
+        self._message_hook: Callable[[Data], None] | None = None
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -253,6 +257,8 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                     self.loop.call_soon(self._resume_parsing)
                 elif self._reading_paused and len(self._messages) <= self._queue_low:
                     self._resume_reading()
+                if self._message_hook is not None:
+                    self._message_hook(message)
                 return message
             if self._recv_waiter is not None:
                 raise ConcurrencyError("another coroutine is already waiting for the next message")
@@ -274,6 +280,8 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                 raise
             finally:
                 self._recv_waiter = None
+            if self._message_hook is not None:
+                self._message_hook(received)
             return received
         except ConnectionClosedOK:
             if _iterating:
@@ -443,6 +451,17 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
             ConnectionClosed: as :meth:`recv`.
         """
         return loads(await self.recv())
+
+    def close_nowait(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake without waiting: for callbacks, which cannot await.
+
+        Does nothing when the connection is already closing or closed;
+        :meth:`wait_closed` waits for the end.
+        """
+        if self.protocol.state is OPEN:
+            self.protocol.send_close(code, reason)
+            if not self._handling:
+                self._write_pending()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection with a closing handshake, and wait until it is closed.
