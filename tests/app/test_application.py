@@ -653,3 +653,28 @@ def test_route_settings_are_checked_when_made() -> None:
         rapidws.RouteSettings(compression="zstd")
     with pytest.raises(ValueError, match="max_size"):
         rapidws.RouteSettings(max_size=-1)
+
+
+async def test_hostile_requests_never_reach_a_handler() -> None:
+    reached: list[str] = []
+    app = App()
+
+    @app.get("/{rest:path}")
+    def anything(request: rapidws.Request, rest: str) -> str:
+        reached.append(rest)
+        return "reached\n"
+
+    async with served(app, max_line=1024, max_headers=10) as server:
+        for data, status in [
+            (plain_get("/" + "a" * 2000), 414),  # an overlong path or query
+            (plain_get("/?" + "q" * 2000), 414),
+            (plain_get("/", *[f"X-{i}: y" for i in range(20)]), 431),  # too many headers
+            (plain_get("/", "X-Big: " + "y" * 2000), 431),  # too large a header
+            (plain_get("/%zz"), 400),  # bad percent-encoding
+            (plain_get("/a%00b"), 400),  # a NUL
+            (plain_get("/", "Content-Length: 1", "Transfer-Encoding: chunked"), 400),
+        ]:
+            assert (await raw_request(server, data)).status == status, data[:40]
+        assert reached == []
+        # The server is fine afterwards.
+        assert (await raw_request(server, plain_get("/ok"))).status == 200
