@@ -100,17 +100,18 @@ async def test_json_codec_decodes_and_refuses_invalid_json_with_1007() -> None:
     assert await wait(closes.get()) == (1007, "invalid JSON")
 
 
-async def test_a_pluggable_decoder() -> None:
+async def test_a_pluggable_decoder_and_encoder() -> None:
     class Custom(Endpoint):
         codec = "json"
         loads = staticmethod(lambda data: {"decoded": data})
+        dumps = staticmethod(lambda obj: repr(obj).encode())
 
         async def on_message(self, ws: ServerConnection, message: Any) -> None:
-            await ws.send(repr(message))
+            await self.send(ws, message)
 
     async with connected(Custom) as ws:
         await ws.send("x")
-        assert await wait(ws.recv()) == "{'decoded': 'x'}"
+        assert await wait(ws.recv()) == b"{'decoded': 'x'}"  # bytes from dumps: binary
 
 
 async def test_on_close_once_when_the_peer_vanishes() -> None:

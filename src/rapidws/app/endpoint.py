@@ -36,10 +36,20 @@ class Endpoint:
             over); ``None`` (the default) hands over ``str`` and ``bytes``.
         loads: the JSON decoder, for ``codec = "json"``; ``orjson.loads`` or
             ``msgspec.json.decode`` drop in.
+        dumps: the JSON encoder :meth:`send` uses with ``codec = "json"``
+            (``orjson.dumps``, whose bytes go out as a binary message).
     """
 
     codec: ClassVar[str | None] = None
     loads: ClassVar[Callable[[str | bytes], Any]] = staticmethod(json.loads)
+    dumps: ClassVar[Callable[[Any], str | bytes]] = staticmethod(json.dumps)
+
+    async def send(self, ws: ServerConnection, message: Any) -> None:
+        """Send ``message``: encoded with :attr:`dumps` under the JSON codec, else as is."""
+        if self.codec == "json":
+            await ws.send_json(message, dumps=type(self).dumps)
+        else:
+            await ws.send(message)
 
     def on_open(self, ws: ServerConnection, **params: Any) -> Any:
         """Handle the open connection; ``params`` are the route's path parameters."""
