@@ -28,7 +28,10 @@ def test_module_declares_all(name: str) -> None:
     ("package", "modules"),
     [
         ("rapidws.asyncio", ["client", "connection", "server"]),
-        ("rapidws.app", ["application", "endpoint", "hooks", "limits", "routing", "static"]),
+        (
+            "rapidws.app",
+            ["application", "endpoint", "hooks", "limits", "proxies", "routing", "static"],
+        ),
         ("rapidws.core.extensions", ["base", "permessage_deflate"]),
         ("rapidws", ["exceptions", "version"]),
     ],

@@ -20,6 +20,15 @@ from .application import (
 from .endpoint import Endpoint, run_endpoint
 from .hooks import Interceptor, allow_origins, basic_auth, bearer_auth
 from .limits import ConnectionCounter, RateLimit, RateLimitedCallbacks, TokenBucket
+from .proxies import (
+    Node,
+    ProxySpec,
+    TrustedProxies,
+    connection_of,
+    parse_forwarded,
+    parse_node,
+    parse_x_forwarded_for,
+)
 from .routing import (
     BadPath,
     Convertor,
@@ -48,8 +57,10 @@ __all__ = [
     "Match",
     "Matched",
     "MethodNotAllowed",
+    "Node",
     "NotFound",
     "NotWebSocket",
+    "ProxySpec",
     "RateLimit",
     "RateLimitedCallbacks",
     "Redirect",
@@ -58,11 +69,16 @@ __all__ = [
     "Router",
     "StaticFiles",
     "TokenBucket",
+    "TrustedProxies",
     "Upgrade",
     "UpgradeRequired",
     "WebSocketHandler",
     "allow_origins",
     "basic_auth",
     "bearer_auth",
+    "connection_of",
+    "parse_forwarded",
+    "parse_node",
+    "parse_x_forwarded_for",
     "run_endpoint",
 ]

@@ -71,6 +71,7 @@ from ..core.server import SelectSubprotocol, wants_upgrade
 from .endpoint import Endpoint, run_endpoint
 from .hooks import Interceptor
 from .limits import ConnectionCounter, RateLimit, RateLimitedCallbacks, TokenBucket
+from .proxies import ProxySpec, TrustedProxies, bind_connection
 from .routing import (
     BadPath,
     Convertor,
@@ -211,6 +212,11 @@ class App:
             ``/a`` when only the latter has a route, and the reverse.
         convertors: path parameter convertors to add to ``str``, ``int``,
             ``float``, ``uuid`` and ``path`` (see :class:`~rapidws.app.routing.Convertor`).
+        trusted_proxies: addresses and networks (``"127.0.0.1"``,
+            ``"10.0.0.0/8"``) of reverse proxies whose ``Forwarded`` or
+            ``X-Forwarded-For``/``-Proto`` headers give the client's address
+            and scheme (``ws.client_address``, ``ws.scheme``); none by
+            default. See :mod:`rapidws.app.proxies`.
         max_connections_per_ip: open WebSocket connections one client address
             may hold; a handshake beyond gets 429. ``None`` (the default): no limit.
         message_rate: the most messages per second a connection may send
@@ -224,6 +230,7 @@ class App:
         interceptors: Iterable[Interceptor] = (),
         redirect_slashes: bool = True,
         convertors: Mapping[str, Convertor[Any]] | None = None,
+        trusted_proxies: Iterable[ProxySpec] = (),
         max_connections_per_ip: int | None = None,
         message_rate: RateLimit | None = None,
     ) -> None:
@@ -232,6 +239,7 @@ class App:
         )
         self.message_rate = message_rate
         self.router = Router(convertors, redirect_slashes=redirect_slashes)
+        self._trusted_proxies = TrustedProxies(trusted_proxies) or None
         self.interceptors: list[Interceptor] = list(interceptors)
         self._after_handshake: list[AfterHandshake] = []
         self._startup: list[Callable[[], Any]] = []
@@ -508,6 +516,8 @@ class App:
         Returns the response to send: the 101 of an accepted upgrade, or any
         other answer.
         """
+        if self._trusted_proxies is not None:
+            self._trusted_proxies.apply(ws, request)  # before the interceptors read it
         target = request.target
         if not target.startswith("/"):
             # Absolute-form (RFC 9112 section 3.2.2): its path and query.
@@ -532,6 +542,7 @@ class App:
         elif self._draining and match.route.options:
             response = Response(503, _SHUTTING_DOWN)
         else:
+            bind_connection(request, ws)  # for connection_of(request)
             response = await _answer(match.route.endpoint, request, match.params)
         headers = response.headers
         if response.status != 101 and "Connection" not in headers:
@@ -697,7 +708,8 @@ _TOO_MANY = "Too Many Requests: too many connections from this address\n"
 
 
 def _client_ip(ws: ServerConnection) -> Any:
-    address = ws.remote_address
+    # The client behind trusted proxies, not the proxy.
+    address = ws.client_address
     return address[0] if isinstance(address, tuple) else address
 
 

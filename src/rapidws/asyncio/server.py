@@ -98,10 +98,12 @@ class ServerConnection(Connection[ServerProtocol]):
     __slots__ = (
         "_attributes",
         "_callbacks",
+        "_client_address",
         "_early_data",
         "_handler",
         "_hooks_task",
         "_open_timer",
+        "_scheme",
         "handler_task",
         "path_params",
         "server",
@@ -123,6 +125,45 @@ class ServerConnection(Connection[ServerProtocol]):
         #: by a router; empty otherwise.
         self.path_params: Mapping[str, Any] = _NO_PARAMS
         self._attributes: dict[str, Any] | None = None
+        # None: the defaults, computed when read (see client_address, scheme).
+        self._client_address: Any = None
+        self._scheme: str | None = None
+
+    @property
+    def client_address(self) -> Any:
+        """The client's address: :attr:`remote_address` unless a proxy's is known.
+
+        An App with ``trusted_proxies`` sets it, from ``Forwarded`` or
+        ``X-Forwarded-For``, to a ``(host, port)`` pair (port 0 when the proxy
+        does not say it) when the peer is a trusted proxy; a hook may set it
+        too. Setting ``None`` restores the default.
+        """
+        address = self._client_address
+        return self.remote_address if address is None else address
+
+    @client_address.setter
+    def client_address(self, address: Any) -> None:
+        self._client_address = address
+
+    @property
+    def scheme(self) -> str:
+        """``"wss"`` when the client's connection is TLS, else ``"ws"``.
+
+        The default is this socket's: ``"wss"`` when the server has TLS. An App
+        with ``trusted_proxies`` sets it from ``Forwarded: proto=`` or
+        ``X-Forwarded-Proto`` when the peer is a trusted proxy (TLS ended
+        there); a hook may set it too. Setting ``None`` restores the default.
+        """
+        scheme = self._scheme
+        if scheme is None:
+            transport = self.transport
+            tls = transport is not None and transport.get_extra_info("sslcontext") is not None
+            return "wss" if tls else "ws"
+        return scheme
+
+    @scheme.setter
+    def scheme(self, scheme: str | None) -> None:
+        self._scheme = scheme
 
     @property
     def attributes(self) -> dict[str, Any]:
