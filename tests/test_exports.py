@@ -32,6 +32,7 @@ def test_module_declares_all(name: str) -> None:
             "rapidws.app",
             ["application", "endpoint", "hooks", "limits", "proxies", "routing", "static"],
         ),
+        ("rapidws.asgi", ["protocol"]),
         ("rapidws.core.extensions", ["base", "permessage_deflate"]),
         ("rapidws", ["exceptions", "version"]),
     ],

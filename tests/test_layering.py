@@ -19,6 +19,7 @@ ALLOWED = {
     "asyncio": {"core", "exceptions", "speedups", "version"},
     "cli": {"app", "asyncio", "core", "exceptions", "version"},
     "app": {"core", "asyncio", "exceptions", "version"},
+    "asgi": {"asyncio", "core", "exceptions", "version"},
 }
 IO_MODULES = {"asyncio", "socket", "ssl", "selectors", "threading", "time", "logging"}
 

@@ -1,0 +1,533 @@
+"""UvicornProtocol under a real uvicorn server: ASGI apps over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+uvicorn = pytest.importorskip("uvicorn")
+starlette_routing = pytest.importorskip("starlette.routing")
+starlette_websockets = pytest.importorskip("starlette.websockets")
+
+import rapidws  # noqa: E402
+from rapidws.asgi import ClientDisconnected, UvicornProtocol  # noqa: E402
+
+from ..asyncio.utils import (  # noqa: E402
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    TIMEOUT,
+    RawPeer,
+    close_payload,
+    handshake_request,
+    wait,
+)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Served:
+    """A uvicorn server running an app in this test's loop."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.port: int = server.servers[0].sockets[0].getsockname()[1]
+
+    def uri(self, path: str = "/") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+
+@contextlib.asynccontextmanager
+async def serve(app: App, **options: Any) -> AsyncIterator[Served]:
+    """Run ``app`` under uvicorn with UvicornProtocol, on a free port."""
+    options = {"lifespan": "off", "log_config": None, **options}
+    config = uvicorn.Config(app, ws=UvicornProtocol, host="127.0.0.1", port=0, **options)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises why it did not start
+        await asyncio.sleep(0.01)
+    try:
+        yield Served(server)
+    finally:
+        server.should_exit = True
+        await wait(task, 3 * TIMEOUT)
+
+
+async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """A plain ASGI echo endpoint."""
+    assert scope["type"] == "websocket"
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send(
+                {"type": "websocket.send", **{k: v for k, v in message.items() if k != "type"}}
+            )
+        else:
+            return
+
+
+def starlette_app(endpoint: Callable[[Any], Awaitable[None]]) -> Any:
+    """A Starlette app with one WebSocket route at /ws."""
+    from starlette.applications import Starlette
+
+    return Starlette(routes=[starlette_routing.WebSocketRoute("/ws", endpoint)])
+
+
+# Messages.
+
+
+async def test_echo_text_and_bytes() -> None:
+    async with serve(echo_app) as served, rapidws.connect(served.uri()) as ws:
+        await ws.send("hello")
+        assert await wait(ws.recv()) == "hello"
+        await ws.send(b"\x00\xff")
+        assert await wait(ws.recv()) == b"\x00\xff"
+        big = b"x" * 300_000  # several reads, and the direct-read path
+        await ws.send(big)
+        assert await wait(ws.recv()) == big
+
+
+async def test_starlette_endpoint_echoes_and_sees_the_close() -> None:
+    closed: list[int] = []
+
+    async def endpoint(websocket: Any) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                text = await websocket.receive_text()
+                await websocket.send_text(f"echo: {text}")
+        except starlette_websockets.WebSocketDisconnect as exc:
+            closed.append(exc.code)
+
+    async with serve(starlette_app(endpoint)) as served:
+        async with rapidws.connect(served.uri("/ws")) as ws:
+            await ws.send("hi")
+            assert await wait(ws.recv()) == "echo: hi"
+            await ws.close(4001, "bye")
+        await wait(_until(lambda: bool(closed)))
+    assert closed == [4001]
+
+
+async def test_scope() -> None:
+    scopes: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scopes.append(scope)
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close"})
+
+    async with serve(app, root_path="/api") as served:
+        uri = served.uri("/r%C3%A9sum%C3%A9/a%2Fb?x=1&y=%20")
+        async with rapidws.connect(
+            uri, subprotocols=["one", "two"], additional_headers={"X-Token": "Sécret"}
+        ) as ws:
+            await ws.wait_closed()
+    (scope,) = scopes
+    assert scope["type"] == "websocket"
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert scope["http_version"] == "1.1"
+    assert scope["scheme"] == "ws"
+    assert scope["server"] == ("127.0.0.1", served.port)
+    assert scope["client"][0] == "127.0.0.1"
+    assert scope["root_path"] == "/api"
+    assert scope["path"] == "/api/résumé/a/b"
+    assert scope["raw_path"] == b"/api/r%C3%A9sum%C3%A9/a%2Fb"
+    assert scope["query_string"] == b"x=1&y=%20"
+    headers = scope["headers"]
+    assert all(name == name.lower() and isinstance(value, bytes) for name, value in headers)
+    assert (b"x-token", "Sécret".encode("latin-1")) in headers
+    assert (b"upgrade", b"websocket") in headers
+    assert scope["subprotocols"] == ["one", "two"]
+    assert scope["extensions"] == {"websocket.http.response": {}}
+    assert scope["state"] == {}
+
+
+async def test_accept_with_subprotocol_and_headers() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send(
+            {"type": "websocket.accept", "subprotocol": "two", "headers": [(b"x-extra", b"1")]}
+        )
+        await receive()
+
+    async with (
+        serve(app) as served,
+        rapidws.connect(served.uri(), subprotocols=["one", "two"]) as ws,
+    ):
+        assert ws.subprotocol == "two"
+        assert ws.response is not None
+        headers = ws.response.headers
+        assert headers["X-Extra"] == "1"
+        assert headers["Server"] == "uvicorn"  # uvicorn's default headers
+        assert "Date" in headers
+
+
+async def test_server_and_date_headers_follow_uvicorn_settings() -> None:
+    async with (
+        serve(
+            echo_app, server_header=False, date_header=False, headers=[("X-Site", "a")]
+        ) as served,
+        rapidws.connect(served.uri()) as ws,
+    ):
+        assert ws.response is not None
+        headers = ws.response.headers
+        assert "Server" not in headers
+        assert "Date" not in headers
+        assert headers["X-Site"] == "a"
+
+
+# Closing.
+
+
+@pytest.mark.parametrize(("code", "reason"), [(None, None), (1000, ""), (4000, "done")])
+async def test_app_closes(code: int | None, reason: str | None) -> None:
+    after: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        message: dict[str, Any] = {"type": "websocket.close"}
+        if code is not None:
+            message.update(code=code, reason=reason)
+        await send(message)
+        after.append(await receive())
+        with pytest.raises(RuntimeError, match=r"after sending 'websocket\.close'"):
+            await send({"type": "websocket.send", "text": "late"})
+
+    async with serve(app) as served:
+        async with rapidws.connect(served.uri()) as ws:
+            await ws.wait_closed()
+        assert ws.close_code == (code or 1000)
+        assert ws.close_reason == (reason or "")
+    assert after == [{"type": "websocket.disconnect", "code": code or 1000, "reason": reason or ""}]
+
+
+async def test_client_closes() -> None:
+    events: list[dict[str, Any]] = []
+    raised: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        events.append(await receive())
+        try:
+            await send({"type": "websocket.send", "text": "late"})
+        except OSError as exc:  # what Starlette catches
+            raised.append(exc)
+
+    async with serve(app) as served:
+        async with rapidws.connect(served.uri()) as ws:
+            await ws.close(4002, "going")
+        await wait(_until(lambda: bool(raised)))
+    assert events == [{"type": "websocket.disconnect", "code": 4002, "reason": "going"}]
+    assert isinstance(raised[0], ClientDisconnected)
+
+
+async def test_client_drops_the_connection() -> None:
+    events: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        events.append(await receive())
+
+    async with serve(app) as served:
+        peer = await RawPeer.open_websocket(served.port)
+        peer.abort()
+        await wait(_until(lambda: bool(events)))
+    assert events == [{"type": "websocket.disconnect", "code": 1006}]
+
+
+async def test_app_returning_without_close_closes_normally() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    async with serve(app) as served, rapidws.connect(served.uri()) as ws:
+        await ws.wait_closed()
+        assert ws.close_code == 1000
+
+
+# Refusing.
+
+
+async def test_close_before_accept_is_403() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.close"})
+        assert await receive() == {"type": "websocket.disconnect", "code": 1006}
+
+    async with serve(app) as served:
+        with pytest.raises(rapidws.InvalidStatus) as raised:
+            await wait(rapidws.connect(served.uri()))
+    assert raised.value.response.status == 403
+
+
+async def test_denial_response_with_body() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        headers = [(b"content-type", b"application/json"), (b"x-why", b"token")]
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": b'{"detail": "no"}'})
+
+    async with serve(app) as served:
+        peer = await RawPeer.connect("127.0.0.1", served.port)
+        peer.send(handshake_request("/"))
+        response = await peer.read_response()
+        assert await peer.at_eof_soon()
+        await peer.close()
+    assert response.status == 403
+    assert response.body == b'{"detail": "no"}'
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-why"] == "token"
+    assert response.headers["content-length"] == "16"
+    assert response.headers["server"] == "uvicorn"
+
+
+async def test_denial_response_in_parts() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"one ", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"two"})
+
+    async with serve(app) as served:
+        peer = await RawPeer.connect("127.0.0.1", served.port)
+        peer.send(handshake_request("/"))
+        data = await peer.read_eof()
+        await peer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert b"connection: close" in head.lower()
+    assert body == b"one two"  # the end of the body is the end of the connection
+
+
+async def test_starlette_denial_response() -> None:
+    from starlette.responses import PlainTextResponse
+
+    async def endpoint(websocket: Any) -> None:
+        await websocket.send_denial_response(PlainTextResponse("go away", status_code=418))
+
+    async with serve(starlette_app(endpoint)) as served:
+        with pytest.raises(rapidws.InvalidStatus) as raised:
+            await wait(rapidws.connect(served.uri("/ws")))
+    assert raised.value.response.status == 418
+    assert raised.value.response.body == b"go away"
+
+
+async def test_invalid_handshake_does_not_reach_the_app() -> None:
+    called: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        called.append(scope)
+
+    async with serve(app) as served:
+        peer = await RawPeer.connect("127.0.0.1", served.port)
+        peer.send(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        response = await peer.read_response()
+        await peer.close()
+    assert response.status == 400
+    assert b"Sec-WebSocket-Key" in response.body
+    assert called == []
+
+
+# Errors.
+
+
+async def test_app_raising_before_accept_is_500(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise ValueError("boom")
+
+    with caplog.at_level(logging.ERROR, "uvicorn.error"):
+        async with serve(app) as served:
+            with pytest.raises(rapidws.InvalidStatus) as raised:
+                await wait(rapidws.connect(served.uri()))
+    assert raised.value.response.status == 500
+    assert any("Exception in ASGI application" in r.getMessage() for r in caplog.records)
+
+
+async def test_app_returning_before_accept_is_500() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+
+    async with serve(app) as served:
+        with pytest.raises(rapidws.InvalidStatus) as raised:
+            await wait(rapidws.connect(served.uri()))
+    assert raised.value.response.status == 500
+
+
+async def test_app_raising_after_accept_is_1011() -> None:
+    async def endpoint(websocket: Any) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        raise ValueError("boom")
+
+    async with serve(starlette_app(endpoint)) as served:
+        async with rapidws.connect(served.uri("/ws")) as ws:
+            await ws.send("go")
+            await ws.wait_closed()
+        assert ws.close_code == 1011
+
+
+async def test_unexpected_message_raises() -> None:
+    raised: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        try:
+            await send({"type": "websocket.send", "text": "too early"})
+        except RuntimeError as exc:
+            raised.append(exc)
+            raise
+
+    async with serve(app) as served:
+        with pytest.raises(rapidws.InvalidStatus):
+            await wait(rapidws.connect(served.uri()))
+    assert "Expected ASGI message 'websocket.accept'" in str(raised[0])
+
+
+# Settings.
+
+
+async def test_max_size_is_1009() -> None:
+    events: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            events.append(message)
+            if message["type"] == "websocket.disconnect":
+                return
+
+    async with serve(app, ws_max_size=1000) as served:
+        async with rapidws.connect(served.uri()) as ws:
+            await ws.send(b"x" * 1000)
+            await ws.send(b"x" * 1001)
+            await ws.wait_closed()
+        assert ws.close_code == 1009
+        await wait(_until(lambda: len(events) == 2))
+    assert events[0] == {"type": "websocket.receive", "bytes": b"x" * 1000}
+    assert events[1]["code"] == 1009
+
+
+async def test_per_message_deflate_follows_the_setting() -> None:
+    for enabled in (True, False):
+        async with (
+            serve(echo_app, ws_per_message_deflate=enabled) as served,
+            rapidws.connect(served.uri()) as ws,
+        ):
+            assert ws.response is not None
+            assert ("Sec-WebSocket-Extensions" in ws.response.headers) is enabled
+            await ws.send("a" * 1000)
+            assert await wait(ws.recv()) == "a" * 1000
+
+
+async def test_keepalive_pings_and_their_timeout() -> None:
+    async with serve(echo_app, ws_ping_interval=0.05, ws_ping_timeout=0.2) as served:
+        peer = await RawPeer.open_websocket(served.port)
+        ping = await peer.read_frame()
+        assert ping.opcode == OP_PING
+        # Never answered: the server closes with 1011 after the timeout.
+        close = await peer.read_close()
+        assert close.payload == close_payload(1011, "keepalive ping timeout")
+        await peer.close()
+
+
+async def test_keepalive_disabled() -> None:
+    async with serve(echo_app, ws_ping_interval=None) as served:
+        peer = await RawPeer.open_websocket(served.port)
+        with pytest.raises(TimeoutError):
+            await peer.read_frame(timeout=0.3)
+        peer.send_frame(OP_TEXT, "still here")
+        assert (await peer.read_frame()).payload == b"still here"
+        await peer.close()
+
+
+async def test_limit_concurrency_is_503() -> None:
+    async with serve(echo_app, limit_concurrency=1) as served:
+        with pytest.raises(rapidws.InvalidStatus) as raised:
+            await wait(rapidws.connect(served.uri()))
+    assert raised.value.response.status == 503
+
+
+async def test_shutdown_closes_with_1012() -> None:
+    events: list[dict[str, Any]] = []
+    accepted = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        events.append(await receive())
+
+    async with serve(app) as served:
+        ws = await wait(rapidws.connect(served.uri()))
+        await wait(accepted.wait())
+        served.server.should_exit = True
+        await wait(ws.wait_closed())
+    assert ws.close_code == 1012
+    assert events == [{"type": "websocket.disconnect", "code": 1012}]
+
+
+async def test_wss_scheme(tmp_path: Any, server_cert: Any, client_context: Any) -> None:
+    scopes: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scopes.append(scope)
+        await echo_app(scope, receive, send)
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    server_cert.cert_chain_pems[0].write_to_path(cert)
+    server_cert.private_key_pem.write_to_path(key)
+    async with serve(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as served:
+        uri = f"wss://127.0.0.1:{served.port}/"
+        async with rapidws.connect(uri, ssl=client_context) as ws:
+            await ws.send("secure")
+            assert await wait(ws.recv()) == "secure"
+    assert scopes[0]["scheme"] == "wss"
+
+
+async def test_frames_with_the_request_wait_for_accept() -> None:
+    # A client that sends a frame right behind its request: the frame is
+    # parsed once the app accepts, not lost.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await asyncio.sleep(0.05)
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message["text"]})
+
+    async with serve(app) as served:
+        peer = await RawPeer.connect("127.0.0.1", served.port)
+        peer.send(handshake_request("/"))
+        response = await peer.read_response()
+        assert response.status == 101
+        peer.send_frame(OP_TEXT, "early")
+        reply = await peer.read_frame()
+        assert reply.payload == b"early"
+        peer.send_close()
+        assert (await peer.read_close()).opcode == OP_CLOSE
+        await peer.close()
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
