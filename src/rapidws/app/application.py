@@ -56,7 +56,7 @@ import inspect
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -509,13 +509,25 @@ class App:
 
     # The server's process_request hook.
 
-    async def handle(self, ws: ServerConnection, request: Request) -> Response | None:
+    def handle(
+        self, ws: ServerConnection, request: Request
+    ) -> Response | Coroutine[Any, Any, Response]:
         """Route a request: answer it, or prepare ``ws`` for its WebSocket route.
 
         The server's ``process_request`` hook (:meth:`serve` installs it).
         Returns the response to send: the 101 of an accepted upgrade, or any
-        other answer.
+        other answer; a coroutine that makes it when an interceptor or a
+        handler is async. Sync hooks and handlers run at once: no task.
         """
+        steps = self._steps(ws, request)
+        try:
+            pending = steps.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        return _finish_steps(steps, pending)
+
+    def _steps(self, ws: ServerConnection, request: Request) -> Generator[Any, Any, Response]:
+        """Answer a request; yield what must be awaited, to receive its result."""
         if self._trusted_proxies is not None:
             self._trusted_proxies.apply(ws, request)  # before the interceptors read it
         target = request.target
@@ -538,12 +550,12 @@ class App:
             elif self._per_ip is not None and self._per_ip.full(_client_ip(ws)):
                 response = Response(429, _TOO_MANY, [("Retry-After", "1")])
             else:
-                response = await self._upgrade(ws, request, match, options)
+                response = yield from self._upgrade(ws, request, match, options)
         elif self._draining and match.route.options:
             response = Response(503, _SHUTTING_DOWN)
         else:
             bind_connection(request, ws)  # for connection_of(request)
-            response = await _answer(match.route.endpoint, request, match.params)
+            response = yield from _answer(match.route.endpoint, request, match.params)
         headers = response.headers
         if response.status != 101 and "Connection" not in headers:
             wanted = keep_alive and "close" not in (request.headers.get("Connection") or "").lower()
@@ -553,9 +565,9 @@ class App:
             headers["Server"] = server_header
         return response
 
-    async def _upgrade(
+    def _upgrade(
         self, ws: ServerConnection, request: Request, match: Matched, route: _WebSocketRoute
-    ) -> Response:
+    ) -> Generator[Any, Any, Response]:
         ws.path_params = match.params
         ws.handler = route.handler
         protocol = ws.protocol
@@ -567,7 +579,9 @@ class App:
             _apply(route, ws)
         headers: list[tuple[str, str]] = []
         for interceptor in route.chain:
-            result = await _maybe_await(interceptor(ws, request))
+            result = interceptor(ws, request)
+            if inspect.isawaitable(result):
+                result = yield result
             if isinstance(result, Response):
                 return result
             if isinstance(result, Upgrade):
@@ -580,9 +594,11 @@ class App:
             for name, value in headers:
                 response.headers[name] = value
             for hook in self._after_handshake:
-                replacement = await _maybe_await(hook(ws, request, response))
+                replacement = hook(ws, request, response)
+                if inspect.isawaitable(replacement):
+                    replacement = yield replacement
                 if replacement is not None:
-                    return replacement  # type: ignore[no-any-return]
+                    return replacement
             self._limit(ws, route)
         return response
 
@@ -678,14 +694,35 @@ async def _unrouted(ws: ServerConnection) -> None:
     raise AssertionError("a connection was upgraded without a route")  # pragma: no cover
 
 
-async def _answer(handler: Any, request: Request, params: Mapping[str, object]) -> Response:
+def _answer(
+    handler: Any, request: Request, params: Mapping[str, object]
+) -> Generator[Any, Any, Response]:
     """Run an HTTP handler and make its result a response (the engine drops a HEAD's body)."""
     try:
-        result = await _maybe_await(handler(request, **params))
+        result = handler(request, **params)
+        if inspect.isawaitable(result):
+            result = yield result
         return _to_response(result)
     except Exception:
         logger.error("HTTP handler failed: %s %s", request.method, request.path, exc_info=True)
         return Response(500, "Internal Server Error\n")
+
+
+async def _finish_steps(steps: Generator[Any, Any, Response], pending: Any) -> Response:
+    """Drive :meth:`App._steps` on from its first awaitable."""
+    try:
+        while True:
+            try:
+                result = await pending
+            except Exception as exc:
+                # Into the steps, where a handler's failure becomes a 500.
+                pending = steps.throw(exc)
+            else:
+                pending = steps.send(result)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        steps.close()
 
 
 def _to_response(result: object) -> Response:

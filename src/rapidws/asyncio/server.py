@@ -236,15 +236,26 @@ class ServerConnection(Connection[ServerProtocol]):
                 self.logger.error("opening handshake failed", exc_info=True)
                 response = self.protocol.reject(500, "internal server error")
             self._send_response(response)
-        else:
-            self._hooks_task = self.loop.create_task(self._run_hooks(event))
+            return
+        try:
+            result = None
+            if server.process_request is not None:
+                result = server.process_request(self, event)
+            if inspect.isawaitable(result) or server.process_response is not None:
+                self._hooks_task = self.loop.create_task(self._run_hooks(event, result))
+                return
+            # A hook that answered at once (a router, a sync check): no task.
+            response = result or self.protocol.accept(event)
+        except Exception:
+            self.logger.error("handshake hook failed", exc_info=True)
+            response = self.protocol.reject(500, "internal server error")
+        self._send_response(response)
 
-    async def _run_hooks(self, request: Request) -> None:
+    async def _run_hooks(self, request: Request, result: Any) -> None:
+        # result: what process_request returned, perhaps to await.
         server = self.server
         try:
-            response = None
-            if server.process_request is not None:
-                response = await _maybe_await(server.process_request(self, request))
+            response = await _maybe_await(result)
             if response is None:
                 response = self.protocol.accept(request)
                 if server.process_response is not None:
