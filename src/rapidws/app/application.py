@@ -556,13 +556,15 @@ class App:
         else:
             bind_connection(request, ws)  # for connection_of(request)
             response = yield from _answer(match.route.endpoint, request, match.params)
-        headers = response.headers
-        if response.status != 101 and "Connection" not in headers:
-            wanted = keep_alive and "close" not in (request.headers.get("Connection") or "").lower()
-            headers["Connection"] = "keep-alive" if wanted else "close"
-        server_header = ws.protocol.server_header
-        if server_header is not None and "Server" not in headers:
-            headers["Server"] = server_header
+        if response.status != 101:  # accept() made the 101 whole
+            headers = response.headers
+            if "Connection" not in headers:
+                asked = request.headers.get("Connection") or ""
+                wanted = keep_alive and "close" not in asked.lower()
+                headers["Connection"] = "keep-alive" if wanted else "close"
+            server_header = ws.protocol.server_header
+            if server_header is not None and "Server" not in headers:
+                headers["Server"] = server_header
         return response
 
     def _upgrade(
@@ -599,7 +601,8 @@ class App:
                     replacement = yield replacement
                 if replacement is not None:
                     return replacement
-            self._limit(ws, route)
+            if self._per_ip is not None or self.message_rate is not None:
+                self._limit(ws, route)
         return response
 
     def _limit(self, ws: ServerConnection, route: _WebSocketRoute) -> None:

@@ -144,8 +144,12 @@ class ServerProtocol(Protocol):
             method, target, version = parse_request_line(start_line)
             self._reader = None
             request = Request(method, target, headers, version)
-            if not wants_upgrade(request):
-                # A handshake has no body; accept() refuses one that says it has.
+            index = index_of(headers)
+            if (
+                ("content-length" in index or "transfer-encoding" in index)
+                and not wants_upgrade(request)
+            ):
+                # A handshake has no body: accept() refuses one that says it has.
                 self._body_reader = BodyReader.for_request(request, self.max_body_size)
         except InvalidRequest as exc:
             self._refuse(exc)
