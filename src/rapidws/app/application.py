@@ -62,7 +62,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ..asyncio.connection import Settings, connection_settings
-from ..asyncio.server import Callbacks, Server, ServerConnection, _maybe_await, serve
+from ..asyncio.server import (
+    Callbacks,
+    Server,
+    ServerConnection,
+    _is_awaitable,
+    _maybe_await,
+    serve,
+)
 from ..core.extensions.base import ServerExtensionFactory
 from ..core.extensions.permessage_deflate import ServerPerMessageDeflate, with_compression
 from ..core.headers import Headers
@@ -582,7 +589,7 @@ class App:
         headers: list[tuple[str, str]] = []
         for interceptor in route.chain:
             result = interceptor(ws, request)
-            if inspect.isawaitable(result):
+            if _is_awaitable(result):
                 result = yield result
             if isinstance(result, Response):
                 return result
@@ -597,7 +604,7 @@ class App:
                 response.headers[name] = value
             for hook in self._after_handshake:
                 replacement = hook(ws, request, response)
-                if inspect.isawaitable(replacement):
+                if _is_awaitable(replacement):
                     replacement = yield replacement
                 if replacement is not None:
                     return replacement
@@ -703,7 +710,7 @@ def _answer(
     """Run an HTTP handler and make its result a response (the engine drops a HEAD's body)."""
     try:
         result = handler(request, **params)
-        if inspect.isawaitable(result):
+        if _is_awaitable(result):
             result = yield result
         return _to_response(result)
     except Exception:
