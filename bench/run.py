@@ -108,9 +108,9 @@ def cases(idle_connections: int) -> list[Case]:
 # ---- setup ----
 
 
-def ensure_packages() -> list[str]:
-    """Pip-install the Python peers that are missing; return what was installed."""
-    missing = [pkg for module, pkg in PACKAGES.items() if importlib.util.find_spec(module) is None]
+def ensure_packages(packages: dict[str, str] = PACKAGES) -> list[str]:
+    """Pip-install the packages (module: package) that are missing; return what was installed."""
+    missing = [pkg for module, pkg in packages.items() if importlib.util.find_spec(module) is None]
     if missing:
         print(f"installing {', '.join(missing)} with pip", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)

@@ -33,6 +33,7 @@ def test_module_declares_all(name: str) -> None:
             ["application", "endpoint", "hooks", "limits", "proxies", "routing", "static"],
         ),
         ("rapidws.asgi", ["protocol"]),
+        ("rapidws.sync", ["client", "connection"]),
         ("rapidws.core.extensions", ["base", "permessage_deflate"]),
         ("rapidws", ["exceptions", "version"]),
     ],

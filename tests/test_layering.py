@@ -20,6 +20,7 @@ ALLOWED = {
     "cli": {"app", "asyncio", "core", "exceptions", "version"},
     "app": {"core", "asyncio", "exceptions", "version"},
     "asgi": {"asyncio", "core", "exceptions", "version"},
+    "sync": {"asyncio", "core", "exceptions", "version"},
 }
 IO_MODULES = {"asyncio", "socket", "ssl", "selectors", "threading", "time", "logging"}
 

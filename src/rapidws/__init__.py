@@ -30,6 +30,7 @@ from .exceptions import (
 from .version import __version__
 
 if TYPE_CHECKING:
+    from . import sync
     from .app import (
         App,
         Endpoint,
@@ -89,6 +90,7 @@ __all__ = [
     "bearer_auth",
     "connect",
     "serve",
+    "sync",
 ]
 
 # The asyncio and app layers load on first use, so that the sans-I/O core
@@ -108,6 +110,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "sync":  # the blocking client: rapidws.sync.connect(url)
+        return importlib.import_module(f"{__name__}.sync")
     package = _LAZY.get(name)
     if package is not None:
         # Deliberately lazy: see _LAZY.

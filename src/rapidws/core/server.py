@@ -145,9 +145,8 @@ class ServerProtocol(Protocol):
             self._reader = None
             request = Request(method, target, headers, version)
             index = index_of(headers)
-            if (
-                ("content-length" in index or "transfer-encoding" in index)
-                and not wants_upgrade(request)
+            if ("content-length" in index or "transfer-encoding" in index) and not wants_upgrade(
+                request
             ):
                 # A handshake has no body: accept() refuses one that says it has.
                 self._body_reader = BodyReader.for_request(request, self.max_body_size)

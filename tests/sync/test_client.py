@@ -1,0 +1,259 @@
+"""The sync client against real asyncio servers: opening, messages, pings, closing, options."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import ssl
+import threading
+from typing import Any
+
+import pytest
+
+import rapidws
+import rapidws.sync
+from rapidws import (
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidStatus,
+    InvalidURI,
+    State,
+)
+
+from .utils import TIMEOUT, ServerThread, echo, loop_threads, until
+
+
+def test_send_recv_text_and_binary() -> None:
+    with ServerThread(echo) as server, rapidws.sync.connect(server.uri) as ws:
+        assert isinstance(ws, rapidws.sync.ClientConnection)
+        assert ws.state is State.OPEN
+        ws.send("text")
+        assert ws.recv(timeout=TIMEOUT) == "text"
+        ws.send(b"\x00binary")
+        assert ws.recv(timeout=TIMEOUT) == b"\x00binary"
+        ws.send(bytearray(b"ba"))
+        assert ws.recv(timeout=TIMEOUT) == b"ba"
+        assert ws.remote_address[1] == server.port
+        assert ws.local_address[0] == "127.0.0.1"
+        assert ws.response is not None and ws.response.status == 101
+        assert ws.close_code is None
+    assert ws.state is State.CLOSED  # type: ignore[comparison-overlap]  # mypy narrowed it
+    assert ws.close_code == 1000
+
+
+def test_iteration_ends_on_normal_close() -> None:
+    async def three(ws: Any) -> None:
+        for i in range(3):
+            await ws.send(f"m{i}")
+        await ws.close(1000, "done")
+
+    with ServerThread(three) as server, rapidws.sync.connect(server.uri) as ws:
+        assert list(ws) == ["m0", "m1", "m2"]
+        assert (ws.close_code, ws.close_reason) == (1000, "done")
+        # Once closed, the same exception as the asyncio client's.
+        with pytest.raises(ConnectionClosedOK):
+            ws.recv()
+
+
+def test_iteration_raises_on_abnormal_close() -> None:
+    async def fail(ws: Any) -> None:
+        await ws.send("before")
+        await ws.close(1011, "broken")
+
+    with ServerThread(fail) as server, rapidws.sync.connect(server.uri) as ws:
+        received = []
+        with pytest.raises(ConnectionClosedError) as info:
+            for message in ws:
+                received.append(message)
+        assert received == ["before"]
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+        assert ws.close_code == 1011
+
+
+def test_json() -> None:
+    with ServerThread(echo) as server, rapidws.sync.connect(server.uri) as ws:
+        ws.send_json({"a": [1, 2]})
+        assert ws.recv_json(timeout=TIMEOUT) == {"a": [1, 2]}
+
+
+def test_ping_returns_round_trip_time() -> None:
+    with ServerThread(echo) as server, rapidws.sync.connect(server.uri) as ws:
+        rtt = ws.ping()
+        assert 0 < rtt < TIMEOUT
+        assert ws.latency == rtt
+        assert 0 < ws.ping(b"payload", timeout=TIMEOUT) < TIMEOUT
+        ws.pong(b"unsolicited")  # the peer ignores it; the connection goes on
+        ws.send("still open")
+        assert ws.recv(timeout=TIMEOUT) == "still open"
+
+
+def test_close_with_code_and_reason() -> None:
+    seen: list[tuple[int | None, str | None]] = []
+
+    async def record(ws: Any) -> None:
+        try:
+            async for _ in ws:
+                pass
+        finally:  # 4000 is not a normal closure: the iteration raises
+            seen.append((ws.close_code, ws.close_reason))
+
+    with ServerThread(record) as server:
+        ws = rapidws.sync.connect(server.uri)
+        ws.close(4000, "bye")
+        assert (ws.close_code, ws.close_reason) == (4000, "bye")
+        ws.close()  # again: nothing more
+        until(lambda: bool(seen))
+    assert seen == [(4000, "bye")]
+    # 4000 is not a normal closure (1000, 1001): as the asyncio client says.
+    with pytest.raises(ConnectionClosedError):
+        ws.send("after close")
+    with pytest.raises(ConnectionClosedError):
+        ws.ping()
+
+
+def test_refused_handshake_raises_invalid_status_and_leaves_no_thread() -> None:
+    def refuse(connection: Any, request: Any) -> rapidws.Response:
+        return rapidws.Response(403, "go away\n")
+
+    with ServerThread(echo, process_request=refuse) as server:
+        before = set(threading.enumerate())
+        with pytest.raises(InvalidStatus) as info:
+            rapidws.sync.connect(server.uri)
+        assert info.value.response is not None
+        assert info.value.response.status == 403
+        assert info.value.response.body == b"go away\n"
+        assert set(threading.enumerate()) == before
+
+
+def test_invalid_uri_raises_before_any_thread() -> None:
+    with pytest.raises(InvalidURI):
+        rapidws.sync.connect("http://127.0.0.1/")
+    assert not loop_threads()
+
+
+def test_open_timeout() -> None:
+    # A TCP server that never answers the handshake.
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(TimeoutError):
+            rapidws.sync.connect(f"ws://127.0.0.1:{port}/", open_timeout=0.2)
+
+
+def test_options_pass_through() -> None:
+    async def report(ws: Any) -> None:
+        assert ws.request is not None
+        await ws.send(ws.request.headers.get("X-Token", ""))
+        await ws.send(ws.subprotocol or "")
+        async for message in ws:
+            await ws.send(message)
+
+    with (
+        ServerThread(report, subprotocols=["chat"]) as server,
+        rapidws.sync.connect(
+            server.uri,
+            subprotocols=["chat"],
+            additional_headers={"X-Token": "s3cret"},
+            compression=None,
+            max_size=1000,
+            ping_interval=None,
+        ) as ws,
+    ):
+        assert ws.subprotocol == "chat"
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert ws.recv(timeout=TIMEOUT) == "s3cret"
+        assert ws.recv(timeout=TIMEOUT) == "chat"
+        ws.send("x" * 2000)  # echoed back, over the client's max_size
+        with pytest.raises(ConnectionClosedError) as info:
+            ws.recv(timeout=TIMEOUT)
+        assert info.value.sent is not None and info.value.sent.code == 1009
+
+
+def test_wss(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
+    with ServerThread(echo, secure=True, ssl=server_context) as server:
+        with rapidws.sync.connect(server.uri, ssl=client_context) as ws:
+            ws.send("secure")
+            assert ws.recv(timeout=TIMEOUT) == "secure"
+        # Certificate checks are on: the system's trust store does not know the test CA.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            rapidws.sync.connect(server.uri)
+
+
+def test_no_threads_left_after_close() -> None:
+    with ServerThread(echo) as server:
+        before = set(threading.enumerate())
+        # A host name, resolved in the loop's executor thread: it goes too.
+        uris = [server.uri, server.uri.replace("127.0.0.1", "localhost")]
+        connections = [rapidws.sync.connect(uri) for uri in uris * 3]
+        assert len(loop_threads()) == 1  # one loop thread for all of them
+        for ws in connections:
+            ws.send("hi")
+            assert ws.recv(timeout=TIMEOUT) == "hi"
+        for ws in connections:
+            ws.close()
+        assert set(threading.enumerate()) == before
+        # And again: a fresh loop thread starts, and ends.
+        with rapidws.sync.connect(server.uri) as ws:
+            ws.send("again")
+            assert ws.recv(timeout=TIMEOUT) == "again"
+        assert set(threading.enumerate()) == before
+
+
+def test_connection_dropped_without_close_releases_the_loop() -> None:
+    closed = threading.Event()
+
+    async def wait_end(ws: Any) -> None:
+        try:
+            async for _ in ws:
+                pass
+        finally:  # dropped, not closed: 1006, the iteration raises
+            closed.set()
+
+    with ServerThread(wait_end) as server:
+        ws = rapidws.sync.connect(server.uri)
+        (thread,) = loop_threads()
+        del ws
+        gc.collect()
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()
+        assert closed.wait(TIMEOUT)
+
+
+def test_works_inside_a_running_event_loop() -> None:
+    # A Jupyter kernel's cell runs in a thread whose event loop is running.
+    with ServerThread(echo) as server:
+
+        async def cell() -> object:
+            with rapidws.sync.connect(server.uri) as ws:
+                ws.send("from a loop")
+                reply = ws.recv(timeout=TIMEOUT)
+                assert 0 < ws.ping(timeout=TIMEOUT) < TIMEOUT
+            return reply
+
+        assert asyncio.run(asyncio.wait_for(cell(), TIMEOUT)) == "from a loop"
+
+
+def test_use_from_the_loop_thread_raises_instead_of_deadlocking() -> None:
+    # Code running on the private loop (a future callback) must use the
+    # asyncio connection: a blocking call there would wait for itself.
+    with ServerThread(echo) as server, rapidws.sync.connect(server.uri) as ws:
+        outcome: list[BaseException] = []
+        done = threading.Event()
+
+        def on_loop() -> None:
+            try:
+                ws.send("from the loop")
+            except BaseException as exc:
+                outcome.append(exc)
+            done.set()
+
+        ws._lease.loop.call_soon_threadsafe(on_loop)
+        assert done.wait(TIMEOUT)
+        (exc,) = outcome
+        assert isinstance(exc, RuntimeError) and "own event loop thread" in str(exc)
+        ws.send("still usable")
+        assert ws.recv(timeout=TIMEOUT) == "still usable"
