@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
 import signal
 import socket
@@ -109,8 +108,7 @@ def test_app_server_builds_200_routes_on_uvloop() -> None:
 
 
 @pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("starlette", "uvicorn", "httptools")),
-    reason="the uvicorn + Starlette peer needs starlette, uvicorn and httptools",
+    sys.version_info < (3, 11), reason="uvicorn 0.55 (the test extra) needs Python 3.11"
 )
 def test_starlette_peer_answers_healthz() -> None:
     # uvicorn raises SIGTERM again once it has shut down: the default action ends it.
