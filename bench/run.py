@@ -544,7 +544,7 @@ def tables(loop: str, results: dict, names: list[str], all_cases: list[Case]) ->
 
 
 def notes(loop: str, results: dict, stderr: dict) -> list[str]:
-    """Return errors, noisy cases and server complaints, one line each."""
+    """Return errors, noisy cells and server complaints of one loop, one line each."""
     lines = []
     for name, per_case in results.items():
         for case_name, record in per_case.items():
@@ -552,20 +552,27 @@ def notes(loop: str, results: dict, stderr: dict) -> list[str]:
                 lines.append(f"{loop} {name} / {case_name}: FAILED: {record['failed']}")
             if record.get("errors"):
                 lines.append(
-                    f"{loop} {name} / {case_name}: {record['errors']} client-side "
-                    f"errors {record.get('error_kinds')} first: {record.get('first_error')}"
+                    f"{loop} {name} / {case_name}: {record['errors']} errors "
+                    f"{record.get('error_kinds')} first: {record.get('first_error')}"
                 )
             if record.get("other_cores", 0) > 0.25:
                 lines.append(
-                    f"{loop} {name} / {case_name}: other processes used "
-                    f"{record['other_cores']:.2f} cores meanwhile (noisy)"
+                    f"{loop} {name} / {case_name}: other processes used up to "
+                    f"{record['other_cores']:.2f} cores meanwhile"
+                )
+            if 0 < record.get("server_cpu_pct", 100) < 90:
+                lines.append(
+                    f"{loop} {name} / {case_name}: the server used only "
+                    f"{record['server_cpu_pct']:.0f}% of its core (shared with another process?)"
+                )
+            if record.get("client_cpu_pct", 0) > 95:
+                lines.append(
+                    f"{loop} {name} / {case_name}: the client used "
+                    f"{record['client_cpu_pct']:.0f}% of its core: it may be the limit"
                 )
     for name, text in stderr.items():
         if text:
-            lines.append(
-                f"{loop} {name}: server stderr ({len(text)} lines), first: "
-                + " | ".join(text[:3])[:400]
-            )
+            lines.append(f"{loop} {name}: server stderr, first: " + " | ".join(text[:3])[:300])
     return lines
 
 
