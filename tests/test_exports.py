@@ -34,6 +34,7 @@ def test_module_declares_all(name: str) -> None:
         ),
         ("rapidws.asgi", ["protocol"]),
         ("rapidws.sync", ["client", "connection"]),
+        ("rapidws.pubsub", ["broker", "hub"]),
         ("rapidws.core.extensions", ["base", "permessage_deflate"]),
         ("rapidws", ["exceptions", "version"]),
     ],

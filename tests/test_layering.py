@@ -21,6 +21,7 @@ ALLOWED = {
     "app": {"core", "asyncio", "exceptions", "version"},
     "asgi": {"asyncio", "core", "exceptions", "version"},
     "sync": {"asyncio", "core", "exceptions", "version"},
+    "pubsub": {"asyncio", "core", "exceptions", "version"},
 }
 IO_MODULES = {"asyncio", "socket", "ssl", "selectors", "threading", "time", "logging"}
 

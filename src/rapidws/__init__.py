@@ -9,7 +9,7 @@ sans-I/O engine is :mod:`rapidws.core`.
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .core import Close, CloseCode, Headers, Request, Response, State
+from .core import Close, CloseCode, Headers, PreparedMessage, Request, Response, State
 from .core.extensions import ClientPerMessageDeflate, ServerPerMessageDeflate
 from .exceptions import (
     ConcurrencyError,
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         connect,
         serve,
     )
+    from .pubsub import Hub
 
 __all__ = [
     "App",
@@ -65,6 +66,7 @@ __all__ = [
     "ConnectionClosedOK",
     "Endpoint",
     "Headers",
+    "Hub",
     "InvalidHandshake",
     "InvalidRequest",
     "InvalidResponse",
@@ -72,6 +74,7 @@ __all__ = [
     "InvalidStatus",
     "InvalidURI",
     "PayloadTooBig",
+    "PreparedMessage",
     "ProtocolError",
     "RateLimit",
     "Request",
@@ -103,6 +106,7 @@ _LAZY = {
     **dict.fromkeys(["connect", "serve"], "asyncio"),
     "bearer_auth": "app",
     "RateLimit": "app",
+    "Hub": "pubsub",
     **dict.fromkeys(
         ["App", "Endpoint", "RouteSettings", "Upgrade", "allow_origins", "basic_auth"], "app"
     ),

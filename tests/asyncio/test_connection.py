@@ -789,3 +789,61 @@ async def test_send_json_and_recv_json() -> None:
             await wait(ws.recv_json())
         await ws.send_json(None)  # the connection is still open
         assert await wait(ws.recv_json(loads=lambda data: ("custom", data))) == ("custom", "null")
+
+
+async def test_drain_waits_after_send_nowait_until_the_peer_reads() -> None:
+    chunk = b"x" * 65536
+    recorder = Recorder()
+    async with rapidws.serve(recorder, "127.0.0.1", 0, write_limit=16384) as server:
+        raw = await RawPeer.open_websocket(server.port)  # does not read for now
+        sws = await recorder.get()
+        await wait(sws.drain())  # nothing buffered: at once
+        sent = 0
+        while sent < 2000 and not sws._writing_paused:  # far more than any socket buffers
+            sws.send_nowait(chunk)
+            sent += 1
+            await asyncio.sleep(0)
+        draining = asyncio.create_task(sws.drain())
+        await asyncio.sleep(0.01)
+        assert not draining.done()
+        for _ in range(sent):
+            await raw.read_frame()
+        await wait(draining)
+        raw.abort()
+        await sws.wait_closed()
+        with pytest.raises(ConnectionClosed):
+            await sws.drain()
+
+
+async def test_on_close_callbacks_run_once_the_connection_is_closed() -> None:
+    recorder = Recorder()
+    closed: list[object] = []
+    async with rapidws.serve(recorder, "127.0.0.1", 0) as server:
+        async with rapidws.connect(uri(server)):
+            sws = await recorder.get()
+            sws.on_close(closed.append)
+            sws.on_close(lambda ws: closed.append("second"))
+            await asyncio.sleep(0)
+            assert closed == []
+        await sws.wait_closed()
+        await asyncio.sleep(0)
+        assert closed == [sws, "second"]
+        sws.on_close(closed.append)  # closed already: soon
+        await asyncio.sleep(0)
+        assert closed == [sws, "second", sws]
+
+
+async def test_send_a_prepared_message_to_both_sides() -> None:
+    recorder = Recorder()
+    message = rapidws.PreparedMessage("to everyone")
+    async with (
+        rapidws.serve(recorder, "127.0.0.1", 0) as server,
+        rapidws.connect(uri(server)) as client,
+    ):
+        sws = await recorder.get()
+        await sws.send(message)
+        sws.send_nowait(message)
+        assert [await wait(client.recv()) for _ in range(2)] == ["to everyone"] * 2
+        await client.send(message)  # a client masks it itself
+        await client.send(rapidws.PreparedMessage(b"\x01"))
+        assert [await wait(sws.recv()) for _ in range(2)] == ["to everyone", b"\x01"]

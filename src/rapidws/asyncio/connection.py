@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar, cast
 from ..core.frames import Close
 from ..core.http11 import Request, Response
 from ..core.limits import CLOSE_TIMEOUT, MAX_QUEUE, PING_INTERVAL, PING_TIMEOUT, WRITE_LIMIT
+from ..core.prepared import PreparedMessage
 from ..core.protocol import CLOSED, CONNECTING, OPEN, Ping, Pong, Protocol, State
 from ..exceptions import (
     ConcurrencyError,
@@ -297,11 +298,19 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
 
     async def send(
         self,
-        message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+        message: Data
+        | bytearray
+        | memoryview
+        | PreparedMessage
+        | Iterable[Data]
+        | AsyncIterable[Data],
         *,
         compress: bool = True,
     ) -> None:
         """Send a message: ``str`` as text, bytes-like as binary.
+
+        A :class:`~rapidws.PreparedMessage` is sent with the frame it shares
+        with other connections (its own ``compress`` applies).
 
         An iterable or async iterable of ``str`` (or of bytes-like) is sent as one
         fragmented message, a frame per item. Waits when the write buffer is
@@ -317,7 +326,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
             # Another task is sending a fragmented message: frames of two
             # messages cannot interleave.
             await asyncio.shield(self._fragmenting)
-        if isinstance(message, (str, bytes, bytearray, memoryview)):
+        if isinstance(message, (str, bytes, bytearray, memoryview, PreparedMessage)):
             self.send_nowait(message, compress=compress)
             if self._writing_paused:
                 await self._drain()
@@ -483,6 +492,30 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         elif self.transport is not None and self.protocol.state is not CLOSED:
             self._write_pending()
         await self.wait_closed()
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its low-water mark.
+
+        Returns at once when it is already; after :meth:`send_nowait` calls,
+        this is the backpressure that :meth:`send` applies by itself.
+
+        Raises:
+            ConnectionClosed: when the connection is closed.
+        """
+        if self._writing_paused or self._lost:
+            await self._drain()
+
+    def on_close(self, callback: Callable[[Connection[Any]], object]) -> None:
+        """Call ``callback(connection)`` once the TCP connection is closed.
+
+        Called on the event loop, right after the connection is lost (or soon,
+        when it is closed already); for bookkeeping such as leaving rooms.
+        """
+        if self._closed is None:
+            self._closed = self.loop.create_future()
+            if self._lost:
+                self._closed.set_result(None)
+        self._closed.add_done_callback(lambda _: callback(self))
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""

@@ -10,6 +10,7 @@ from .frames import Close, CloseCode, Opcode
 from .handshake import accept_key
 from .headers import Headers
 from .http11 import Request, Response
+from .prepared import PreparedMessage
 from .protocol import Event, Ping, Pong, Protocol, State
 from .server import ServerProtocol
 from .uri import WebSocketURI, parse_uri
@@ -25,6 +26,7 @@ __all__ = [
     "Opcode",
     "Ping",
     "Pong",
+    "PreparedMessage",
     "Protocol",
     "Request",
     "Response",

@@ -39,6 +39,7 @@ from ..speedups import (
 )
 from .frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Close, frame_header
 from .limits import MAX_MESSAGE_SIZE
+from .prepared import PreparedMessage, wire_form
 
 if TYPE_CHECKING:
     from .extensions.base import Extension
@@ -368,15 +369,43 @@ class Protocol(ProtocolCore):
     # Sending.
 
     def _send_message_more(
-        self, data: str | bytes | bytearray | memoryview, *, compress: bool = True
+        self,
+        data: str | bytes | bytearray | memoryview | PreparedMessage,
+        *,
+        compress: bool = True,
     ) -> None:
         # What send_message() did not frame at once (ProtocolCore).
         if isinstance(data, str):
             self._send_data(OP_TEXT, data.encode(), True, compress)
         elif isinstance(data, (bytes, bytearray, memoryview)):
             self._send_data(OP_BINARY, data, True, compress)
+        elif isinstance(data, PreparedMessage):
+            self.send_prepared(data)
         else:
             raise TypeError(f"cannot send {type(data).__name__}: send str or bytes")
+
+    def send_prepared(self, message: PreparedMessage) -> None:
+        """Send a message framed once for many connections (a broadcast).
+
+        A server connection whose extensions encode every message the same
+        way (none, or permessage-deflate without context takeover) sends the
+        message's shared frame for its wire form; any other connection
+        encodes the message itself, as :meth:`send_text` would.
+
+        Raises:
+            InvalidState: when the connection is not open, or while a
+                fragmented message is being sent.
+        """
+        if self.state is not OPEN:
+            raise InvalidState(f"cannot send a message: connection is {self.state.name}")
+        if self._send_opcode:
+            raise InvalidState("a fragmented message is being sent; finish it first")
+        form = None if self.is_client else wire_form(self.extensions)
+        if form is None:
+            # Masked (a client) or stateful compression: this connection's own.
+            self._send_data(message.opcode, message.payload, True, message.compress)
+        else:
+            self._out.append(message.frame(form, self.extensions))
 
     def send_text(self, data: str | bytes, fin: bool = True, *, compress: bool = True) -> None:
         """Send a text message, or its first fragment when ``fin`` is false.

@@ -10,7 +10,7 @@ extension owns, and on RSV bits on any frame but the first of a message
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from ..headers import ExtensionParameter
 
@@ -61,6 +61,25 @@ class Extension(abc.ABC):
         Returns:
             The RSV bits to set on the frame and the payload to send.
         """
+
+    def prepared_form(self) -> Hashable | None:
+        """Tell whether whole messages encode the same on every connection like this one.
+
+        Returns a hashable key: connections whose extensions give equal keys
+        get the same bytes from :meth:`encode_prepared` for any message, so a
+        broadcast frames it once for all of them. ``None`` (the default) when
+        the encoding depends on this connection's state (a compressor with
+        context takeover): such a connection encodes each message itself.
+        """
+        return None
+
+    def encode_prepared(self, data: bytes, *, compress: bool) -> tuple[int, bytes]:
+        """Encode a whole message without this connection's state, for its wire form.
+
+        Called only when :meth:`prepared_form` is not ``None``; returns the
+        RSV bits and the payload, as :meth:`encode` does for a whole message.
+        """
+        raise NotImplementedError
 
 
 class ClientExtensionFactory(abc.ABC):

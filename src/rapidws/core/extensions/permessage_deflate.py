@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TypeVar
 
 from ...exceptions import InvalidHandshake, PayloadTooBig, ProtocolError
@@ -155,6 +155,21 @@ class PerMessageDeflate(Extension):
             if self.local_no_context_takeover:
                 self._encoder = None
         return (RSV1 if first else 0), output
+
+    def prepared_form(self) -> Hashable | None:
+        """Without context takeover, the output depends only on the settings."""
+        if not self.local_no_context_takeover:
+            return None
+        return (NAME, self.local_max_window_bits, self.level, self.mem_level, self.threshold)
+
+    def encode_prepared(self, data: bytes, *, compress: bool) -> tuple[int, bytes]:
+        """Deflate a whole message with a fresh compressor (RFC 7692 section 7.2.1)."""
+        if not compress or len(data) < self.threshold:
+            return 0, data
+        encoder = zlib.compressobj(
+            self.level, zlib.DEFLATED, -self.local_max_window_bits, self.mem_level
+        )
+        return RSV1, (encoder.compress(data) + encoder.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
 def _parse(params: Sequence[ExtensionParameter], *, response: bool) -> dict[str, int | None]:
