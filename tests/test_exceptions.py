@@ -15,6 +15,8 @@ from rapidws.exceptions import (
     ConnectionClosedError,
     ConnectionClosedOK,
     InvalidHandshake,
+    InvalidProxy,
+    InvalidRedirect,
     InvalidRequest,
     InvalidResponse,
     InvalidState,
@@ -22,6 +24,7 @@ from rapidws.exceptions import (
     InvalidURI,
     PayloadTooBig,
     ProtocolError,
+    ProxyRefused,
     SecurityError,
     WebSocketError,
 )
@@ -37,6 +40,8 @@ from rapidws.exceptions import (
         (InvalidResponse("wrong accept"), "wrong accept"),
         (InvalidStatus(Response(403)), "server rejected WebSocket connection: HTTP 403"),
         (InvalidURI("'http://x' is not a WebSocket URI"), "'http://x' is not a WebSocket URI"),
+        (InvalidProxy("proxy closed the connection"), "proxy closed the connection"),
+        (ProxyRefused("proxy refused: HTTP 407", 407, "Auth"), "proxy refused: HTTP 407"),
         (InvalidState("connection is CLOSED"), "connection is CLOSED"),
         (ConcurrencyError("two readers"), "two readers"),
         (ConnectionClosed(None, None), "no close frame received or sent"),
@@ -78,6 +83,9 @@ def test_handshake_error_data() -> None:
     response = Response(500, "oops")
     assert InvalidResponse("bad", response).response is response
     assert InvalidStatus(response).response is response
+    assert InvalidRedirect("too many redirects", response).response is response
+    refused = ProxyRefused("refused", 407, "Proxy Authentication Required")
+    assert (refused.status, refused.reason) == (407, "Proxy Authentication Required")
 
 
 @pytest.mark.parametrize(
@@ -126,11 +134,24 @@ def test_connection_closed_can_be_copied(clone: object) -> None:
     assert str(other) == str(exc)
 
 
+@pytest.mark.parametrize("clone", [copy.copy, lambda exc: pickle.loads(pickle.dumps(exc))])
+def test_proxy_refused_can_be_copied(clone: object) -> None:
+    other = clone(ProxyRefused("SOCKS5 proxy refused", 5, "connection refused"))  # type: ignore[operator]
+    assert type(other) is ProxyRefused
+    assert (str(other), other.status, other.reason) == (
+        "SOCKS5 proxy refused",
+        5,
+        "connection refused",
+    )
+
+
 def test_tree() -> None:
     assert issubclass(PayloadTooBig, ProtocolError)
     assert issubclass(SecurityError, InvalidRequest)
     assert issubclass(InvalidStatus, InvalidResponse)
-    for cls in (InvalidRequest, InvalidResponse, InvalidURI):
+    assert issubclass(InvalidRedirect, InvalidResponse)
+    assert issubclass(ProxyRefused, InvalidProxy)
+    for cls in (InvalidRequest, InvalidResponse, InvalidURI, InvalidProxy):
         assert issubclass(cls, InvalidHandshake)
     assert issubclass(ConnectionClosedOK, ConnectionClosed)
     assert issubclass(ConnectionClosedError, ConnectionClosed)

@@ -27,13 +27,13 @@ def test_module_declares_all(name: str) -> None:
 @pytest.mark.parametrize(
     ("package", "modules"),
     [
-        ("rapidws.asyncio", ["client", "connection", "server"]),
+        ("rapidws.asyncio", ["client", "connection", "reconnect", "server"]),
         (
             "rapidws.app",
             ["application", "endpoint", "hooks", "limits", "proxies", "routing", "static"],
         ),
         ("rapidws.asgi", ["protocol"]),
-        ("rapidws.sync", ["client", "connection"]),
+        ("rapidws.sync", ["client", "connection", "events"]),
         ("rapidws.pubsub", ["broker", "hub"]),
         ("rapidws.core.extensions", ["base", "permessage_deflate"]),
         ("rapidws", ["exceptions", "version"]),

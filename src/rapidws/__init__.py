@@ -17,6 +17,8 @@ from .exceptions import (
     ConnectionClosedError,
     ConnectionClosedOK,
     InvalidHandshake,
+    InvalidProxy,
+    InvalidRedirect,
     InvalidRequest,
     InvalidResponse,
     InvalidState,
@@ -24,6 +26,7 @@ from .exceptions import (
     InvalidURI,
     PayloadTooBig,
     ProtocolError,
+    ProxyRefused,
     SecurityError,
     WebSocketError,
 )
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
         bearer_auth,
     )
     from .asyncio import (
+        Backoff,
         Callbacks,
         ClientConnection,
         Connection,
@@ -51,9 +55,11 @@ if TYPE_CHECKING:
         serve,
     )
     from .pubsub import Hub
+    from .sync import WebSocketApp
 
 __all__ = [
     "App",
+    "Backoff",
     "Callbacks",
     "ClientConnection",
     "ClientPerMessageDeflate",
@@ -68,6 +74,8 @@ __all__ = [
     "Headers",
     "Hub",
     "InvalidHandshake",
+    "InvalidProxy",
+    "InvalidRedirect",
     "InvalidRequest",
     "InvalidResponse",
     "InvalidState",
@@ -76,6 +84,7 @@ __all__ = [
     "PayloadTooBig",
     "PreparedMessage",
     "ProtocolError",
+    "ProxyRefused",
     "RateLimit",
     "Request",
     "Response",
@@ -86,6 +95,7 @@ __all__ = [
     "ServerPerMessageDeflate",
     "State",
     "Upgrade",
+    "WebSocketApp",
     "WebSocketError",
     "__version__",
     "allow_origins",
@@ -105,6 +115,8 @@ _LAZY = {
     ),
     **dict.fromkeys(["connect", "serve"], "asyncio"),
     "bearer_auth": "app",
+    "Backoff": "asyncio",
+    "WebSocketApp": "sync",
     "RateLimit": "app",
     "Hub": "pubsub",
     **dict.fromkeys(

@@ -8,8 +8,11 @@ The tree::
     ├── InvalidHandshake            the opening handshake failed
     │   ├── InvalidRequest          a server got a request it refuses; carries the HTTP status
     │   ├── InvalidResponse         a client got a response it refuses; carries the response
-    │   │   └── InvalidStatus       the server answered with a status other than 101
+    │   │   ├── InvalidStatus       the server answered with a status other than 101
+    │   │   └── InvalidRedirect     a redirect the client will not follow; carries the response
     │   ├── InvalidURI              a client was given a URI it cannot connect to
+    │   ├── InvalidProxy            a proxy URL is invalid, or the proxy failed to open a tunnel
+    │   │   └── ProxyRefused        the proxy refused the tunnel; carries its status and reason
     │   └── SecurityError           a handshake limit was exceeded (header size or count)
     ├── ConnectionClosed            the connection is closed; carries the close frames
     │   ├── ConnectionClosedOK      closed with 1000 or 1001
@@ -35,6 +38,8 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "InvalidHandshake",
+    "InvalidProxy",
+    "InvalidRedirect",
     "InvalidRequest",
     "InvalidResponse",
     "InvalidState",
@@ -42,6 +47,7 @@ __all__ = [
     "InvalidURI",
     "PayloadTooBig",
     "ProtocolError",
+    "ProxyRefused",
     "SecurityError",
     "WebSocketError",
 ]
@@ -125,8 +131,46 @@ class InvalidStatus(InvalidResponse):
         super().__init__(f"server rejected WebSocket connection: HTTP {response.status}", response)
 
 
+class InvalidRedirect(InvalidResponse):
+    """The server redirected the client somewhere it will not follow.
+
+    To a ``ws://`` URI from a ``wss://`` one, to an invalid ``Location``, or
+    past the client's ``max_redirects``.
+    """
+
+    response: Response
+
+
 class InvalidURI(InvalidHandshake):
     """The URI given to a client is not a valid ``ws://`` or ``wss://`` URI."""
+
+
+class InvalidProxy(InvalidHandshake):
+    """A proxy URL is invalid, or the proxy failed to open a tunnel.
+
+    The proxy answered something that is not its protocol, or closed the
+    connection before opening the tunnel.
+    """
+
+
+class ProxyRefused(InvalidProxy):
+    """The proxy refused to open a tunnel to the server.
+
+    Attributes:
+        status: the HTTP status of an HTTP proxy (407, 403, 502, ...), or the
+            reply code of a SOCKS proxy (0x02 to 0x08 for SOCKS5, 0x5B to 0x5D
+            for SOCKS4).
+        reason: the HTTP reason phrase, or the meaning of the SOCKS code.
+    """
+
+    def __init__(self, message: str, status: int, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ProxyRefused], tuple[str, int, str]]:
+        # For copy and pickle, which rebuild an exception from its args alone.
+        return type(self), (str(self), self.status, self.reason)
 
 
 class ConnectionClosed(WebSocketError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import socket
+import ssl
 import struct
 
 import pytest
@@ -13,9 +15,11 @@ from rapidws import (
     ConnectionClosedError,
     ConnectionClosedOK,
     InvalidHandshake,
+    InvalidRedirect,
     InvalidResponse,
     InvalidStatus,
     InvalidURI,
+    Response,
     State,
 )
 
@@ -436,3 +440,182 @@ async def test_connect_with_existing_socket() -> None:
             assert sws.request.path == "/over-sock"
             await ws.send("via sock")
             assert await wait(sws.recv()) == "via sock"
+
+
+# Redirects.
+
+
+def redirect(status: int, location: str | None, *headers: str) -> bytes:
+    """A redirect response, without a body."""
+    lines = [f"HTTP/1.1 {status} Redirect", "Content-Length: 0", *headers]
+    if location is not None:
+        lines.append(f"Location: {location}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_follows_redirects(status: int) -> None:
+    recorder = Recorder()
+    async with rapidws.serve(recorder, "127.0.0.1", 0) as server:
+
+        async def handler(peer: RawPeer) -> None:
+            request = await peer.read_request()
+            target = request.start_line.split()[1]
+            assert request.headers["authorization"] == "Basic dTpw"  # the same host: kept
+            if target == "/a":
+                peer.send(redirect(status, "b?x=1"))  # relative
+            else:
+                assert target == "/b?x=1"
+                # http:// means ws://; another host: no credentials.
+                peer.send(redirect(status, f"http://localhost:{server.port}/c"))
+            await peer.read_eof()
+
+        async with (
+            raw_server(handler) as port,
+            rapidws.connect(f"ws://u:p@127.0.0.1:{port}/a") as ws,
+        ):
+            sws = await recorder.get()
+            assert sws.request.target == "/c"
+            assert "Authorization" not in sws.request.headers
+            await ws.send("redirected")
+            assert await wait(sws.recv()) == "redirected"
+
+
+async def test_redirect_limit() -> None:
+    requests = 0
+
+    async def handler(peer: RawPeer) -> None:
+        nonlocal requests
+        await peer.read_request()
+        requests += 1
+        peer.send(redirect(302, "/again"))
+        await peer.read_eof()
+
+    async with raw_server(handler) as port:
+        with pytest.raises(InvalidRedirect, match="too many redirects") as exc_info:
+            await wait(rapidws.connect(f"ws://127.0.0.1:{port}/", max_redirects=3))
+        assert requests == 4
+        assert exc_info.value.response.status == 302
+        # max_redirects=0: none followed.
+        with pytest.raises(InvalidRedirect, match="max_redirects=0"):
+            await wait(rapidws.connect(f"ws://127.0.0.1:{port}/", max_redirects=0))
+        assert requests == 5
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "message"),
+    [
+        (redirect(302, None), InvalidRedirect, "without Location"),
+        (redirect(307, "ftp://example.com/"), InvalidRedirect, "invalid redirect"),
+        (redirect(300, "/elsewhere"), InvalidStatus, "HTTP 300"),  # not a redirect to follow
+    ],
+)
+async def test_redirect_not_followed(
+    response: bytes, error: type[InvalidResponse], message: str
+) -> None:
+    async def handler(peer: RawPeer) -> None:
+        await peer.read_request()
+        peer.send(response)
+        await peer.read_eof()
+
+    async with raw_server(handler) as port:
+        with pytest.raises(error, match=message) as exc_info:
+            await wait(rapidws.connect(f"ws://127.0.0.1:{port}/"))
+        assert type(exc_info.value) is error
+
+
+async def test_redirect_from_wss_to_ws_refused(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    def hook(connection: object, request: object) -> Response:
+        return Response(301, headers=[("Location", "ws://localhost/plain")])
+
+    async with rapidws.serve(
+        echo, "127.0.0.1", 0, ssl=server_context, process_request=hook
+    ) as server:
+        with pytest.raises(InvalidRedirect, match="from wss:// to ws://localhost/plain refused"):
+            await wait(rapidws.connect(f"wss://localhost:{server.port}/", ssl=client_context))
+
+
+# Cookies.
+
+
+async def test_cookies_from_a_jar() -> None:
+    cookies: list[str | None] = []
+
+    async def handler(peer: RawPeer) -> None:
+        request = await peer.read_request()
+        cookies.append(request.headers.get("cookie"))
+        if request.start_line.split()[1] == "/login":
+            peer.send(redirect(302, "/", "Set-Cookie: session=abc; Path=/"))
+        else:
+            head = handshake_response(request.headers["sec-websocket-key"])
+            peer.send(head[:-2] + b"Set-Cookie: theme=dark\r\nSet-Cookie: s=1; Secure\r\n\r\n")
+            await peer.read_close()
+            peer.send_close(mask=None)
+            peer.writer.close()  # the server closes TCP first
+            return
+        await peer.read_eof()
+
+    jar = http.cookiejar.CookieJar()
+    async with raw_server(handler) as port:
+        async with rapidws.connect(f"ws://127.0.0.1:{port}/login", cookies=jar):
+            pass
+        # The cookie set by the redirect went with the next request.
+        assert cookies == [None, "session=abc"]
+        assert {cookie.name for cookie in jar} == {"session", "theme", "s"}
+        # Both are sent next time, with the caller's own, but not the Secure
+        # one over ws://.
+        async with rapidws.connect(
+            f"ws://127.0.0.1:{port}/", cookies=jar, additional_headers={"Cookie": "mine=1"}
+        ):
+            pass
+        assert cookies[2] is not None
+        assert cookies[2].startswith("mine=1; ")
+        assert sorted(cookies[2].split("; ")[1:]) == ["session=abc", "theme=dark"]
+
+
+# Hostile servers: each failure typed and bounded.
+
+
+@pytest.mark.virtual_clock
+async def test_response_that_never_ends_is_bounded_by_open_timeout() -> None:
+    async def handler(peer: RawPeer) -> None:
+        await peer.read_request()
+        peer.send(b"HTTP/1.1 101 Switching Protocols\r\n")
+        for i in range(1000):  # a header every 10 ms, within every limit
+            peer.send(f"X-{i}: y\r\n".encode())
+            await asyncio.sleep(0.01)
+
+    async with raw_server(handler) as port:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(TimeoutError):
+            await rapidws.connect(f"ws://127.0.0.1:{port}/", open_timeout=0.5, max_headers=None)
+        assert loop.time() - start == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message", "options"),
+    [
+        (b"X: " + b"y" * 9000 + b"\r\n", "header line is too long", {}),
+        ((b"X: " + b"y" * 8000 + b"\r\n") * 5, "HTTP head is too large", {}),
+        (
+            b"Sec-WebSocket-Extensions: permessage-deflate\r\n",
+            "server accepted extension 'permessage-deflate', not offered",
+            {"compression": None},
+        ),
+        (b"Sec-WebSocket-Extensions: x-unknown\r\n", "'x-unknown', not offered", {}),
+        (b"Sec-WebSocket-Protocol: chat\r\n", "'chat', which was not offered", {}),
+    ],
+)
+async def test_invalid_101_response(extra: bytes, message: str, options: dict[str, object]) -> None:
+    async def handler(peer: RawPeer) -> None:
+        request = await peer.read_request()
+        head = handshake_response(request.headers["sec-websocket-key"])
+        peer.send(head[:-2] + extra + b"\r\n")
+        await peer.read_eof()
+
+    async with raw_server(handler) as port:
+        with pytest.raises(InvalidResponse, match=message):
+            await wait(rapidws.connect(f"ws://127.0.0.1:{port}/", **options))  # type: ignore[arg-type]

@@ -5,22 +5,28 @@ from __future__ import annotations
 import asyncio
 import gc
 import ssl
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 import rapidws
 import rapidws.sync
 from rapidws import (
     ConnectionClosedError,
     ConnectionClosedOK,
+    InvalidProxy,
     InvalidStatus,
     InvalidURI,
+    ProxyRefused,
     State,
 )
 
-from .utils import TIMEOUT, ServerThread, echo, loop_threads, until
+from ..proxy_servers import PASSWORD, USER, stunnel, tinyproxy
+from .utils import TIMEOUT, ServerThread, closes_first_with, echo, loop_threads, until
 
 
 def test_send_recv_text_and_binary() -> None:
@@ -257,3 +263,128 @@ def test_use_from_the_loop_thread_raises_instead_of_deadlocking() -> None:
         assert isinstance(exc, RuntimeError) and "own event loop thread" in str(exc)
         ws.send("still usable")
         assert ws.recv(timeout=TIMEOUT) == "still usable"
+
+
+# Reconnection: for ws in connections(uri, reconnect=...).
+
+
+def test_connections_reconnect_after_a_retryable_close() -> None:
+    calls: list[tuple[int, float, int]] = []
+
+    def on_reconnect(attempt: int, delay: float, cause: BaseException) -> None:
+        assert isinstance(cause, rapidws.ConnectionClosed)
+        calls.append((attempt, delay, cause.code))
+
+    policy = rapidws.Backoff(initial=0.05)
+    with ServerThread(closes_first_with(1012)) as server:
+        seen = []
+        for ws in rapidws.sync.connections(server.uri, reconnect=policy, on_reconnect=on_reconnect):
+            seen.append(ws)
+            try:
+                ws.send("hello")
+                assert ws.recv(timeout=TIMEOUT) == "hello"
+            except ConnectionClosedError:
+                continue
+        # The second connection, left open by the body, was closed normally.
+        assert len(seen) == 2 and seen[1].close_code == 1000
+        assert seen[0].close_code == 1012
+        [(attempt, delay, code)] = calls
+        assert attempt == 1 and 0 <= delay < 0.05 and code == 1012
+    assert not loop_threads()
+
+
+def test_connections_without_reconnect_yield_one() -> None:
+    with ServerThread(closes_first_with(1012)) as server:
+        seen = []
+        for ws in rapidws.sync.connections(server.uri):
+            seen.append(ws)
+            with pytest.raises(ConnectionClosedError):
+                ws.recv(timeout=TIMEOUT)
+        assert len(seen) == 1
+
+
+def test_connections_raise_at_once_on_a_close_not_worth_retrying() -> None:
+    with ServerThread(closes_first_with(1008)) as server:
+        with pytest.raises(ConnectionClosedError) as info:
+            for ws in rapidws.sync.connections(server.uri, reconnect=True):
+                try:
+                    ws.recv(timeout=TIMEOUT)
+                except ConnectionClosedError:
+                    continue
+        assert info.value.code == 1008 and info.value.reason == "first"
+    assert not loop_threads()
+
+
+def test_connections_raise_at_once_on_a_403() -> None:
+    def process_request(ws: Any, request: Any) -> rapidws.Response:
+        return rapidws.Response(403, "no\n")
+
+    with ServerThread(echo, process_request=process_request) as server:
+        with pytest.raises(InvalidStatus) as info:
+            for _ in rapidws.sync.connections(server.uri, reconnect=True):
+                raise AssertionError("connected")
+        assert info.value.response.status == 403
+    assert not loop_threads()
+
+
+def test_connections_give_up_after_max_attempts() -> None:
+    with ServerThread(echo) as server:
+        url = server.uri
+    attempts: list[int] = []
+    policy = rapidws.Backoff(initial=0.01, max_attempts=2)
+    with pytest.raises(ConnectionRefusedError):
+        for _ in rapidws.sync.connections(
+            url, reconnect=policy, on_reconnect=lambda n, d, c: attempts.append(n)
+        ):
+            raise AssertionError("connected")
+    assert attempts == [1, 2]
+    assert not loop_threads()
+
+
+def test_connections_break_leaves_the_connection_open() -> None:
+    with ServerThread(echo) as server:
+        connections = rapidws.sync.connections(server.uri, reconnect=True)
+        ws = next(connections)
+        del connections  # what a break does: the iteration ends, not the connection
+        assert ws.state is State.OPEN
+        ws.send("after break")
+        assert ws.recv(timeout=TIMEOUT) == "after break"
+        ws.close()
+    assert not loop_threads()
+
+
+def test_connections_invalid_uri_raises_before_any_thread() -> None:
+    with pytest.raises(InvalidURI):
+        rapidws.sync.connections("http://example.com/")
+    assert not loop_threads()
+
+
+def test_wss_through_proxies(
+    tmp_path: Path,
+    server_cert: trustme.LeafCert,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> None:
+    # The asyncio client's proxy option, reached through the same arguments.
+    with (
+        tinyproxy(tmp_path) as http_port,
+        stunnel(tmp_path, server_cert, http_port) as https_port,
+        ServerThread(echo, secure=True, ssl=server_context) as server,
+    ):
+        uri = f"wss://localhost:{server.port}/"
+        options = {"ssl": client_context, "proxy_ssl": client_context}
+        https_proxy = f"https://{USER}:{PASSWORD}@localhost:{https_port}"
+        proxies = [(f"http://{USER}:{PASSWORD}@127.0.0.1:{http_port}", http_port)]
+        if sys.version_info >= (3, 11):
+            proxies.append((https_proxy, https_port))
+        else:  # TLS in TLS: asyncio's start_tls() cannot before 3.11
+            with pytest.raises(InvalidProxy, match=r"needs Python 3\.11"):
+                rapidws.sync.connect(uri, proxy=https_proxy, **options)
+        for proxy, port in proxies:
+            with rapidws.sync.connect(uri, proxy=proxy, **options) as ws:
+                assert ws.remote_address[1] == port
+                ws.send("tunneled")
+                assert ws.recv(timeout=TIMEOUT) == "tunneled"
+        with pytest.raises(ProxyRefused) as exc_info:
+            rapidws.sync.connect(uri, proxy=f"http://127.0.0.1:{http_port}", ssl=client_context)
+        assert exc_info.value.status == 407

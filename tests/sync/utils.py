@@ -99,3 +99,18 @@ def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
 def loop_threads() -> list[threading.Thread]:
     """The sync layer's loop threads that are alive."""
     return [t for t in threading.enumerate() if t.name == LOOP_THREAD_NAME]
+
+
+def closes_first_with(code: int) -> Any:
+    """A handler that closes its first connection with ``code``, then echoes."""
+    count = 0
+
+    async def handler(ws: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            await ws.close(code, "first")
+        else:
+            await echo(ws)
+
+    return handler

@@ -2,6 +2,15 @@
 
 from .client import ClientConnection, connect
 from .connection import Connection, Data
+from .reconnect import (
+    Backoff,
+    ReconnectHook,
+    Reconnecting,
+    as_policy,
+    closing_code,
+    retry_after,
+    retryable,
+)
 from .server import (
     Callbacks,
     ProcessRequest,
@@ -12,14 +21,21 @@ from .server import (
 )
 
 __all__ = [
+    "Backoff",
     "Callbacks",
     "ClientConnection",
     "Connection",
     "Data",
     "ProcessRequest",
     "ProcessResponse",
+    "ReconnectHook",
+    "Reconnecting",
     "Server",
     "ServerConnection",
+    "as_policy",
+    "closing_code",
     "connect",
+    "retry_after",
+    "retryable",
     "serve",
 ]

@@ -14,6 +14,7 @@ __all__ = [
     "MAX_LINE",
     "MAX_MESSAGE_SIZE",
     "MAX_QUEUE",
+    "MAX_REDIRECTS",
     "MAX_RESPONSE_BODY",
     "OPEN_TIMEOUT",
     "PING_INTERVAL",
@@ -41,6 +42,10 @@ MAX_BODY_SIZE = 1 << 20
 
 # The body of a refusal that a client reads to put into its error.
 MAX_RESPONSE_BODY = 65536
+
+# Redirects a client follows for one connection: a chain longer than this is
+# a loop or a misconfiguration (requests stops at 30, httpx at 20, websockets at 10).
+MAX_REDIRECTS = 10
 
 # Read-side flow control: received messages that the application has not
 # consumed yet; past it the transport stops reading from the socket.

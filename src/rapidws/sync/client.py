@@ -1,17 +1,18 @@
-"""The blocking WebSocket client: ``rapidws.sync.connect(uri)``."""
+"""The blocking WebSocket client: ``rapidws.sync.connect(uri)`` and ``connections(uri)``."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import ParamSpec
 
 from ..asyncio.client import ClientConnection as AsyncClientConnection
 from ..asyncio.client import connect as async_connect
+from ..asyncio.reconnect import Reconnecting
 from .connection import Connection
 from .loop import loop_thread, submit, wait
 
-__all__ = ["ClientConnection", "connect"]
+__all__ = ["ClientConnection", "connect", "connections"]
 
 P = ParamSpec("P")
 
@@ -65,10 +66,68 @@ def _blocking(
             raise
         return ClientConnection(connection, loop, thread)
 
-    # help() and IDEs show the asyncio connect()'s parameters.
-    signature = inspect.signature(opener).replace(return_annotation="ClientConnection")
-    setattr(connect, "__signature__", signature)  # noqa: B010 - mypy rejects the attribute
+    _show_parameters(connect, opener, "ClientConnection")
     return connect
+
+
+def _iterated(
+    opener: Callable[P, async_connect],
+) -> Callable[P, Iterator[ClientConnection]]:
+    # The same arguments as connect(), for the iteration of async_connect.
+
+    def connections(*args: P.args, **kwargs: P.kwargs) -> Iterator[ClientConnection]:
+        """Yield connections, reconnecting with backoff as ``reconnect=`` says.
+
+        The blocking twin of ``async for ws in rapidws.connect(uri, reconnect=...)``,
+        with its arguments: ``reconnect`` (``True`` or a
+        :class:`~rapidws.asyncio.reconnect.Backoff`) and ``on_reconnect``
+        (called in the loop thread: keep it short) set the policy; without
+        ``reconnect``, it yields one connection. Each step closes the previous
+        connection if the loop body left it open, then opens the next one when
+        the previous closure was worth retrying; the iteration ends after a
+        normal closure. After ``break``, the current connection stays open.
+
+        Raises:
+            ConnectionClosedError: when a connection closed with a code not
+                worth retrying (1002, 1003, 1007, 1008, 1009, ...).
+            InvalidStatus, InvalidHandshake, OSError, TimeoutError: when an
+                opening failed for good: not worth retrying, or after
+                ``max_attempts`` attempts.
+        """
+        opening = opener(*args, **kwargs)
+        return _reconnecting(
+            Reconnecting(lambda: _await(opening), opening.reconnect, opening.on_reconnect)
+        )
+
+    _show_parameters(connections, opener, "Iterator[ClientConnection]")
+    return connections
+
+
+def _reconnecting(iterator: Reconnecting[AsyncClientConnection]) -> Iterator[ClientConnection]:
+    # The loop thread is held while the iteration waits between connections;
+    # each connection holds it too, so that it outlives a break.
+    loop, thread = loop_thread.acquire()
+    try:
+        while True:
+            try:
+                connection = wait(submit(loop, thread, iterator.__anext__))
+            except StopAsyncIteration:
+                return
+            ws = ClientConnection(connection, *loop_thread.acquire())
+            yield ws
+            # The next step: done with this one (a no-op once closed).
+            ws.close()
+    finally:
+        loop_thread.release()
+        loop_thread.join_if_retired(thread)
+
+
+def _show_parameters(
+    function: Callable[..., object], opener: Callable[..., object], returns: str
+) -> None:
+    # help() and IDEs show the asyncio connect()'s parameters.
+    signature = inspect.signature(opener).replace(return_annotation=returns)
+    setattr(function, "__signature__", signature)  # noqa: B010 - mypy rejects the attribute
 
 
 async def _await(opening: Awaitable[AsyncClientConnection]) -> AsyncClientConnection:
@@ -76,3 +135,4 @@ async def _await(opening: Awaitable[AsyncClientConnection]) -> AsyncClientConnec
 
 
 connect = _blocking(async_connect)
+connections = _iterated(async_connect)
