@@ -25,8 +25,9 @@ async def publish(broker: MemoryBroker, topic: str, text: str, history: History)
 
 async def test_delivers_every_message_with_its_position() -> None:
     delivered: list[Envelope] = []
+    gaps: list[str] = []
     broker = MemoryBroker()
-    await broker.start(delivered.append)
+    await broker.start(delivered.append, gaps.append)
     first = await publish(broker, "t", "a", History(size=10))
     second = await publish(broker, "t", "b", History(size=10))
     assert (first.epoch, first.offset, second.offset) == (second.epoch, 1, 2)
@@ -37,6 +38,7 @@ async def test_delivers_every_message_with_its_position() -> None:
     await broker.stop()
     await publish(broker, "t", "c", History(size=10))
     assert len(delivered) == 2  # stopped: nothing delivered
+    assert gaps == []
 
 
 async def test_a_topic_without_history_has_no_positions_until_asked() -> None:

@@ -93,8 +93,14 @@ class Broker(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def start(self, deliver: Callable[[Envelope], None]) -> None:
-        """Connect, and deliver envelopes to ``deliver`` from now on."""
+    async def start(
+        self, deliver: Callable[[Envelope], None], on_gap: Callable[[str], None]
+    ) -> None:
+        """Connect; deliver envelopes to ``deliver`` from now on.
+
+        ``on_gap(topic)`` is called when messages of a subscribed topic may
+        have been lost (the broker's connection failed, its history is gone).
+        """
 
     @abc.abstractmethod
     async def stop(self) -> None:
@@ -107,8 +113,12 @@ class Broker(abc.ABC):
         """Publish a message; return its position when the topic keeps history."""
 
     @abc.abstractmethod
-    async def subscribe(self, topic: str) -> None:
-        """Receive the topic's messages on this node (its first local subscriber joined)."""
+    async def subscribe(self, topic: str, history: History) -> None:
+        """Receive the topic's messages on this node (its first local subscriber joined).
+
+        ``history`` is what the topic keeps: a broker that loses messages
+        (a dropped connection) catches up from it.
+        """
 
     @abc.abstractmethod
     async def unsubscribe(self, topic: str) -> None:
@@ -171,8 +181,10 @@ class MemoryBroker(Broker):
         self._streams: dict[str, _Stream] = {}
         self._presence: dict[str, dict[str, tuple[float, Any]]] = {}
 
-    async def start(self, deliver: Callable[[Envelope], None]) -> None:
-        """Deliver to ``deliver`` from now on."""
+    async def start(
+        self, deliver: Callable[[Envelope], None], on_gap: Callable[[str], None]
+    ) -> None:
+        """Deliver to ``deliver`` from now on (nothing is ever lost in memory)."""
         self._deliver = deliver
 
     async def stop(self) -> None:
@@ -201,7 +213,7 @@ class MemoryBroker(Broker):
             self._deliver(envelope)
         return position
 
-    async def subscribe(self, topic: str) -> None:
+    async def subscribe(self, topic: str, history: History) -> None:
         """Nothing to do: every message of this process is delivered here."""
 
     async def unsubscribe(self, topic: str) -> None:

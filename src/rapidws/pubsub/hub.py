@@ -157,6 +157,11 @@ class Hub:
         on_join: called with ``(topic, client, info)`` when a connection of
             this node joins a topic with ``info``.
         on_leave: called with ``(topic, client, info)`` when it leaves.
+        on_gap: called with ``topic`` when the broker may have lost some of
+            its messages (its connection to Redis failed and the topic keeps
+            no history to catch up from, or the history itself was lost):
+            the application may tell its subscribers to reload. Logged as a
+            warning in any case.
     """
 
     def __init__(
@@ -167,12 +172,14 @@ class Hub:
         presence_ttl: float = 60.0,
         on_join: Callable[[str, str, Any], object] | None = None,
         on_leave: Callable[[str, str, Any], object] | None = None,
+        on_gap: Callable[[str], object] | None = None,
     ) -> None:
         self.broker = broker if broker is not None else MemoryBroker()
         self.default_options = options or TopicOptions()
         self.presence_ttl = presence_ttl
         self.on_join = on_join
         self.on_leave = on_leave
+        self.on_gap = on_gap
         #: This node's id, the prefix of its connections' client ids.
         self.node = secrets.token_hex(4)
         self._serial = itertools.count(1)
@@ -193,7 +200,9 @@ class Hub:
 
     def _start(self) -> asyncio.Task[None]:
         if self._started is None:
-            self._started = asyncio.get_running_loop().create_task(self.broker.start(self._deliver))
+            self._started = asyncio.get_running_loop().create_task(
+                self.broker.start(self._deliver, self._gap)
+            )
         return self._started
 
     async def stop(self) -> None:
@@ -305,7 +314,7 @@ class Hub:
     ) -> Subscription:
         await self._start()
         if first:
-            await self.broker.subscribe(state.name)
+            await self.broker.subscribe(state.name, state.options.history)
         if info is not None:
             await self.broker.join(state.name, member.client, info, self.presence_ttl)
         ws = member.ws
@@ -458,6 +467,11 @@ class Hub:
                 self._hold(member, state, prepared, envelope.key)
         stats.delivered += delivered
 
+    def _gap(self, topic: str) -> None:
+        logger.warning("messages of topic %s may have been lost", topic)
+        if self.on_gap is not None:
+            self.on_gap(topic)
+
     def _prepare(self, envelope: Envelope, state: _Topic) -> PreparedMessage:
         return PreparedMessage.from_payload(
             envelope.opcode, envelope.payload, compress=state.options.compress
@@ -589,10 +603,18 @@ class Hub:
         if info is not None:
             if self.on_leave is not None:
                 self.on_leave(name, member.client, info)
-            self._spawn(self.broker.leave(name, member.client))
+            self._spawn(self._quietly(self.broker.leave(name, member.client)))
         if not state.members:
             del self._topics[name]
-            self._spawn(self.broker.unsubscribe(name))
+            self._spawn(self._quietly(self.broker.unsubscribe(name)))
+
+    async def _quietly(self, call: Awaitable[None]) -> None:
+        # Bookkeeping that may fail while the broker is down: presence entries
+        # expire by themselves, and a resubscription covers the rest.
+        try:
+            await call
+        except ConnectionError as exc:
+            logger.warning("broker unavailable: %s", exc)
 
     def _spawn(self, coroutine: Generator[Any, None, Any] | Any) -> asyncio.Task[Any]:
         # Keep a reference: the loop holds tasks only weakly.
