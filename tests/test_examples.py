@@ -255,3 +255,23 @@ async def test_libhv_client_reconnects_once_and_resends_what_was_unanswered() ->
     assert re.fullmatch(r"closed \(.*1012.*\); 2 message\(s\) unanswered", lines[1])
     assert lines[2:3] + lines[4:] == ["reconnecting", "< one", "< two"]
     assert connections == 2
+
+
+# starlette_extensions.py: uvicorn installs on Python 3.11 and later only
+# (tests/asgi/conftest.py), so below there is no test rather than a skipped one.
+
+if sys.version_info >= (3, 11):
+
+    async def test_starlette_extensions_ping_and_send_uncompressed() -> None:
+        import gzip
+
+        with example_server("starlette_extensions") as url:
+            async with rapidws.connect(f"{url}/ws") as ws:
+                await ws.send("hello")
+                assert await recv(ws) == "hello"
+                await ws.send("ping")
+                assert re.fullmatch(r"rtt: \d+\.\d{3} ms", str(await recv(ws)))
+                await ws.send("zip")
+                blob = await recv(ws)
+                assert isinstance(blob, bytes)
+                assert gzip.decompress(blob) == b"rapidws " * 1000

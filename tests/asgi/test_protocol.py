@@ -3,64 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from starlette import routing as starlette_routing
+from starlette import websockets as starlette_websockets
 
-uvicorn = pytest.importorskip("uvicorn")
-starlette_routing = pytest.importorskip("starlette.routing")
-starlette_websockets = pytest.importorskip("starlette.websockets")
+import rapidws
+from rapidws.asgi import ClientDisconnected
 
-import rapidws  # noqa: E402
-from rapidws.asgi import ClientDisconnected, UvicornProtocol  # noqa: E402
-
-from ..asyncio.utils import (  # noqa: E402
+from ..asyncio.utils import (
     OP_CLOSE,
     OP_PING,
+    OP_PONG,
     OP_TEXT,
     TIMEOUT,
     RawPeer,
     close_payload,
+    frame,
     handshake_request,
     wait,
 )
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class Served:
-    """A uvicorn server running an app in this test's loop."""
-
-    def __init__(self, server: Any) -> None:
-        self.server = server
-        self.port: int = server.servers[0].sockets[0].getsockname()[1]
-
-    def uri(self, path: str = "/") -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-
-@contextlib.asynccontextmanager
-async def serve(app: App, **options: Any) -> AsyncIterator[Served]:
-    """Run ``app`` under uvicorn with UvicornProtocol, on a free port."""
-    options = {"lifespan": "off", "log_config": None, **options}
-    config = uvicorn.Config(app, ws=UvicornProtocol, host="127.0.0.1", port=0, **options)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # raises why it did not start
-        await asyncio.sleep(0.01)
-    try:
-        yield Served(server)
-    finally:
-        server.should_exit = True
-        await wait(task, 3 * TIMEOUT)
+from .utils import Receive, Scope, Send, serve
 
 
 async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,7 +117,11 @@ async def test_scope() -> None:
     assert (b"x-token", "Sécret".encode("latin-1")) in headers
     assert (b"upgrade", b"websocket") in headers
     assert scope["subprotocols"] == ["one", "two"]
-    assert scope["extensions"] == {"websocket.http.response": {}}
+    assert scope["extensions"] == {
+        "websocket.http.response": {},
+        "rapidws.websocket.compress": {},
+        "rapidws.websocket.ping": {},
+    }
     assert scope["state"] == {}
 
 
@@ -526,6 +496,125 @@ async def test_frames_with_the_request_wait_for_accept() -> None:
         peer.send_close()
         assert (await peer.read_close()).opcode == OP_CLOSE
         await peer.close()
+
+
+# rapidws's extensions.
+
+
+async def test_compression_can_be_turned_off_per_message() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "a" * 1000, "rapidws.compress": False})
+        await send({"type": "websocket.send", "text": "a" * 1000})
+        await receive()
+
+    deflate = [("Sec-WebSocket-Extensions", "permessage-deflate")]
+    async with serve(app, ws_per_message_deflate=True) as served:
+        peer = await RawPeer.open_websocket(served.port, headers=deflate)
+        plain, compressed = await peer.read_frame(), await peer.read_frame()
+        await peer.close()
+    assert (plain.rsv, plain.payload) == (0, b"a" * 1000)
+    assert compressed.rsv == 0x40  # RSV1: compressed (RFC 7692 section 6)
+    assert len(compressed.payload) < 100
+
+
+async def test_compression_key_without_compression_is_ignored() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "bytes": b"raw", "rapidws.compress": False})
+        await receive()
+
+    async with (
+        serve(app, ws_per_message_deflate=False) as served,
+        rapidws.connect(served.uri()) as ws,
+    ):
+        assert await wait(ws.recv()) == b"raw"
+
+
+async def test_ping_gives_a_pong_event_with_the_round_trip_time() -> None:
+    events: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "rapidws.ping": b"probe"})
+        events.append(await receive())  # waiting when the pong comes: woken
+        await send({"type": "websocket.send", "rapidws.ping": b""})
+        events.append(await receive())
+        await send({"type": "websocket.close"})
+
+    # The client answers pings itself.
+    async with serve(app) as served, rapidws.connect(served.uri()) as ws:
+        await ws.wait_closed()
+    assert [set(event) for event in events] == [{"type", "rapidws.pong"}] * 2
+    assert [event["type"] for event in events] == ["websocket.receive"] * 2
+    assert [event["rapidws.pong"]["data"] for event in events] == [b"probe", b""]
+    assert all(0 <= event["rapidws.pong"]["rtt"] < TIMEOUT for event in events)
+
+
+async def test_pong_events_come_in_order_with_messages() -> None:
+    events: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "rapidws.ping": b"1"})
+        for _ in range(3):
+            events.append(await receive())
+
+    async with serve(app) as served:
+        peer = await RawPeer.open_websocket(served.port)
+        ping = await peer.read_frame()
+        assert (ping.opcode, ping.payload) == (OP_PING, b"1")
+        # One read: the first message wakes the app, the pong waits its turn.
+        peer.send(frame(OP_TEXT, b"before") + frame(OP_PONG, b"1") + frame(OP_TEXT, b"after"))
+        await wait(_until(lambda: len(events) == 3))
+        await peer.close()
+    assert events[0] == {"type": "websocket.receive", "text": "before"}
+    assert events[1]["rapidws.pong"]["data"] == b"1"
+    assert events[2] == {"type": "websocket.receive", "text": "after"}
+
+
+async def test_starlette_app_pings_through_its_websocket() -> None:
+    rtts: list[float] = []
+
+    async def endpoint(websocket: Any) -> None:
+        await websocket.accept()
+        assert "rapidws.websocket.ping" in websocket.scope["extensions"]
+        await websocket.send({"type": "websocket.send", "rapidws.ping": b""})
+        message = await websocket.receive()
+        rtts.append(message["rapidws.pong"]["rtt"])
+        await websocket.close()
+
+    async with serve(starlette_app(endpoint)) as served, rapidws.connect(served.uri("/ws")) as ws:
+        await ws.wait_closed()
+    assert len(rtts) == 1
+
+
+async def test_ping_unanswered_before_the_close_gives_no_pong_event() -> None:
+    events: list[dict[str, Any]] = []
+    raised: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "rapidws.ping": b""})
+        events.append(await receive())
+        try:
+            await send({"type": "websocket.send", "rapidws.ping": b""})
+        except ClientDisconnected as exc:
+            raised.append(exc)
+
+    async with serve(app) as served:
+        peer = await RawPeer.open_websocket(served.port)
+        assert (await peer.read_frame()).opcode == OP_PING
+        peer.send_close(4000)
+        assert (await peer.read_close()).opcode == OP_CLOSE
+        await peer.close()
+        await wait(_until(lambda: bool(raised)))
+    assert events == [{"type": "websocket.disconnect", "code": 4000, "reason": ""}]
 
 
 async def _until(predicate: Callable[[], bool]) -> None:

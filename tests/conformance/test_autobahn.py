@@ -4,6 +4,8 @@ Every case must end OK, NON-STRICT or INFORMATIONAL (behavior and close). Groups
 1 to 10 (framing, pings, reserved bits, opcodes, fragmentation, UTF-8, closing,
 limits) run on both event loops; groups 12 and 13 (permessage-deflate, 216
 cases of up to 1000 round trips each, several minutes a side) on asyncio's.
+The server side runs twice: the rapidws server, and a Starlette endpoint under
+uvicorn with rapidws.asgi (Python 3.11 and later, where uvicorn installs).
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ SUITE_TIMEOUT = 600 * TIMEOUT_FACTOR
 pytestmark = pytest.mark.conformance
 
 
-async def server_suite(cases: list[str] | None, excluded: list[str] | None) -> list[Any]:
-    async with conformance_server.serve(0) as server:
+async def server_suite(
+    cases: list[str] | None, excluded: list[str] | None, serving: Any = None
+) -> list[Any]:
+    # serving: the server under test, by default conformance/server.py's.
+    async with serving or conformance_server.serve(0) as server:
         try:
             return await asyncio.wait_for(
                 run_fuzzingclient(f"ws://127.0.0.1:{server.port}", cases, excluded),
@@ -84,6 +89,26 @@ def test_server_passes_autobahn_cases(group: str, loop: str, record_summary: Any
     cases, excluded, expected = GROUPS[group]
     results = run(LOOPS[loop], server_suite(cases, excluded))
     check(results, expected, f"server, {group} cases,", loop, record_summary)
+
+
+# Defined only where uvicorn 0.55 installs (Python 3.11 and later; see
+# tests/asgi/conftest.py): no test at all below, rather than a skipped one.
+if sys.version_info >= (3, 11):
+    import asgi_app
+
+    from tests.asgi.utils import serve as serve_asgi
+
+    async def asgi_server_suite(cases: list[str] | None, excluded: list[str] | None) -> list[Any]:
+        return await server_suite(cases, excluded, serve_asgi(asgi_app.app, **asgi_app.OPTIONS))
+
+    @pytest.mark.parametrize(("group", "loop"), CASES)
+    def test_uvicorn_asgi_server_passes_autobahn_cases(
+        group: str, loop: str, record_summary: Any
+    ) -> None:
+        """A Starlette echo endpoint under uvicorn with rapidws.asgi (conformance/asgi_app.py)."""
+        cases, excluded, expected = GROUPS[group]
+        results = run(LOOPS[loop], asgi_server_suite(cases, excluded))
+        check(results, expected, f"uvicorn ASGI server, {group} cases,", loop, record_summary)
 
 
 @pytest.mark.parametrize(("group", "loop"), CASES)

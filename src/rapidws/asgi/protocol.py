@@ -14,6 +14,24 @@ is added here is the ASGI side (spec 2.4): the scope, the ``receive`` and
 ``send`` callables and their messages, the denial response extension, and
 uvicorn's settings, logs and shutdown.
 
+Three ASGI extensions, advertised in the scope's ``"extensions"``, give apps
+what the ASGI spec cannot express; an app that does not use them sees what it
+would see on any ASGI server:
+
+- ``"rapidws.websocket.compress"``: a ``websocket.send`` message with
+  ``"rapidws.compress": False`` goes uncompressed even when permessage-deflate
+  was negotiated (data that is compressed already, or latency-critical).
+- ``"rapidws.websocket.ping"``: a ``websocket.send`` message with
+  ``"rapidws.ping": data`` (bytes, up to 125; ``b""`` for any) and neither
+  ``"text"`` nor ``"bytes"`` sends a ping; once its pong is back, ``receive``
+  returns a ``websocket.receive`` event with ``"rapidws.pong": {"data": data,
+  "rtt": seconds}`` and neither ``"text"`` nor ``"bytes"``, in order with the
+  messages. A connection that closes first gives no pong event.
+
+Both ride on the spec's message types, not new ones: Starlette and FastAPI
+refuse any other type in both directions, so new types could not reach their
+apps.
+
 Where uvicorn's own WebSocket classes differ from each other or from the RFC,
 this one follows the RFC and says so below: an app that raises after accepting
 closes its connection with 1011, and one that returns without closing gets a
@@ -23,6 +41,7 @@ normal closing handshake (1000), where uvicorn drops the TCP connection.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import logging
 import weakref
@@ -67,6 +86,10 @@ class ClientDisconnected(OSError):
     """
 
 
+class _PongArrived(Exception):
+    """Wakes an app waiting in ``receive`` for a message: a pong event is ready."""
+
+
 class _Phase(enum.Enum):
     """Where the ASGI conversation stands (the WebSocket state is the engine's)."""
 
@@ -79,16 +102,15 @@ class _Phase(enum.Enum):
 class _Shared:
     """What the connections of one uvicorn server share: settings and timers."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, compression: ServerExtensionFactory) -> None:
         ping_interval = config.ws_ping_interval
         if ping_interval is not None and ping_interval <= 0:
             ping_interval = None  # uvicorn's protocols read 0 as "no pings" too
         self.settings: Settings = connection_settings(
             ping_interval, config.ws_ping_timeout, CLOSE_TIMEOUT, config.ws_max_queue, WRITE_LIMIT
         )
-        # rapidws's memory-lean deflate settings (4 KiB windows, lazy zlib).
         self.extensions: list[ServerExtensionFactory] = (
-            [ServerPerMessageDeflate()] if config.ws_per_message_deflate else []
+            [compression] if config.ws_per_message_deflate else []
         )
         self.heartbeats: dict[float, Heartbeat] = {}
         self.deadlines: dict[float, Deadlines[Any]] = {}
@@ -116,13 +138,21 @@ class UvicornProtocol(Connection[ServerProtocol]):
         app_state: the lifespan state, copied into each scope's ``"state"``.
     """
 
+    #: The permessage-deflate settings used when uvicorn's
+    #: ``ws_per_message_deflate`` is on (its default): rapidws's memory-lean
+    #: ones (4 KiB windows, lazy zlib). A subclass named in ``--ws`` may set
+    #: others, e.g. ``ServerPerMessageDeflate(threshold=0)``.
+    compression: ServerExtensionFactory = ServerPerMessageDeflate()
+
     __slots__ = (
+        "_app_pings",
         "_closing",
         "_connect_sent",
         "_denial",
         "_early_data",
         "_handshake",
         "_phase",
+        "_pongs",
         "_shared",
         "app",
         "app_state",
@@ -147,7 +177,7 @@ class UvicornProtocol(Connection[ServerProtocol]):
             config.load()
         shared = _SHARED.get(server_state)
         if shared is None:
-            shared = _SHARED[server_state] = _Shared(config)
+            shared = _SHARED[server_state] = _Shared(config, self.compression)
         protocol = ServerProtocol(
             extensions=shared.extensions,
             max_message_size=config.ws_max_size,
@@ -179,6 +209,11 @@ class UvicornProtocol(Connection[ServerProtocol]):
         # The disconnect event of a close this side started (the app's, or
         # shutdown's), as uvicorn's protocols report it.
         self._closing: Message | None = None
+        # The app's pings waiting for their pong (with the data it gave),
+        # and their pong events, waiting for its next receive.
+        self._app_pings: collections.deque[tuple[asyncio.Future[float], bytes]] | None
+        self._app_pings = None
+        self._pongs: collections.deque[Message] | None = None
 
     # Sharing timers with the server's other connections.
 
@@ -221,6 +256,11 @@ class UvicornProtocol(Connection[ServerProtocol]):
         """Wake the app's waiting ``receive`` and unregister (called by asyncio)."""
         super().connection_lost(exc)
         self.server_state.connections.discard(self)
+        if self._app_pings:
+            # Closed before their pong: no event (the app gets the disconnect).
+            for waiter, _ in self._app_pings:
+                waiter.exception()
+            self._app_pings = None
 
     def shutdown(self) -> None:
         """Close for uvicorn's shutdown: 1012 (service restart), as uvicorn's protocols do.
@@ -295,7 +335,11 @@ class UvicornProtocol(Connection[ServerProtocol]):
             ],
             "subprotocols": subprotocols,
             "state": self.app_state.copy(),
-            "extensions": {"websocket.http.response": {}},
+            "extensions": {
+                "websocket.http.response": {},
+                "rapidws.websocket.compress": {},
+                "rapidws.websocket.ping": {},
+            },
         }
 
     def _default_headers(self) -> list[tuple[str, str]]:
@@ -358,10 +402,14 @@ class UvicornProtocol(Connection[ServerProtocol]):
             self._connect_sent = True
             return {"type": "websocket.connect"}
         if self._phase is _Phase.ACCEPTED:
+            if self._pongs:
+                return self._pongs.popleft()
             try:
                 message = await self.recv()
             except ConnectionClosed:
                 return self._disconnect_event()
+            except _PongArrived:
+                return self._pongs.popleft()  # type: ignore[union-attr]
             if type(message) is str:
                 return {"type": "websocket.receive", "text": message}
             return {"type": "websocket.receive", "bytes": message}
@@ -400,9 +448,12 @@ class UvicornProtocol(Connection[ServerProtocol]):
                 if data is None:
                     data = message.get("text")
                     if data is None:
+                        if "rapidws.ping" in message:
+                            self._asgi_ping(message["rapidws.ping"])
+                            return
                         raise RuntimeError("'websocket.send' has neither 'bytes' nor 'text'")
                 try:
-                    await self.send(data)
+                    await self.send(data, compress=message.get("rapidws.compress", True))
                 except ConnectionClosed:
                     raise ClientDisconnected from None
             elif kind == "websocket.close":
@@ -444,6 +495,31 @@ class UvicornProtocol(Connection[ServerProtocol]):
             raise RuntimeError(
                 f"Unexpected ASGI message '{kind}', after sending 'websocket.close'."
             )
+
+    def _asgi_ping(self, data: bytes) -> None:
+        if self.protocol.state is not OPEN:
+            # As a websocket.send would: no pong can come back any more.
+            raise ClientDisconnected
+        waiter = self.ping(data or None)  # b"": data that no pending ping has
+        if self._app_pings is None:
+            self._app_pings = collections.deque()
+        self._app_pings.append((waiter, data))
+
+    def _pong_received(self, data: bytes) -> None:
+        super()._pong_received(data)
+        pings = self._app_pings
+        # Here, not in the futures' callbacks (a loop step later): the pong
+        # event takes its place among the messages of this read.
+        while pings and pings[0][0].done():
+            waiter, sent = pings.popleft()
+            pong = {"data": sent, "rtt": waiter.result()}
+            event: Message = {"type": "websocket.receive", "rapidws.pong": pong}
+            if self._pongs is None:
+                self._pongs = collections.deque()
+            self._pongs.append(event)
+            recv_waiter = self._recv_waiter
+            if recv_waiter is not None and not recv_waiter.done():
+                recv_waiter.set_exception(_PongArrived())
 
     def _accept(self, message: Message) -> None:
         response = self._handshake
