@@ -30,6 +30,7 @@ from typing import Any, Literal
 from ..asyncio.connection import Connection
 from ..core.frames import OP_BINARY, OP_TEXT
 from ..core.prepared import PreparedMessage
+from ..core.protocol import OPEN
 from ..exceptions import ConnectionClosed, InvalidState
 from .broker import Broker, Envelope, History, MemoryBroker, Position
 
@@ -55,6 +56,11 @@ class TopicOptions:
         compress: whether messages may be compressed, where negotiated.
         history: how many past messages (and for how long) the topic keeps
             for subscribers that come back with a position.
+        stamp: called as ``stamp(payload, position)`` once per message on
+            each node, before it is framed, to put the message's position
+            in it (a client keeps the last one to recover from after a
+            reconnect); returns the payload to send. Replayed messages are
+            stamped the same way.
     """
 
     slow: SlowPolicy = "drop_oldest"
@@ -63,6 +69,7 @@ class TopicOptions:
     close_code: int = 1013
     compress: bool = True
     history: History = dataclasses.field(default_factory=History)
+    stamp: Callable[[bytes, Position | None], bytes] | None = None
 
     def __post_init__(self) -> None:
         if self.slow not in _POLICIES:
@@ -121,21 +128,36 @@ class _Topic:
         self.stats = TopicStats()
 
 
+class _Backlog:
+    # A slow subscriber's queue of [topic, message, key] entries, the queued
+    # count and bytes per topic, the entries by (topic, key) for coalescing,
+    # and the task that sends them as the write buffer drains.
+    __slots__ = ("counts", "drainer", "keyed", "queue")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[list[Any]] = collections.deque()
+        self.counts: dict[str, list[int]] = {}
+        self.keyed: dict[tuple[str, str], list[Any]] = {}
+        self.drainer: asyncio.Task[None] | None = None
+
+    def dequeued(self, entry: list[Any]) -> None:
+        counts = self.counts[entry[0]]
+        counts[0] -= 1
+        counts[1] -= len(entry[1])
+        if entry[2]:
+            self.keyed.pop((entry[0], entry[2]), None)
+
+
 class _Member:
     # One connection of this node that subscribes to at least one topic.
-    __slots__ = ("client", "counts", "drainer", "info", "keyed", "pending", "topics", "ws")
+    __slots__ = ("client", "info", "pending", "topics", "ws")
 
     def __init__(self, ws: Connection[Any], client: str) -> None:
         self.ws = ws
         self.client = client
         self.topics: dict[str, _Topic] = {}
-        self.info: dict[str, Any] = {}  # presence info per topic, when given
-        # While slow: the queue of [topic, message, key], the queued count and
-        # bytes per topic, the entries by (topic, key), and the task sending them.
-        self.pending: collections.deque[list[Any]] | None = None
-        self.counts: dict[str, list[int]] = {}
-        self.keyed: dict[tuple[str, str], list[Any]] = {}
-        self.drainer: asyncio.Task[None] | None = None
+        self.info: dict[str, Any] | None = None  # presence info per topic, when given
+        self.pending: _Backlog | None = None  # while slow
 
 
 class Hub:
@@ -191,6 +213,9 @@ class Hub:
         self._started: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Connections with frames published to them this loop turn, unwritten.
+        self._corked: set[Connection[Any]] = set()
+        self._uncorking = False
 
     # Lifecycle.
 
@@ -270,9 +295,11 @@ class Hub:
             state = self._topics[topic] = _Topic(topic, self.options(topic))
             state.stats = self._stats.setdefault(topic, TopicStats())
         state.members[ws] = member
-        member.topics[topic] = state
+        member.topics[state.name] = state  # one string per topic, shared
         state.stats.subscribers += 1
         if info is not None:
+            if member.info is None:
+                member.info = {}
             member.info[topic] = info
             if self.on_join is not None:
                 self.on_join(topic, member.client, info)
@@ -297,7 +324,7 @@ class Hub:
             entries = [
                 (topic, member.client, info)
                 for member in self._members.values()
-                for topic, info in member.info.items()
+                for topic, info in (member.info or {}).items()
             ]
             if not entries:
                 return
@@ -448,24 +475,39 @@ class Hub:
         prepared = self._prepare(envelope, state)
         excluded = self._clients.get(envelope.exclude) if envelope.exclude else None
         recovering = state.recovering
+        corked = self._corked
         delivered = 0
-        for ws, member in list(state.members.items()):
+        # A copy without tuples: a subscriber may leave while this runs.
+        for member in tuple(state.members.values()):
             if member is excluded:
                 continue
+            ws = member.ws
             if recovering and ws in recovering:
                 recovering[ws].append(envelope)
             elif member.pending is None and not ws._writing_paused:
+                # Framed now (in order with what the connection sends), written
+                # at the end of this loop turn: one write per connection for
+                # all the messages published to it meanwhile.
                 try:
-                    ws.send_nowait(prepared)
-                except ConnectionClosed:
-                    continue  # on_close removes it
-                except InvalidState:  # it is sending a fragmented message
-                    self._hold(member, state, prepared, envelope.key)
-                    continue
+                    ws.protocol.send_prepared(prepared)
+                except InvalidState:
+                    if ws.protocol.state is OPEN:  # sending a fragmented message
+                        self._hold(member, state, prepared, envelope.key)
+                    continue  # else closing: on_close removes it
+                corked.add(ws)
                 delivered += 1
             else:
                 self._hold(member, state, prepared, envelope.key)
         stats.delivered += delivered
+        if corked and not self._uncorking:
+            self._uncorking = True
+            asyncio.get_running_loop().call_soon(self._uncork)
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, set()
+        self._uncorking = False
+        for ws in corked:
+            ws._write_pending()
 
     def _gap(self, topic: str) -> None:
         logger.warning("messages of topic %s may have been lost", topic)
@@ -473,9 +515,11 @@ class Hub:
             self.on_gap(topic)
 
     def _prepare(self, envelope: Envelope, state: _Topic) -> PreparedMessage:
-        return PreparedMessage.from_payload(
-            envelope.opcode, envelope.payload, compress=state.options.compress
-        )
+        options = state.options
+        payload = envelope.payload
+        if options.stamp is not None:
+            payload = options.stamp(payload, envelope.position)
+        return PreparedMessage.from_payload(envelope.opcode, payload, compress=options.compress)
 
     def _send(self, member: _Member, state: _Topic, prepared: PreparedMessage, key: str) -> None:
         # One message to one subscriber (a replay), with the slow-consumer policy.
@@ -494,13 +538,14 @@ class Hub:
     def _hold(self, member: _Member, state: _Topic, prepared: PreparedMessage, key: str) -> None:
         # A message for a subscriber that is not keeping up.
         options, stats = state.options, state.stats
-        if member.pending is None:
-            member.pending = collections.deque()
-            member.drainer = self._spawn(self._drain(member))
+        backlog = member.pending
+        if backlog is None:
+            backlog = member.pending = _Backlog()
+            backlog.drainer = self._spawn(self._drain(member, backlog))
         size = len(prepared)
-        counts = member.counts.setdefault(state.name, [0, 0])
+        counts = backlog.counts.setdefault(state.name, [0, 0])
         if options.slow == "coalesce" and key:
-            entry = member.keyed.get((state.name, key))
+            entry = backlog.keyed.get((state.name, key))
             if entry is not None:
                 counts[1] += size - len(entry[1])
                 entry[1] = prepared
@@ -513,42 +558,25 @@ class Hub:
                 self._closed(member.ws)
                 member.ws.close_nowait(options.close_code, "subscriber too slow")
                 return
-            if options.slow == "drop_newest" or not self._evict_oldest(member, state.name, counts):
+            if options.slow == "drop_newest" or not _evict_oldest(backlog, state.name):
                 stats.dropped += 1
                 return
             stats.dropped += 1
         entry = [state.name, prepared, key]
-        member.pending.append(entry)
+        backlog.queue.append(entry)
         counts[0] += 1
         counts[1] += size
         if key and options.slow == "coalesce":
-            member.keyed[(state.name, key)] = entry
+            backlog.keyed[(state.name, key)] = entry
 
-    def _evict_oldest(self, member: _Member, topic: str, counts: list[int]) -> bool:
-        # Remove the oldest queued message of ``topic``; False if there is none.
-        assert member.pending is not None
-        for entry in member.pending:
-            if entry[0] == topic:
-                member.pending.remove(entry)
-                self._dequeued(member, entry, counts)
-                return True
-        return False
-
-    def _dequeued(self, member: _Member, entry: list[Any], counts: list[int]) -> None:
-        counts[0] -= 1
-        counts[1] -= len(entry[1])
-        if entry[2]:
-            member.keyed.pop((entry[0], entry[2]), None)
-
-    async def _drain(self, member: _Member) -> None:
+    async def _drain(self, member: _Member, backlog: _Backlog) -> None:
         # Send a slow subscriber's queue as its write buffer drains.
-        ws, pending = member.ws, member.pending
-        assert pending is not None
+        ws, queue = member.ws, backlog.queue
         try:
-            while pending:
+            while queue:
                 await ws.drain()
-                entry = pending.popleft()
-                self._dequeued(member, entry, member.counts[entry[0]])
+                entry = queue.popleft()
+                backlog.dequeued(entry)
                 await ws.send(entry[1])
                 state = member.topics.get(entry[0])
                 if state is not None:
@@ -556,20 +584,14 @@ class Hub:
         except ConnectionClosed:
             pass
         finally:
-            if member.pending is pending:
+            if member.pending is backlog:
                 member.pending = None
-                member.counts.clear()
-                member.keyed.clear()
-                member.drainer = None
 
     def _drop(self, member: _Member) -> None:
         # Discard a subscriber's queue (it is being closed).
-        if member.drainer is not None:
-            member.drainer.cancel()
-        member.pending = None
-        member.counts.clear()
-        member.keyed.clear()
-        member.drainer = None
+        backlog, member.pending = member.pending, None
+        if backlog is not None and backlog.drainer is not None:
+            backlog.drainer.cancel()
 
     # Bookkeeping.
 
@@ -599,7 +621,7 @@ class Hub:
         state.members.pop(member.ws, None)
         state.recovering.pop(member.ws, None)
         state.stats.subscribers -= 1
-        info = member.info.pop(name, None)
+        info = None if member.info is None else member.info.pop(name, None)
         if info is not None:
             if self.on_leave is not None:
                 self.on_leave(name, member.client, info)
@@ -627,3 +649,13 @@ class Hub:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("hub task failed", exc_info=task.exception())
+
+
+def _evict_oldest(backlog: _Backlog, topic: str) -> bool:
+    # Remove the oldest queued message of ``topic``; False if there is none.
+    for entry in backlog.queue:
+        if entry[0] == topic:
+            backlog.queue.remove(entry)
+            backlog.dequeued(entry)
+            return True
+    return False
