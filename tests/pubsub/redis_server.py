@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +24,9 @@ from ..proxy_servers import free_port, program, running
 class RedisServer:
     """One ``redis-server`` process, on a fixed port across restarts."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, cluster: bool = False) -> None:
         self.directory = directory
+        self.cluster = cluster
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._binary = program("redis-server", "redis-server")
@@ -39,6 +42,8 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self.directory),
             "--protected-mode", "no",
+            *(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+              if self.cluster else []),
         ]  # fmt: skip
 
     def start(self) -> None:
@@ -85,3 +90,58 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
         if server.process is not None and server.process.poll() is None:
             server.resume()  # a paused server cannot stop
         server.stop()
+
+
+@contextlib.contextmanager
+def redis_cluster(directory: Path, masters: int = 3) -> Iterator[list[RedisServer]]:
+    """Run a Redis Cluster of ``masters`` masters (no replicas) until the block ends."""
+    servers = []
+    with contextlib.ExitStack() as stack:
+        for index in range(masters):
+            path = directory / f"node{index}"
+            path.mkdir()
+            server = RedisServer(path, _cluster_port(), cluster=True)
+            stack.enter_context(_started(server))
+            servers.append(server)
+        addresses = [f"127.0.0.1:{server.port}" for server in servers]
+        cli = program("redis-cli", "redis-server")
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        # Ready when every node agrees that all slots are served.
+        deadline = time.monotonic() + 60
+        while not all(
+            server.client().cluster("info").get("cluster_state") == "ok" for server in servers
+        ):
+            if time.monotonic() > deadline:
+                raise AssertionError("the Redis Cluster did not become ready")
+            time.sleep(0.1)
+        yield servers
+
+
+@contextlib.contextmanager
+def _started(server: RedisServer) -> Iterator[RedisServer]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 higher) is free too, at most 55535."""
+    for _ in range(100):
+        port = free_port()
+        if port > 55535:
+            port -= 30000
+        with socket.socket() as one, socket.socket() as bus:
+            try:
+                one.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free port pair for a Redis Cluster node")

@@ -22,7 +22,7 @@ from rapidws.pubsub import History, Hub, Position, TopicOptions
 from rapidws.pubsub.redis import BrokerUnavailable, RedisBroker
 
 from ..asyncio.utils import until, uri, wait
-from .redis_server import RedisServer, redis_server
+from .redis_server import RedisServer, redis_cluster, redis_server
 
 # Redis restarts and reconnections take real time: bounded generously.
 SLOW = 20.0
@@ -258,3 +258,46 @@ async def test_a_broker_that_cannot_reach_redis_raises_a_clear_error(tmp_path: P
     async with hub:
         with pytest.raises(BrokerUnavailable, match=f"127.0.0.1:{server.port}"):
             await hub.publish("t", "x")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
+    with redis_cluster(tmp_path) as servers:
+        yield servers
+
+
+async def test_a_redis_cluster_carries_topics_on_sharded_pub_sub(
+    cluster: list[RedisServer],
+) -> None:
+    first, second = cluster[0], cluster[1]
+    # Topics whose channels live on different masters (slot ranges are split evenly).
+    topics, shards = [], set()
+    for i in range(100):
+        slot = first.client().cluster("keyslot", f"rapidws:{{t{i}}}:c")
+        shard = int(slot) * len(cluster) // 16384
+        if shard not in shards:
+            shards.add(shard)
+            topics.append(f"t{i}")
+    assert len(shards) == len(cluster)
+    async with (
+        node(first, cluster=True) as (a, server_a),
+        node(second, cluster=True) as (b, server_b),
+    ):
+        for topic in topics:
+            ann = await connect(server_a, f"/{topic}", a)
+            bob = await connect(server_b, f"/{topic}", b)
+            await ann.send(f"to {topic}")
+            assert await wait(bob.recv(), SLOW) == f"to {topic}"
+            with pytest.raises(TimeoutError):
+                await wait(ann.recv(), 0.1)  # excluded across the cluster too
+            await ann.close()
+            await bob.close()
+        # History and recovery through the shard's stream.
+        positions = [await a.hub.publish(topics[0], f"m{i}") for i in range(3)]
+        since = positions[0]
+        ws = await rapidws.connect(uri(server_b, f"/{topics[0]}?{since}"))
+        result = await wait(b.results.get(), SLOW)
+        assert (result.recovered, result.replayed) == (True, 2)
+        assert [await wait(ws.recv(), SLOW) for _ in range(2)] == ["m1", "m2"]
+        assert len(await a.hub.presence(topics[0])) == 1  # cluster-wide presence
+        await ws.close()

@@ -81,6 +81,9 @@ redis.call(ARGV[7], ARGV[1], message)
 return {epoch, offset}
 """
 
+# Seconds between polls of a cluster's shard connections.
+_SHARD_POLL = 0.2
+
 _PUBLISH_SHA = hashlib.sha1(_PUBLISH.encode()).hexdigest()
 
 # Presence: a sorted set of client ids scored by expiry, and their info.
@@ -358,6 +361,8 @@ class RedisBroker(Broker):
         self._pubsub = self._client.pubsub()
         if self._channels:
             await self._subscribe(*self._channels)
+        elif self.cluster:
+            await self._client.ping()  # shard connections open with their channels
         else:
             await self._pubsub.ping()  # a connection without channels: prove it
 
@@ -368,12 +373,13 @@ class RedisBroker(Broker):
                 await asyncio.wait_for(pubsub.aclose(), self.timeout)
 
     async def _read(self) -> None:
+        if self.cluster:
+            await self._read_shards()
         pubsub = self._pubsub
         probing = False
         while True:
-            message = await pubsub.get_message(
-                timeout=self.probe_interval if not probing else self.timeout
-            )
+            timeout = self.timeout if probing else self.probe_interval
+            message = await pubsub.get_message(timeout=timeout)
             if message is None:
                 if probing:
                     raise TimeoutError("the Redis subscriber connection does not answer")
@@ -382,9 +388,28 @@ class RedisBroker(Broker):
                 probing = True
                 continue
             probing = False
-            kind = message["type"]
-            if kind in (b"message", "message", b"smessage", "smessage"):
-                await self._received(message["channel"], message["data"])
+            await self._message(message)
+
+    async def _read_shards(self) -> None:
+        # One connection per shard holding our channels, made as channels are
+        # subscribed: polled briefly, so that a new shard is read at once.
+        pubsub = self._pubsub
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        while True:
+            message = await pubsub.get_sharded_message(timeout=_SHARD_POLL)
+            if message is not None:
+                heard = loop.time()
+                await self._message(message)
+            elif loop.time() - heard > self.probe_interval:
+                # Silence: the cluster must still answer (redis-py checks each
+                # shard connection as it reads).
+                await self._client.ping()
+                heard = loop.time()
+
+    async def _message(self, message: dict[str, Any]) -> None:
+        if message["type"] in (b"message", "message", b"smessage", "smessage"):
+            await self._received(message["channel"], message["data"])
 
     async def _received(self, channel: bytes, data: bytes) -> None:
         topic = self._channels.get(channel)
