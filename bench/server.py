@@ -1,9 +1,11 @@
 """The rapidws server that the benchmarks measure.
 
-    python bench/server.py --port P --api callback|iterator --loop uvloop|asyncio
+    python bench/server.py --port P --api callback|iterator|stream --loop uvloop|asyncio
 
 It echoes every message with its type on any path, except on path ``/ack``
-where it answers each message with its length, as text. Compression is off
+where it answers each message with its length, as text. With ``--api stream``
+it receives every message as a stream and echoes it chunk by chunk as the
+chunks arrive (on ``/ack``: counts the chunks' bytes, then answers). Compression is off
 (the benchmark measures the protocol path, and not every peer compresses) and
 messages up to 64 MiB are accepted.
 """
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Awaitable, Callable
 
 import rapidws
 import rapidws.speedups
@@ -41,9 +44,28 @@ async def echo(connection: rapidws.ServerConnection) -> None:
         await connection.send(str(len(message)) if ack else message)
 
 
+async def stream_echo(connection: rapidws.ServerConnection) -> None:
+    """Echo with the streaming API: each chunk goes back as it arrives."""
+    ack = connection.request is not None and connection.request.path == "/ack"
+    connection.max_stream_size = MAX_SIZE
+    with contextlib.suppress(rapidws.ConnectionClosedOK):
+        while True:
+            stream = await connection.recv_stream()
+            if ack:
+                size = 0
+                async for chunk in stream:
+                    size += len(chunk)
+                await connection.send(str(size))
+                continue
+            async with connection.send_stream(text=stream.text) as out:
+                async for chunk in stream:
+                    await out.send(chunk)
+
+
 async def main(port: int, api: str) -> None:
     """Serve until SIGINT or SIGTERM."""
-    handler = Echo() if api == "callback" else echo
+    handler: rapidws.Callbacks | Callable[[rapidws.ServerConnection], Awaitable[None]]
+    handler = Echo() if api == "callback" else stream_echo if api == "stream" else echo
     async with rapidws.serve(
         handler, "127.0.0.1", port, compression=None, max_size=MAX_SIZE, max_queue=64
     ):
@@ -59,7 +81,7 @@ def run() -> None:
     """Parse the command line and serve."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--api", choices=["callback", "iterator"], default="callback")
+    parser.add_argument("--api", choices=["callback", "iterator", "stream"], default="callback")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
     if args.loop == "uvloop":

@@ -22,7 +22,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize("api", ["callback", "iterator"])
+@pytest.mark.parametrize("api", ["callback", "iterator", "stream"])
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_bench_server_echoes_and_acks(api: str, loop: str) -> None:
     port = free_port()

@@ -275,3 +275,33 @@ if sys.version_info >= (3, 11):
                 blob = await recv(ws)
                 assert isinstance(blob, bytes)
                 assert gzip.decompress(blob) == b"rapidws " * 1000
+
+
+# relay.py
+
+
+async def test_relay_streams_messages_both_ways_without_holding_them() -> None:
+    # Upstream counts the chunks it receives; the relay runs with the default
+    # max_size (1 MiB): a message four times larger passes because it is
+    # never reassembled there.
+    chunks: list[int] = []
+
+    async def upstream(ws: rapidws.ServerConnection) -> None:
+        ws.max_stream_size = None
+        while True:
+            stream = await ws.recv_stream()
+            async with ws.send_stream(text=stream.text) as out:
+                async for chunk in stream:
+                    chunks.append(len(chunk))
+                    await out.send(chunk)
+
+    async with rapidws.serve(upstream, "127.0.0.1", 0) as server:
+        with example_server("relay", "--upstream", f"ws://127.0.0.1:{server.port}") as url:
+            async with rapidws.connect(url, max_size=None) as ws:
+                big = bytes(range(256)) * (4 << 12)
+                for message in ["hello", big, "é" * 300_000]:
+                    await ws.send(message)
+                    assert await recv(ws) == message
+                assert len(chunks) > 16  # the large one came through in pieces
+                await ws.close(4000, "done")
+                assert ws.close_code == 4000

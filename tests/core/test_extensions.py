@@ -226,3 +226,10 @@ def test_extension_fails_to_decode(monkeypatch: pytest.MonkeyPatch) -> None:
     assert proto.parser_exc is extension.error
     assert proto.events_received() == []
     assert proto.data_to_send() == [b"\x88\x8e" + bytes(4) + b"\x03\xefcorrupt data"]
+
+
+def test_decode_stream_defaults_to_decode() -> None:
+    extension = invert_extension()
+    data = b"abc".translate(INVERT)
+    assert list(extension.decode_stream(data, rsv=0x40, fin=True, chunk_size=1)) == [b"abc"]
+    assert extension.decoded == [(data, 0x40, True, None)]

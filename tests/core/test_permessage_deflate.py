@@ -39,8 +39,14 @@ from rapidws.core.http11 import Request, Response
 from rapidws.core.protocol import CLOSING, OPEN, Event, Ping, Pong, Protocol
 from rapidws.core.server import ServerProtocol
 from rapidws.core.uri import parse_uri
-from rapidws.exceptions import InvalidHandshake, InvalidRequest, InvalidResponse, PayloadTooBig
-from rapidws.speedups import apply_mask
+from rapidws.exceptions import (
+    InvalidHandshake,
+    InvalidRequest,
+    InvalidResponse,
+    PayloadTooBig,
+    ProtocolError,
+)
+from rapidws.speedups import apply_mask, parse_frame_header
 
 MASK = b"\x37\xfa\x21\x3d"  # our masking key: the one of RFC 6455 section 5.7
 PEER_MASK = b"\x12\x34\x56\x78"  # the key of frames that a client peer sends us
@@ -1371,3 +1377,32 @@ def test_bomb_without_limit_inflates_whole() -> None:
     server.receive_data(frame(OP_BINARY, deflate_raw(bytes(3 * MiB)), rsv=RSV1, mask=PEER_MASK))
     assert server.events_received() == [bytes(3 * MiB)]
     assert server.parser_exc is None
+
+
+# decode_stream(): inflating a streamed message in bounded pieces.
+
+
+def test_decode_stream_bounds_each_piece_and_keeps_the_context() -> None:
+    client, server = pair()
+    extension = deflate_of(client)
+    for text in [b"stream " * 10_000, b"stream " * 10]:
+        server.send_binary(text)
+        [data] = server.data_to_send()
+        header = parse_frame_header(data, 0)
+        assert header is not None
+        compressed = data[header[4] :]
+        pieces = list(extension.decode_stream(compressed, rsv=RSV1, fin=True, chunk_size=1000))
+        assert b"".join(pieces) == text
+        assert all(len(piece) <= 1000 for piece in pieces)
+
+
+def test_decode_stream_passes_uncompressed_messages() -> None:
+    extension = deflate_of(rfc_receiver())
+    assert list(extension.decode_stream(b"raw", rsv=0, fin=True, chunk_size=1)) == [b"raw"]
+
+
+def test_decode_stream_refuses_invalid_data() -> None:
+    extension = deflate_of(rfc_receiver())
+    with pytest.raises(ProtocolError, match="invalid compressed data") as info:
+        list(extension.decode_stream(b"\xff\xff", rsv=RSV1, fin=True, chunk_size=10))
+    assert info.value.code == 1007

@@ -1,7 +1,7 @@
 """The asyncio server and client, on :class:`asyncio.Protocol`."""
 
 from .client import ClientConnection, connect
-from .connection import Connection, Data
+from .connection import AsyncReader, Connection, Data, MessageStream, MessageWriter, SyncReader
 from .reconnect import (
     Backoff,
     ReconnectHook,
@@ -21,17 +21,21 @@ from .server import (
 )
 
 __all__ = [
+    "AsyncReader",
     "Backoff",
     "Callbacks",
     "ClientConnection",
     "Connection",
     "Data",
+    "MessageStream",
+    "MessageWriter",
     "ProcessRequest",
     "ProcessResponse",
     "ReconnectHook",
     "Reconnecting",
     "Server",
     "ServerConnection",
+    "SyncReader",
     "as_policy",
     "closing_code",
     "connect",

@@ -15,7 +15,16 @@ import logging
 import os
 import time
 import types
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Mapping
+import typing
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+)
 from typing import Any, Generic, TypeVar, cast
 
 from ..core.frames import Close
@@ -23,6 +32,7 @@ from ..core.http11 import Request, Response
 from ..core.limits import CLOSE_TIMEOUT, MAX_QUEUE, PING_INTERVAL, PING_TIMEOUT, WRITE_LIMIT
 from ..core.prepared import PreparedMessage
 from ..core.protocol import CLOSED, CONNECTING, OPEN, Ping, Pong, Protocol, State
+from ..core.stream import STREAM_CHUNK_SIZE, MessageChunk, MessageEnd, MessageStart
 from ..exceptions import (
     ConcurrencyError,
     ConnectionClosed,
@@ -34,7 +44,7 @@ from ..speedups import DIRECT_READ_MIN, ConnectionCore
 from .deadlines import Deadlines
 from .heartbeat import Heartbeat
 
-__all__ = ["Connection", "Data"]
+__all__ = ["AsyncReader", "Connection", "Data", "MessageStream", "MessageWriter", "SyncReader"]
 
 Data = str | bytes
 P = TypeVar("P", bound=Protocol)
@@ -42,8 +52,12 @@ P = TypeVar("P", bound=Protocol)
 _OK_CODES = frozenset((1000, 1001, 1005))
 # Frames up to this size that are ready together go out in one write.
 _COALESCE_LIMIT = 16 * 1024
+# Read-side flow control of a streamed message: reading pauses once this many
+# chunks wait for the application, and resumes when it has taken all but one.
+_STREAM_HIGH = 4
+_STREAM_LOW = 1
 # Always empty: the queue of a connection with no message waiting, shared.
-_NO_QUEUE: collections.deque[Data] = collections.deque(maxlen=0)
+_NO_QUEUE: collections.deque[Data | MessageStream] = collections.deque(maxlen=0)
 # Always empty, read-only: the pings of a connection with none in flight.
 _NO_PINGS = cast("dict[bytes, tuple[asyncio.Future[float], float]]", types.MappingProxyType({}))
 
@@ -110,6 +124,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         "_queue_low",
         "_reading_paused",
         "_resume_timer",
+        "_stream",
         "_write_high",
         "_write_low",
         "_writing_paused",
@@ -162,8 +177,11 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         self._on_message: Callable[[Any, Data], None] | None = None
         # The messages that no recv() has taken yet; the queue is allocated
         # (~0.7 KiB) when a message first has to wait in it.
-        self._messages: collections.deque[Data] = _NO_QUEUE
-        self._recv_waiter: asyncio.Future[Data] | None = None
+        self._messages: collections.deque[Data | MessageStream] = _NO_QUEUE
+        self._recv_waiter: asyncio.Future[Data | MessageStream] | None = None
+        # The message being received as a stream, until its end or until the
+        # application asks for the next message (the rest is then skipped).
+        self._stream: MessageStream | None = None
         # Called with each message recv() returns, when set (a rate limit); it
         # may raise ConnectionClosed to refuse the message.
         self._message_hook: Callable[[Data], None] | None = None
@@ -238,8 +256,11 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         """The close reason once the connection is closed."""
         return self._code_and_reason()[1] if self._lost else None
 
-    async def recv(self, *, _iterating: bool = False) -> Data:
+    async def recv(self, *, _iterating: bool = False, _streamed: bool = False) -> Data:
         """Receive the next message: ``str`` for text, ``bytes`` for binary.
+
+        A message that arrives as a stream (once :meth:`recv_stream` was
+        used) is joined, within the connection's ``max_size``.
 
         Raises:
             ConnectionClosedOK: after a normal closing handshake.
@@ -248,16 +269,14 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         """
         # _iterating: called by __anext__, which ends the iteration after a
         # normal closure; one coroutine per message, not __anext__ awaiting
-        # recv().
+        # recv(). _streamed: called by recv_stream(), which takes a stream
+        # as it is.
         try:
             if self._messages:
                 message = self._messages.popleft()
-                if not self._messages and self.protocol.parsing_paused:
-                    # The last message before the pause is taken: once the caller
-                    # has answered it (in this step), go on.
-                    self.loop.call_soon(self._resume_parsing)
-                elif self._reading_paused and len(self._messages) <= self._queue_low:
-                    self._resume_reading()
+                self._message_taken()
+                if isinstance(message, MessageStream):
+                    return await self._take_stream(message, _streamed)  # type: ignore[return-value]
                 if self._message_hook is not None:
                     self._message_hook(message)
                 return message
@@ -265,6 +284,10 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                 raise ConcurrencyError("another coroutine is already waiting for the next message")
             if self._lost:
                 raise self._closed_exc()
+            if self._stream is not None and self._stream._taken:
+                # The application asks for the next message: it is done with
+                # the stream it was reading.
+                self._stream._skip()
             if self.protocol.parsing_paused:
                 # The application handled the messages that preceded a protocol
                 # error or a close frame: act on what follows them now.
@@ -272,7 +295,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
             waiter = self.loop.create_future()
             self._recv_waiter = waiter
             try:
-                received: Data = await waiter
+                received: Data | MessageStream = await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     # A message was handed over just before the cancellation: keep
@@ -281,6 +304,8 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                 raise
             finally:
                 self._recv_waiter = None
+            if isinstance(received, MessageStream):
+                return await self._take_stream(received, _streamed)  # type: ignore[return-value]
             if self._message_hook is not None:
                 self._message_hook(received)
             return received
@@ -295,6 +320,102 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
     def __anext__(self) -> Coroutine[Any, Any, Data]:
         """Receive the next message; end the iteration after a normal closure."""
         return self.recv(_iterating=True)
+
+    async def recv_stream(self) -> MessageStream:
+        """Receive the next message as a stream: ``async for chunk in await ws.recv_stream()``.
+
+        An upload route that never holds the file in memory::
+
+            async def upload(ws):
+                ws.max_stream_size = 4 << 30  # 4 GiB, whatever max_size is
+                stream = await ws.recv_stream()
+                digest = hashlib.sha256()
+                with open(path, "wb") as file:
+                    async for chunk in stream:
+                        digest.update(chunk)
+                        file.write(chunk)
+                await ws.send(digest.hexdigest())
+
+        The chunks come as the payload arrives, each at most
+        :attr:`stream_chunk_size` bytes: ``str`` for a text message (cut
+        between code points), ``bytes`` for a binary one;
+        :attr:`MessageStream.text` tells which before the first chunk.
+        Reading from the socket pauses while a few chunks wait for the
+        application, so a message of any size holds little memory; its size
+        is limited by :attr:`max_stream_size`, not ``max_size``.
+
+        The first call puts the connection in streaming mode for good: from
+        the next message on, any message but a small one that arrives whole
+        is received in chunks (:meth:`recv` joins them again). A stream not
+        read to its end is skipped (read and dropped) when the next message
+        is asked for, or by :meth:`MessageStream.aclose`; the connection stays
+        open.
+
+        Raises:
+            ConnectionClosed: as :meth:`recv`.
+            ConcurrencyError: as :meth:`recv`.
+        """
+        protocol = self.protocol
+        if not protocol.streaming:
+            protocol.streaming = True
+        message = cast("Data | MessageStream", await self.recv(_streamed=True))
+        if isinstance(message, MessageStream):
+            return message
+        # A message that came whole: a stream of one chunk.
+        stream = MessageStream(self, isinstance(message, str))
+        stream._taken = stream._done = True
+        if message:
+            stream._chunks.append(message)
+        return stream
+
+    @property
+    def max_stream_size(self) -> int | None:
+        """The largest message :meth:`recv_stream` takes, in bytes; ``None``: no limit.
+
+        Beyond it the connection fails with 1009. It replaces ``max_size``
+        once the connection streams (a 4 GiB upload beside 1 MiB messages).
+        """
+        return self.protocol.max_stream_size
+
+    @max_stream_size.setter
+    def max_stream_size(self, value: int | None) -> None:
+        self.protocol.max_stream_size = value
+
+    @property
+    def stream_chunk_size(self) -> int:
+        """The largest chunk of a streamed message, in bytes (64 KiB by default)."""
+        return self.protocol.stream_chunk_size
+
+    @stream_chunk_size.setter
+    def stream_chunk_size(self, value: int) -> None:
+        self.protocol.stream_chunk_size = value
+
+    async def _take_stream(self, stream: MessageStream, streamed: bool) -> Data | MessageStream:
+        # recv() of a message that arrives as a stream: recv_stream() takes it
+        # as it is, recv() joins it. The message hook (a rate limit) counts
+        # it now, before its size is known.
+        stream._taken = True
+        if self._message_hook is not None:
+            self._message_hook("" if stream.text else b"")
+        return stream if streamed else await self._join(stream)
+
+    async def _join(self, stream: MessageStream) -> Data:
+        # recv() of a message that arrives as a stream: max_size still holds.
+        limit = self.protocol.max_message_size
+        chunks: list[Data] = []
+        size = 0
+        async for chunk in stream:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                stream._skip()
+                if self.protocol.state is OPEN:
+                    self.protocol.fail(1009, f"message exceeds the limit of {limit} bytes")
+                    self._write_pending()
+                raise self._closed_exc()
+            chunks.append(chunk)
+        if stream.text:
+            return "".join(cast("list[str]", chunks))
+        return b"".join(cast("list[bytes]", chunks))
 
     async def send(
         self,
@@ -354,47 +475,75 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
     async def _send_fragments(
         self, fragments: Iterable[Data] | AsyncIterable[Data], compress: bool
     ) -> None:
-        fragmenting = self._fragmenting = self.loop.create_future()
-        sent_any = False
-        try:
-            kind: type | None = None
+        async with MessageWriter(self, None, compress) as writer:
             # Each fragment is held back until the next arrives, to know
             # whether it is the last one (FIN).
             pending: Data | None = None
             async for fragment in _aiter(fragments):
-                fragment_kind = str if isinstance(fragment, str) else bytes
-                if fragment_kind is bytes and not isinstance(
-                    fragment, (bytes, bytearray, memoryview)
-                ):
-                    raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
-                if kind is None:
-                    kind = fragment_kind
-                elif fragment_kind is not kind:
-                    raise TypeError("all the fragments of a message must be of one type")
+                writer._check(fragment)
                 if pending is not None:
-                    self._send_fragment(pending, first=not sent_any, fin=False, compress=compress)
-                    sent_any = True
-                    if self._writing_paused:
-                        await self._drain()
+                    await writer.send(pending)
                 pending = fragment
             if pending is not None:
-                self._send_fragment(pending, first=not sent_any, fin=True, compress=compress)
-        except InvalidState:
-            if self.protocol.state is OPEN:
-                raise
-            raise self._closed_exc() from None
-        except BaseException:
-            if sent_any and self.protocol.state is OPEN:
-                # Half a message is on the wire: the peer cannot make sense of
-                # anything after it.
-                self.protocol.fail(1011, "error while sending a fragmented message")
-                self._write_pending()
-            raise
-        finally:
-            self._fragmenting = None
-            fragmenting.set_result(None)
+                writer._write(pending, fin=True)
 
-    def _send_fragment(self, data: Data, *, first: bool, fin: bool, compress: bool) -> None:
+    def send_stream(self, *, text: bool = False, compress: bool = True) -> MessageWriter:
+        """Send one message as a stream, each fragment as soon as it is given.
+
+        ::
+
+            async with ws.send_stream() as stream:
+                async for block in source:
+                    await stream.send(block)
+
+        :meth:`MessageWriter.send` writes a frame at once and waits while the
+        write buffer is above its high-water mark; leaving the block ends the
+        message (an empty message when nothing was sent). An exception in the
+        block, once a fragment is out, fails the connection with 1011: the
+        peer cannot make sense of half a message. Other sends wait for the
+        message's end: frames of two messages cannot interleave.
+
+        Args:
+            text: ``True`` for a text message (``str`` fragments), ``False``
+                for a binary one (bytes-like fragments).
+            compress: ``False`` to skip negotiated compression for this message.
+        """
+        return MessageWriter(self, text, compress)
+
+    async def send_file(
+        self,
+        file: SyncReader | AsyncReader,
+        *,
+        chunk_size: int = STREAM_CHUNK_SIZE,
+        compress: bool = True,
+    ) -> None:
+        """Send what ``file`` holds as one message, ``chunk_size`` bytes per frame.
+
+        ``file`` is anything with ``read(size)``: a file opened in binary mode
+        (a binary message) or text mode (a text message), or an object whose
+        ``read()`` is a coroutine (an async file, a network body). Reading
+        waits while the write buffer is full, so a file of any size goes out
+        with little memory. A file read blocks the loop for the read: for a
+        slow disk, prefer an async reader. For an async iterable of
+        fragments, :meth:`send` does the same.
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+        """
+        async with MessageWriter(self, None, compress) as writer:
+            while True:
+                data = file.read(chunk_size)
+                if not isinstance(data, (str, bytes)):
+                    data = await data
+                if not data:
+                    break
+                await writer.send(data)
+            if not writer._sent:
+                await writer.send(data)  # an empty file: an empty message
+
+    def _send_fragment(
+        self, data: Data | bytearray | memoryview, *, first: bool, fin: bool, compress: bool
+    ) -> None:
         protocol = self.protocol
         if not first:
             protocol.send_continuation(data, fin)
@@ -591,6 +740,8 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                     kind = type(event)
                     if kind is str or kind is bytes:
                         self._message_received(event)  # type: ignore[arg-type]
+                    elif kind is MessageChunk or kind is MessageStart or kind is MessageEnd:
+                        self._stream_event(event)  # type: ignore[arg-type]
                     elif kind is Pong:
                         self._pong_received(event)  # type: ignore[arg-type]
                     elif kind is Ping or kind is Close:
@@ -612,11 +763,18 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
             # rest by half the close timeout at most, so that a peer with the
             # same timeout still gets our close reply.
             self._pause_reading()
-            if not self._messages:
-                self.loop.call_soon(self._resume_parsing)
-            if self.close_timeout is not None:
-                delay = self.close_timeout / 2
-                self._resume_timer = self.loop.call_later(delay, self._resume_parsing)
+            if self.protocol.inflating:
+                # A compressed stream's output waits for its reader: parsing
+                # goes on once it took the chunks (_stream_drained).
+                stream = self._stream
+                if stream is None or len(stream._chunks) < _STREAM_HIGH:
+                    self.loop.call_soon(self._resume_parsing)
+            else:
+                if not self._messages:
+                    self.loop.call_soon(self._resume_parsing)
+                if self.close_timeout is not None:
+                    delay = self.close_timeout / 2
+                    self._resume_timer = self.loop.call_later(delay, self._resume_parsing)
         self._write_pending()
 
     def _resume_parsing(self) -> None:
@@ -632,7 +790,33 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
     def _handshake_event(self, event: Request | Response) -> None:
         raise NotImplementedError
 
-    def _message_received(self, message: Data) -> None:
+    def _stream_event(self, event: MessageStart | MessageChunk | MessageEnd) -> None:
+        # A piece of a message received as a stream, for the MessageStream
+        # handed out at its start; dropped when that stream was skipped.
+        stream = self._stream
+        if type(event) is MessageChunk:
+            if stream is not None:
+                stream._chunks.append(event.data)
+                stream._wake()
+                if len(stream._chunks) >= _STREAM_HIGH and self.protocol.state is OPEN:
+                    # Read-side flow control, as for the message queue.
+                    self._pause_reading()
+        elif type(event) is MessageStart:
+            self._stream = MessageStream(self, event.text)
+            self._message_received(self._stream)
+        elif stream is not None:
+            stream._done = True
+            stream._wake()
+            self._stream = None
+
+    def _stream_drained(self) -> None:
+        # The application took chunks of the stream, or skipped it.
+        if self.protocol.inflating:
+            self._resume_parsing()
+        elif self._reading_paused and len(self._messages) <= self._queue_low:
+            self._resume_reading()
+
+    def _message_received(self, message: Data | MessageStream) -> None:
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             self._recv_waiter = None
@@ -647,7 +831,17 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
             # Read-side flow control: let TCP push back on the peer.
             self._pause_reading()
 
-    def _queue(self) -> collections.deque[Data]:
+    def _message_taken(self) -> None:
+        # After a message left the queue (recv(), or the sync layer's thread):
+        # read-side flow control and a paused parser may go on.
+        if not self._messages and self.protocol.parsing_paused:
+            # The last message before the pause is taken: once the caller
+            # has answered it (in this step), go on.
+            self.loop.call_soon(self._resume_parsing)
+        elif self._reading_paused and len(self._messages) <= self._queue_low:
+            self._resume_reading()
+
+    def _queue(self) -> collections.deque[Data | MessageStream]:
         if self._messages is _NO_QUEUE:
             self._messages = collections.deque()
         return self._messages
@@ -759,6 +953,8 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(self._closed_exc())
+        if self._stream is not None:
+            self._stream._wake()  # its reader learns that the connection is closed
         if self._pings:
             closed = self._closed_exc()
             for ping_waiter, _ in self._pings.values():
@@ -861,6 +1057,170 @@ class _PayloadReader(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         """Hand flow control to the connection (called by the transport)."""
         self._connection.resume_writing()
+
+
+class MessageStream:
+    """A message received as a stream, from :meth:`Connection.recv_stream`.
+
+    ``async for chunk in stream`` yields the payload as it arrives: ``str``
+    chunks for a text message, ``bytes`` for a binary one. Reading from the
+    socket pauses while a few chunks wait here.
+
+    Raises (while iterating):
+        ConnectionClosed: when the connection closes before the message's end.
+        ConcurrencyError: when two coroutines read the stream at once.
+    """
+
+    __slots__ = ("_chunks", "_connection", "_done", "_taken", "_waiter", "text")
+
+    def __init__(self, connection: Connection[Any], text: bool) -> None:
+        self._connection = connection
+        #: Whether the message is text (``str`` chunks) or binary (``bytes``).
+        self.text = text
+        self._chunks: collections.deque[Data] = collections.deque()
+        self._done = False  # every chunk arrived, or the rest is skipped
+        self._taken = False  # handed to the application
+        self._waiter: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        kind = "text" if self.text else "binary"
+        return f"<MessageStream {kind}{' done' if self._done else ''}>"
+
+    def __aiter__(self) -> MessageStream:
+        return self
+
+    async def __anext__(self) -> Data:
+        """Return the next chunk; end at the message's end."""
+        chunks = self._chunks
+        while not chunks:
+            if self._done:
+                raise StopAsyncIteration
+            connection = self._connection
+            if connection._lost:
+                raise connection._closed_exc()
+            if self._waiter is not None:
+                raise ConcurrencyError("another coroutine is already reading this stream")
+            self._waiter = connection.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = chunks.popleft()
+        if len(chunks) <= _STREAM_LOW:
+            self._connection._stream_drained()
+        return chunk
+
+    async def aclose(self) -> None:
+        """Skip the rest of the message: what is left is read and dropped."""
+        self._skip()
+
+    def _skip(self) -> None:
+        self._chunks.clear()
+        if not self._done:
+            self._done = True
+            connection = self._connection
+            if connection._stream is self:
+                connection._stream = None
+            self._wake()
+            connection._stream_drained()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class MessageWriter:
+    """A message sent as a stream, from :meth:`Connection.send_stream`."""
+
+    __slots__ = ("_compress", "_connection", "_ended", "_fragmenting", "_sent", "_text")
+
+    def __init__(self, connection: Connection[Any], text: bool | None, compress: bool) -> None:
+        self._connection = connection
+        self._text = text  # None: the first fragment tells
+        self._compress = compress
+        self._sent = False  # whether a fragment is out
+        self._ended = False
+        self._fragmenting: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> MessageWriter:
+        connection = self._connection
+        while connection._fragmenting is not None:
+            # Another task is sending a fragmented message: frames of two
+            # messages cannot interleave.
+            await asyncio.shield(connection._fragmenting)
+        self._fragmenting = connection._fragmenting = connection.loop.create_future()
+        return self
+
+    async def send(self, data: Data | bytearray | memoryview) -> None:
+        """Send the next fragment; wait while the write buffer is above its high-water mark.
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+            TypeError: for a fragment of the other type than the message's.
+        """
+        self._check(data)
+        self._write(data, fin=False)
+        connection = self._connection
+        if connection._writing_paused:
+            await connection._drain()
+
+    def _check(self, data: object) -> None:
+        text = isinstance(data, str)
+        if not text and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"cannot send a fragment of type {type(data).__name__}")
+        if self._text is None:
+            self._text = text
+        elif text is not self._text:
+            raise TypeError("all the fragments of a message must be of one type")
+
+    def _write(self, data: Data | bytearray | memoryview, *, fin: bool) -> None:
+        connection = self._connection
+        try:
+            connection._send_fragment(data, first=not self._sent, fin=fin, compress=self._compress)
+        except InvalidState:
+            if connection.protocol.state is OPEN:
+                raise
+            raise connection._closed_exc() from None
+        self._sent = True
+        self._ended = fin
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: types.TracebackType | None,
+    ) -> None:
+        connection = self._connection
+        try:
+            if exc_type is None:
+                if not self._ended and self._text is not None:
+                    self._write("" if self._text else b"", fin=True)
+            elif self._sent and not self._ended and connection.protocol.state is OPEN:
+                # Half a message is on the wire: the peer cannot make sense of
+                # anything after it.
+                connection.protocol.fail(1011, "error while sending a fragmented message")
+                connection._write_pending()
+        finally:
+            connection._fragmenting = None
+            if self._fragmenting is not None:
+                self._fragmenting.set_result(None)
+
+
+class SyncReader(typing.Protocol):
+    """A file-like source for :meth:`Connection.send_file`: ``read()`` returns data."""
+
+    def read(self, size: int, /) -> str | bytes:
+        """Return at most ``size`` bytes (or characters); empty at the end."""
+        ...
+
+
+class AsyncReader(typing.Protocol):
+    """A source for :meth:`Connection.send_file` whose ``read()`` is a coroutine."""
+
+    def read(self, size: int, /) -> Awaitable[str | bytes]:
+        """Return at most ``size`` bytes (or characters); empty at the end."""
+        ...
 
 
 def _write_all(transport: asyncio.Transport, out: list[bytes]) -> None:

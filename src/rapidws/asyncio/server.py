@@ -34,8 +34,9 @@ from ..core.limits import (
 )
 from ..core.protocol import CONNECTING, OPEN
 from ..core.server import SERVER, SelectSubprotocol, ServerProtocol
+from ..core.stream import MessageChunk, MessageEnd, MessageStart
 from ..exceptions import ConnectionClosed
-from .connection import Connection, Data, connection_settings
+from .connection import Connection, Data, MessageStream, connection_settings
 from .deadlines import Deadlines
 from .heartbeat import Heartbeat
 
@@ -76,11 +77,31 @@ class Callbacks:
     await. An exception closes that connection with 1011 and is logged.
     """
 
+    #: Set to ``True`` to receive large messages as streams: a message that
+    #: is not one uncompressed frame of at most 64 KiB arriving whole
+    #: goes to :meth:`on_message_start`, :meth:`on_message_chunk` (as its
+    #: payload arrives, in bounded chunks) and :meth:`on_message_end` instead
+    #: of :meth:`on_message`, within :attr:`max_stream_size` (1009 beyond).
+    #: Reading pauses while the write buffer is full, so a handler that
+    #: relays the chunks gets backpressure from its peer.
+    stream = False
+    #: The largest streamed message, in bytes; ``None``: no limit.
+    max_stream_size: int | None = None
+
     def on_open(self, connection: ServerConnection) -> None:
         """Handle a connection whose opening handshake is done."""
 
     def on_message(self, connection: ServerConnection, message: str | bytes) -> None:
         """Handle a message: ``str`` for text, ``bytes`` for binary."""
+
+    def on_message_start(self, connection: ServerConnection, text: bool) -> None:
+        """Handle the start of a streamed message (with :attr:`stream`): text or binary."""
+
+    def on_message_chunk(self, connection: ServerConnection, chunk: str | bytes) -> None:
+        """Handle a chunk of a streamed message: ``str`` for text, ``bytes`` for binary."""
+
+    def on_message_end(self, connection: ServerConnection) -> None:
+        """Handle the end of a streamed message."""
 
     def on_close(self, connection: ServerConnection, code: int, reason: str) -> None:
         """Handle the end of a connection (``code`` is 1006 without a close frame)."""
@@ -307,6 +328,9 @@ class ServerConnection(Connection[ServerProtocol]):
 
     def _start_handler(self) -> None:
         if self._callbacks is not None:
+            if self._callbacks.stream:
+                self.protocol.streaming = True
+                self.protocol.max_stream_size = self._callbacks.max_stream_size
             self._callback(self._callbacks.on_open, self)
         else:
             self.handler_task = self.loop.create_task(self._run_handler())
@@ -334,16 +358,28 @@ class ServerConnection(Connection[ServerProtocol]):
         finally:
             self.server.connections.discard(self)
 
-    def _message_received(self, message: Data) -> None:
+    def _message_received(self, message: Data | MessageStream) -> None:
         on_message = self._on_message
         if on_message is None:
             super()._message_received(message)
             return
         # Straight to the callbacks: no queue, no future, no task switch.
+        # Never a stream: callbacks take those in _stream_event().
         try:
-            on_message(self, message)
+            on_message(self, message)  # type: ignore[arg-type]
         except Exception as exc:
             self._callback_failed(on_message, exc)
+
+    def _stream_event(self, event: MessageStart | MessageChunk | MessageEnd) -> None:
+        callbacks = self._callbacks
+        if callbacks is None:
+            super()._stream_event(event)
+        elif type(event) is MessageChunk:
+            self._callback(callbacks.on_message_chunk, self, event.data)
+        elif type(event) is MessageStart:
+            self._callback(callbacks.on_message_start, self, event.text)
+        else:
+            self._callback(callbacks.on_message_end, self)
 
     def _callback(self, method: Callable[..., None], *args: Any) -> None:
         try:

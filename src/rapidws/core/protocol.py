@@ -14,14 +14,16 @@ Rules that the code below keeps:
    and invalid UTF-8 is caught at its first bad byte, even mid-frame.
 5. Messages come out as ``str`` (text) or ``bytes`` (binary) with no wrapper
    object; control frames come out as :class:`Ping`, :class:`Pong` and
-   :class:`~rapidws.core.frames.Close`.
+   :class:`~rapidws.core.frames.Close`. In streaming mode (:attr:`Protocol.streaming`)
+   a message that needs it comes out in bounded pieces instead, as
+   :mod:`rapidws.core.stream` describes.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Union
 
 from ..exceptions import InvalidState, PayloadTooBig, ProtocolError
@@ -40,6 +42,14 @@ from ..speedups import (
 from .frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Close, frame_header
 from .limits import MAX_MESSAGE_SIZE
 from .prepared import PreparedMessage, wire_form
+from .stream import (
+    STREAM_CHUNK_SIZE,
+    MessageChunk,
+    MessageEnd,
+    MessageStart,
+    StreamDecoder,
+    decode_pieces,
+)
 
 if TYPE_CHECKING:
     from .extensions.base import Extension
@@ -73,7 +83,9 @@ class Pong(bytes):
     __slots__ = ()
 
 
-Event = Union[str, bytes, Ping, Pong, Close, "Request", "Response"]
+Event = Union[
+    str, bytes, Ping, Pong, Close, MessageStart, MessageChunk, MessageEnd, "Request", "Response"
+]
 
 _NO_LIMIT = (1 << 63) - 1
 # A binary frame is filled in place (its whole payload allocated, pages
@@ -84,6 +96,9 @@ _NO_LIMIT = (1 << 63) - 1
 _FILL_RATIO = 4
 _FILL_ARRIVED = 64 * 1024
 _FILL_AT_ONCE = 1024 * 1024
+# A compressed streamed message: at most this many chunks of output are
+# handed out before parsing pauses for the consumer (see Protocol._inflate).
+_INFLATE_CHUNKS = 4
 # payload_buffer() views at most this much: each read is unmasked while it is
 # still in the CPU cache.
 _READ_CHUNK = 256 * 1024
@@ -140,6 +155,8 @@ class Protocol(ProtocolCore):
         "_frame_fin",
         "_frame_mask",
         "_frame_offset",
+        "_inflating",
+        "_inflating_fin",
         "_max_frame_size",
         "_max_message_size",
         "_msg_buf",
@@ -148,8 +165,11 @@ class Protocol(ProtocolCore):
         "_msg_rsv",
         "_msg_single",
         "_msg_size",
+        "_msg_stream",
         "_send_compress",
         "_send_opcode",
+        "_stream",
+        "_streaming",
         "_utf8",
         "close_rcvd",
         "close_rcvd_then_sent",
@@ -229,6 +249,16 @@ class Protocol(ProtocolCore):
         # it has arrived (see _payload).
         self._msg_fill: MessageBuffer | None = None
         self._utf8 = Utf8Validator()  # for text messages that come in pieces
+        # Streaming (rapidws.core.stream): whether messages that start from now
+        # on are streamed, whether the current one is, and the decoder, made
+        # when first needed (most connections never stream).
+        self._streaming = False
+        self._msg_stream = False
+        self._stream: StreamDecoder | None = None
+        # A compressed piece whose output was not all handed out (see
+        # _inflate), and whether it ends its message.
+        self._inflating: Iterator[bytes] | None = None
+        self._inflating_fin = False
         # The opcode of the message being sent in fragments, 0 when none, and
         # whether it may be compressed.
         self._send_opcode = 0
@@ -255,6 +285,53 @@ class Protocol(ProtocolCore):
         self._max_frame_size = _check_limit("max_frame_size", value)
         self._update_read_limit()
 
+    @property
+    def streaming(self) -> bool:
+        """Whether messages are handed out as streams (:mod:`rapidws.core.stream`).
+
+        A change applies from the next message on. While it is set, an
+        uncompressed message that is one frame of at most
+        :attr:`stream_chunk_size` bytes, arriving whole, is still one ``str``
+        or ``bytes`` event; any other comes out as
+        :class:`~rapidws.core.stream.MessageStart`, chunks and
+        :class:`~rapidws.core.stream.MessageEnd`, limited by
+        :attr:`max_stream_size` instead of :attr:`max_message_size`.
+        """
+        return self._streaming
+
+    @streaming.setter
+    def streaming(self, value: bool) -> None:
+        self._stream_decoder()
+        self._streaming = value
+        self._update_read_limit()
+
+    @property
+    def max_stream_size(self) -> int | None:
+        """The largest streamed message, in bytes once decoded; ``None`` (the default): no limit."""
+        return None if self._stream is None else self._stream.max_size
+
+    @max_stream_size.setter
+    def max_stream_size(self, value: int | None) -> None:
+        self._stream_decoder().max_size = _check_limit("max_stream_size", value)
+        self._update_read_limit()
+
+    @property
+    def stream_chunk_size(self) -> int:
+        """The largest chunk of a streamed message, in bytes (64 KiB by default)."""
+        return STREAM_CHUNK_SIZE if self._stream is None else self._stream.chunk_size
+
+    @stream_chunk_size.setter
+    def stream_chunk_size(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("stream_chunk_size must be >= 1")
+        self._stream_decoder().chunk_size = value
+        self._update_read_limit()
+
+    def _stream_decoder(self) -> StreamDecoder:
+        if self._stream is None:
+            self._stream = StreamDecoder()
+        return self._stream
+
     def _use_extensions(self, extensions: list[Extension]) -> None:
         """Apply the negotiated ``extensions`` to every frame from now on."""
         self.extensions = extensions
@@ -270,7 +347,13 @@ class Protocol(ProtocolCore):
         self._send_direct = not (self.is_client or self.extensions or self._send_opcode)
 
     def _update_read_limit(self) -> None:
-        self._read_limit = _read_limit(self._max_message_size, self._max_frame_size)
+        stream = self._stream
+        if self._streaming and stream is not None:
+            # The fast path reads whole only what would be a single chunk.
+            limit = _read_limit(stream.max_size, self._max_frame_size)
+            self._read_limit = min(limit, stream.chunk_size)
+        else:
+            self._read_limit = _read_limit(self._max_message_size, self._max_frame_size)
 
     # Input.
 
@@ -297,9 +380,28 @@ class Protocol(ProtocolCore):
             self._buf = bytearray(memoryview(buf)[pos:])
 
     def resume_parsing(self) -> None:
-        """Parse the bytes held back while :attr:`parsing_paused` was set."""
+        """Parse the bytes held back while :attr:`parsing_paused` was set.
+
+        When the pause is :attr:`inflating`, the next part of the output comes
+        first; parsing may pause again after it.
+        """
         self.parsing_paused = False
+        if self._inflating is not None and not self._discard:
+            self._inflate()
+            if self.parsing_paused:
+                return
         self.receive_data(b"")
+
+    @property
+    def inflating(self) -> bool:
+        """Whether parsing paused with decoded output of a streamed message still to come.
+
+        A compressed message may expand a thousandfold: its chunks come out
+        four at a time, then parsing pauses until
+        :meth:`resume_parsing`, which an I/O layer calls once the consumer
+        took them, so that what a read inflates to is never all in memory.
+        """
+        return self.parsing_paused and self._inflating is not None
 
     def payload_buffer(self) -> memoryview | None:
         """Return a writable view for the current frame's payload to be read into.
@@ -530,7 +632,11 @@ class Protocol(ProtocolCore):
         if self.is_client:
             # Masking copies the payload anyway: into the frame, at once.
             self._out.append(encode_frame(first, payload, generate_mask()))
-        elif len(payload) <= JOIN_LIMIT:
+        elif len(payload) <= JOIN_LIMIT or (
+            # A fragment (of a stream, most often) up to a chunk: one write
+            # for its header and payload, not two, is worth copying it.
+            (first & 0x0F == OP_CONT or not first & 0x80) and len(payload) <= STREAM_CHUNK_SIZE
+        ):
             self._out.append(encode_frame(first, payload))
         else:
             self._out.append(frame_header(first, len(payload), None))
@@ -569,6 +675,8 @@ class Protocol(ProtocolCore):
                 self._frame_offset += take
                 if self._discard:
                     return end
+                if self.parsing_paused:
+                    break  # decoded output waits for the consumer (inflating)
                 continue
 
             header = parse_frame_header(buf, pos)
@@ -610,6 +718,7 @@ class Protocol(ProtocolCore):
                 self._msg_rsv = first & 0x70
                 self._msg_size = 0
                 self._msg_decoded = 0
+                self._msg_stream = self._streaming
             self._msg_size += length
             pos = payload_start
             if payload_start + length <= end and fin and opcode != OP_CONT:
@@ -618,15 +727,22 @@ class Protocol(ProtocolCore):
                 self._payload(buf, payload_start, pos, mask=mask, offset=0, fin=True)
                 if self._discard:
                     return end
+                if self.parsing_paused:
+                    break
                 continue
             self._frame_left = length
             self._frame_fin = fin
             self._frame_mask = mask
             self._frame_offset = 0
             if not length:
-                self._message_data(b"", fin)
+                if self._msg_stream:
+                    self._stream_payload(memoryview(b""), None, 0, fin)
+                else:
+                    self._message_data(b"", fin)
                 if self._discard:
                     return end
+                if self.parsing_paused:
+                    break
         return pos
 
     def _can_answer_first(self) -> bool:
@@ -671,7 +787,8 @@ class Protocol(ProtocolCore):
                     length,
                     self.max_frame_size,
                 )
-            limit = self.max_message_size
+            streamed = self._msg_stream if opcode == OP_CONT else self._streaming
+            limit = self.max_stream_size if streamed else self.max_message_size
             size = (self._msg_size if opcode == OP_CONT else 0) + length
             if limit is not None and size > limit:
                 return PayloadTooBig(
@@ -692,6 +809,10 @@ class Protocol(ProtocolCore):
         fin: bool,
     ) -> None:
         """Add ``buf[start:stop]``, unmasked from ``offset`` on, to the current message."""
+        if self._msg_stream:
+            with memoryview(buf) as view, view[start:stop] as piece:
+                self._stream_payload(piece, mask, offset, fin)
+            return
         msg = self._msg_buf
         fill = self._msg_fill
         whole = msg is None and fill is None and fin
@@ -739,6 +860,88 @@ class Protocol(ProtocolCore):
         if fin:
             self._events.append(msg.decode() if text else bytes(msg))
             self._end_message()
+
+    def _stream_payload(self, view: memoryview, mask: bytes | None, offset: int, fin: bool) -> None:
+        """Hand a piece of payload, unmasked from ``offset`` on, out as chunks."""
+        stream = self._stream
+        assert stream is not None  # made when streaming was set
+        if self.close_sent is not None:
+            # After our close frame nobody reads the stream (as _message_data).
+            if fin:
+                stream.active = False
+                self._end_message()
+            return
+        events = self._events
+        if not stream.active:
+            events.append(stream.start(self._msg_opcode == OP_TEXT))
+        size = stream.chunk_size
+        if self._msg_rsv:
+            # Decoded lazily, as the consumer goes (see _inflate).
+            data = bytes(view) if mask is None else apply_mask(view, mask, offset)
+            self._inflating = decode_pieces(
+                self.extensions, data, rsv=self._msg_rsv, fin=fin, chunk_size=size
+            )
+            self._inflating_fin = fin
+            self._inflate()
+            return
+        stop = len(view)
+        start = 0
+        try:
+            # At least once: an empty frame may end the message.
+            while True:
+                end = min(stop, start + size)
+                with view[start:end] as piece:
+                    data = bytes(piece) if mask is None else apply_mask(piece, mask, offset)
+                chunk = stream.data(data)
+                if chunk:
+                    events.append(MessageChunk(chunk))
+                offset += end - start
+                start = end
+                if start >= stop:
+                    break
+            if fin:
+                events.append(stream.end())
+                self._end_message()
+        except ProtocolError as exc:
+            stream.active = False
+            self._fail_with(exc)
+
+    def _inflate(self) -> None:
+        """Hand out the decoded output of a compressed piece, a few chunks per call.
+
+        Past :data:`_INFLATE_CHUNKS` chunks, parsing pauses (:attr:`inflating`)
+        with the rest of the output still in the extensions, and goes on in
+        :meth:`resume_parsing`.
+        """
+        stream = self._stream
+        pieces = self._inflating
+        assert stream is not None and pieces is not None
+        if self.close_sent is not None:
+            # Nobody reads the stream any more (as in _stream_payload).
+            self._inflating = None
+            if self._inflating_fin:
+                stream.active = False
+                self._end_message()
+            return
+        budget = _INFLATE_CHUNKS * stream.chunk_size
+        events = self._events
+        try:
+            for decoded in pieces:
+                chunk = stream.data(decoded)
+                if chunk:
+                    events.append(MessageChunk(chunk))
+                budget -= len(decoded)
+                if budget <= 0:
+                    self.parsing_paused = True
+                    return
+            self._inflating = None
+            if self._inflating_fin:
+                events.append(stream.end())
+                self._end_message()
+        except ProtocolError as exc:
+            self._inflating = None
+            stream.active = False
+            self._fail_with(exc)
 
     def _message_data(self, chunk: bytes | bytearray, fin: bool) -> None:
         """Add a piece of the current message's payload (decoded), in order."""

@@ -10,7 +10,7 @@ extension owns, and on RSV bits on any frame but the first of a message
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 
 from ..headers import ExtensionParameter
 
@@ -45,6 +45,23 @@ class Extension(abc.ABC):
             ProtocolError: when the data cannot be decoded (the connection is
                 failed with its code; ``PayloadTooBig`` for ``max_size``).
         """
+
+    def decode_stream(
+        self, data: bytes, *, rsv: int, fin: bool, chunk_size: int
+    ) -> Iterator[bytes]:
+        """Transform received payload bytes of a streamed message, in bounded pieces.
+
+        As :meth:`decode`, for a message that the protocol hands out as a
+        stream (:mod:`rapidws.core.stream`): the output comes in pieces of at
+        most ``chunk_size`` bytes, produced as they are asked for, so that a
+        small input that expands a lot is never held whole. The default calls
+        :meth:`decode` without a limit, which suits an extension that does not
+        expand its input; one that does overrides this.
+
+        Raises:
+            ProtocolError: when the data cannot be decoded.
+        """
+        yield self.decode(data, rsv=rsv, fin=fin, max_size=None)
 
     @abc.abstractmethod
     def encode(self, data: bytes, *, first: bool, fin: bool, compress: bool) -> tuple[int, bytes]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import TypeVar
 
 from ...exceptions import InvalidHandshake, PayloadTooBig, ProtocolError
@@ -136,6 +136,26 @@ class PerMessageDeflate(Extension):
         if fin and (self.remote_no_context_takeover or decoder.eof):
             self._decoder = None
         return output
+
+    def decode_stream(
+        self, data: bytes, *, rsv: int, fin: bool, chunk_size: int
+    ) -> Iterator[bytes]:
+        """Inflate a piece of a streamed message, at most ``chunk_size`` bytes at a time.
+
+        zlib's ``max_length`` bounds each output; the input it did not use yet
+        waits in ``unconsumed_tail`` until the consumer asks for more.
+        """
+        if not rsv & RSV1:
+            yield data
+            return
+        decoder = self._decoder
+        if decoder is None:
+            decoder = self._decoder = zlib.decompressobj(-self.remote_max_window_bits)
+        yield from _inflate(decoder, data, chunk_size)
+        if fin:
+            yield from _inflate(decoder, _TRAILER, chunk_size)
+            if self.remote_no_context_takeover or decoder.eof:
+                self._decoder = None
 
     def encode(self, data: bytes, *, first: bool, fin: bool, compress: bool) -> tuple[int, bytes]:
         """Deflate a frame's payload when its message is compressed."""
@@ -410,3 +430,18 @@ def with_compression(
     factories: list[Factory] = [compression]
     factories.extend(extensions)
     return factories
+
+
+def _inflate(decoder: zlib._Decompress, data: bytes, chunk_size: int) -> Iterator[bytes]:
+    # Until the input is used up and zlib has no output left for a full
+    # chunk (a full one may leave more inside zlib, with no input left).
+    while True:
+        try:
+            output = decoder.decompress(data, chunk_size)
+        except zlib.error as exc:
+            raise ProtocolError(f"invalid compressed data: {exc}", 1007) from None
+        if output:
+            yield output
+        data = decoder.unconsumed_tail
+        if not data and len(output) < chunk_size:
+            return
