@@ -11,10 +11,16 @@ over one connection, for ``--duration`` seconds:
 - blocking: ``rapidws.sync.connect`` vs ``websocket.create_connection``
   (websocket-client) vs ``websockets.sync.client.connect``;
 - event: ``rapidws.WebSocketApp`` vs ``websocket.WebSocketApp``, each
-  sending the next request from ``on_message``.
+  sending the next request from ``on_message``;
+- a bound: rapidws's sans-I/O engine on a blocking socket in one thread, no
+  client around it (no thread, no loop, no keepalive, no thread safety): what
+  no Python client can beat against this server. Its ratio to websocket-client
+  says how far the client's share of a round trip can move the rate.
 
 Rounds alternate the clients; each client's best round counts, and the
-ratios are taken from the same run. Then, in a fresh process per client,
+ratios are taken from the same run. Each round also measures the client's
+CPU time per round trip (this process, all its threads): on a shared machine,
+it moves far less than the rates. Then, in a fresh process per client,
 ``--connections`` blocking connections are opened to measure resident memory
 and threads per connection. The machine may be shared: the figures are
 indicative. Prints a markdown table and saves the JSON under /tmp.
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -83,6 +90,35 @@ def _loop(send: Callable[[bytes], object], recv: Callable[[], object], seconds: 
     return count
 
 
+def engine_bound(uri: str, seconds: float) -> int:
+    """Round trips with rapidws's engine driven from a blocking socket: the bound."""
+    from rapidws.core.client import ClientProtocol  # noqa: PLC0415
+    from rapidws.core.uri import parse_uri  # noqa: PLC0415
+
+    engine = ClientProtocol(parse_uri(uri))
+    parsed = parse_uri(uri)
+    with socket.create_connection((parsed.host, parsed.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def send(message: bytes) -> None:
+            engine.send_message(message)
+            for data in engine.data_to_send():
+                sock.sendall(data)
+
+        def recv() -> object:
+            while True:
+                events = engine.events_received()
+                if events:
+                    return events
+                engine.receive_data(sock.recv(65536))
+
+        engine.send_request(engine.connect())
+        for data in engine.data_to_send():
+            sock.sendall(data)
+        recv()  # the handshake's response
+        return _loop(send, recv, seconds)
+
+
 def rapidws_app(uri: str, seconds: float) -> int:
     """Round trips with rapidws.WebSocketApp, the next request sent from on_message."""
     import rapidws  # noqa: PLC0415
@@ -133,11 +169,14 @@ EVENT: dict[str, Client] = {
     "rapidws.WebSocketApp": rapidws_app,
     "websocket-client WebSocketApp": websocket_client_app,
 }
+BOUND: dict[str, Client] = {"bound: engine, blocking socket": engine_bound}
 TARGETS = [
     ("rapidws.sync", "websocket-client", 2.0),
     ("rapidws.sync", "websockets.sync", 1.2),
     ("rapidws.WebSocketApp", "websocket-client WebSocketApp", 2.0),
 ]
+# No target: how far any client could go, in the same run.
+REFERENCE = ("bound: engine, blocking socket", "websocket-client")
 
 
 def cost(name: str, uri: str, connections: int) -> dict[str, float]:
@@ -188,15 +227,17 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="rapidws-client-bench-"))
     running = Running(SERVER, "uvloop", server_prefix, logs)
     uri = f"ws://127.0.0.1:{running.port}/"
-    clients = {**BLOCKING, **EVENT}
+    clients = {**BLOCKING, **EVENT, **BOUND}
     rates: dict[str, list[float]] = {name: [] for name in clients}
+    cpu: dict[str, list[float]] = {name: [] for name in clients}  # µs per round trip
     costs: dict[str, dict[str, float]] = {}
     try:
         for _ in range(args.rounds):
             for name, client in clients.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 done = client(uri, args.duration)
                 rates[name].append(done / (time.perf_counter() - start))
+                cpu[name].append((time.process_time() - start_cpu) / done * 1e6)
         for name in BLOCKING:
             command = [sys.executable, __file__, "--cost", f"{name},{uri}"]
             child = subprocess.run(
@@ -210,22 +251,28 @@ def main() -> None:
         stderr = running.stop()
 
     best = {name: max(values) for name, values in rates.items()}
+    least = {name: min(values) for name, values in cpu.items()}
+    bound, peer = REFERENCE
     lines = [
         f"request-reply, 16 B, 1 connection; best of {args.rounds} rounds of {args.duration} s",
         "",
-        "| client | round trips/s | rounds |",
-        "|---|---:|---|",
+        "| client | round trips/s | rounds | client CPU µs/round trip |",
+        "|---|---:|---|---:|",
         *(
-            f"| {name} | {best[name]:,.0f} | {', '.join(f'{v:,.0f}' for v in rates[name])} |"
+            f"| {name} | {best[name]:,.0f} | {', '.join(f'{v:,.0f}' for v in rates[name])} "
+            f"| {least[name]:.1f} |"
             for name in clients
         ),
         "",
-        "| ratio | measured | target |",
-        "|---|---:|---:|",
+        "| ratio | rate | client CPU (theirs / ours) | target (rate) |",
+        "|---|---:|---:|---:|",
         *(
-            f"| {ours} / {theirs} | {best[ours] / best[theirs]:.2f}x | >= {target}x |"
+            f"| {ours} / {theirs} | {best[ours] / best[theirs]:.2f}x "
+            f"| {least[theirs] / least[ours]:.2f}x | >= {target}x |"
             for ours, theirs, target in TARGETS
         ),
+        f"| {bound} / {peer} | {best[bound] / best[peer]:.2f}x "
+        f"| {least[peer] / least[bound]:.2f}x | (the bound) |",
         "",
         f"cost per blocking connection, {args.connections} open connections:",
         "",
@@ -243,7 +290,13 @@ def main() -> None:
         notes.append("server stderr, first: " + " | ".join(stderr[:3])[:300])
     print("\n".join(lines + [""] + [f"- {note}" for note in notes]))
     path = args.json or Path(tempfile.gettempdir()) / "rapidws-client-bench.json"
-    record = {"machine": machine(), "rates": rates, "costs": costs, "other_load": busy}
+    record = {
+        "machine": machine(),
+        "rates": rates,
+        "cpu_us_per_round_trip": cpu,
+        "costs": costs,
+        "other_load": busy,
+    }
     path.write_text(json.dumps(record, indent=2))
     print(f"\nsaved {path}")
 

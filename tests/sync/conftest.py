@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 
 import pytest
+
+from rapidws.sync.loop import loop_thread
+from tests.conftest import LOOPS
 
 from .utils import TIMEOUT, loop_threads
 
@@ -17,3 +21,14 @@ def no_thread_left_behind() -> Iterator[None]:
     yield
     # Each test closes what it opens: close() joins the loop thread itself.
     assert not loop_threads(), "the sync loop thread outlived the test's connections"
+
+
+@pytest.fixture(params=list(LOOPS))
+def sync_loop(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the sync connections of a test on each loop: asyncio's and uvloop."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = LOOPS[request.param]
+    default, loop_thread.new_loop = loop_thread.new_loop, factory
+    try:
+        yield request.param
+    finally:
+        loop_thread.new_loop = default

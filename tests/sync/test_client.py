@@ -14,6 +14,7 @@ import pytest
 import trustme
 
 import rapidws
+import rapidws.asyncio.client
 import rapidws.sync
 from rapidws import (
     ConnectionClosedError,
@@ -24,9 +25,13 @@ from rapidws import (
     ProxyRefused,
     State,
 )
+from rapidws.sync.connection import threaded
 
 from ..proxy_servers import PASSWORD, USER, stunnel, tinyproxy
 from .utils import TIMEOUT, ServerThread, closes_first_with, echo, loop_threads, until
+
+# Each test runs with the loop thread on asyncio's loop and on uvloop's.
+pytestmark = pytest.mark.usefixtures("sync_loop")
 
 
 def test_send_recv_text_and_binary() -> None:
@@ -364,6 +369,7 @@ def test_wss_through_proxies(
     server_cert: trustme.LeafCert,
     server_context: ssl.SSLContext,
     client_context: ssl.SSLContext,
+    sync_loop: str,
 ) -> None:
     # The asyncio client's proxy option, reached through the same arguments.
     with (
@@ -375,7 +381,7 @@ def test_wss_through_proxies(
         options = {"ssl": client_context, "proxy_ssl": client_context}
         https_proxy = f"https://{USER}:{PASSWORD}@localhost:{https_port}"
         proxies = [(f"http://{USER}:{PASSWORD}@127.0.0.1:{http_port}", http_port)]
-        if sys.version_info >= (3, 11):
+        if sys.version_info >= (3, 11) or sync_loop == "uvloop":
             proxies.append((https_proxy, https_port))
         else:  # TLS in TLS: asyncio's start_tls() cannot before 3.11
             with pytest.raises(InvalidProxy, match=r"needs Python 3\.11"):
@@ -388,3 +394,23 @@ def test_wss_through_proxies(
         with pytest.raises(ProxyRefused) as exc_info:
             rapidws.sync.connect(uri, proxy=f"http://127.0.0.1:{http_port}", ssl=client_context)
         assert exc_info.value.status == 407
+
+
+def test_a_create_connection_subclass_is_kept() -> None:
+    # The sync layer adds its hand-offs to the class given, not instead of it.
+    class Counting(rapidws.asyncio.client.ClientConnection):
+        received = 0
+
+        def _message_received(self, message: Any) -> None:
+            Counting.received += 1
+            super()._message_received(message)
+
+    with (
+        ServerThread(echo) as server,
+        rapidws.sync.connect(server.uri, create_connection=Counting) as ws,
+    ):
+        assert isinstance(ws._connection, Counting)
+        ws.send("counted")
+        assert ws.recv(timeout=TIMEOUT) == "counted"
+        assert Counting.received == 1
+    assert threaded(Counting) is threaded(Counting)

@@ -460,3 +460,51 @@ def test_close_before_the_session_starts_stops_it() -> None:
         app.close()
         runner.join(TIMEOUT)
     assert not runner.is_alive() and log.events == []
+
+
+def test_interrupt_in_a_callback_called_as_the_message_is_read() -> None:
+    # The message comes after on_open, when on_message is called straight
+    # from the read: Ctrl-C still ends run_forever() the same way.
+    closes: list[int | None] = []
+
+    async def answer(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.send("hi")
+        await ws.wait_closed()
+        closes.append(ws.close_code)
+
+    def on_message(app: WebSocketApp, message: str | bytes) -> None:
+        raise KeyboardInterrupt
+
+    with ServerThread(answer) as server:
+        app = WebSocketApp(server.uri, on_open=lambda app: app.send("go"), on_message=on_message)
+        with pytest.raises(KeyboardInterrupt):
+            app.run_forever()
+        assert app.ready_state == WebSocketApp.CLOSED
+        until(lambda: bool(closes))
+    assert closes == [1001]
+
+
+async def test_coroutine_callbacks_keep_the_order_of_the_messages() -> None:
+    # A callback that awaits holds the next messages back until it is done,
+    # whether they came in the same read or later ones.
+    count = 50
+    received: list[str | bytes] = []
+
+    async def burst(ws: ServerConnection) -> None:
+        await ws.recv()
+        for i in range(count):
+            await ws.send(str(i))
+        await ws.wait_closed()
+
+    async def on_message(app: WebSocketApp, message: str | bytes) -> None:
+        if int(message) % 7 == 0:
+            await asyncio.sleep(0.001)
+        received.append(message)
+        if len(received) == count:
+            app.close()
+
+    with ServerThread(burst) as server:
+        app = WebSocketApp(server.uri, on_open=lambda app: app.send("go"), on_message=on_message)
+        await asyncio.wait_for(app.run(), TIMEOUT)
+    assert received == [str(i) for i in range(count)]

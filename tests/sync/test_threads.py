@@ -16,8 +16,12 @@ import pytest
 import rapidws
 import rapidws.sync
 from rapidws import ConcurrencyError, ConnectionClosed, ConnectionClosedError
+from rapidws.sync.connection import _waker
 
-from .utils import TIMEOUT, ServerThread, echo, until
+from .utils import TIMEOUT, ServerThread, closes_first_with, echo, until
+
+# Each test runs with the loop thread on asyncio's loop and on uvloop's.
+pytestmark = pytest.mark.usefixtures("sync_loop")
 
 
 def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
@@ -280,3 +284,85 @@ def test_threads_each_with_their_own_connection() -> None:
         for n, (thread, outcome) in enumerate(started):
             thread.join(TIMEOUT * 2)
             assert outcome == [[f"{n}-{i}" for i in range(20)]]
+
+
+# The hand-offs between the calling threads and the loop thread.
+
+
+def test_messages_sent_without_waiting_arrive_whole_and_in_order() -> None:
+    # Small messages go out through the outbox, without waiting for the loop;
+    # large ones, over the write limit, wait for the write buffer: both kinds
+    # mixed keep their order.
+    collector = Collector()
+    messages = [os.urandom(5000) if i % 50 == 0 else f"m{i}" for i in range(2000)]
+    with ServerThread(collector, compression=None) as server:
+        with rapidws.sync.connect(server.uri, compression=None, write_limit=4096) as ws:
+            for message in messages:
+                ws.send(message)
+        assert collector.done.wait(TIMEOUT)
+    assert collector.messages == messages
+
+
+def test_a_buffer_changed_after_send_goes_out_as_it_was() -> None:
+    with ServerThread(echo) as server, rapidws.sync.connect(server.uri) as ws:
+        buffer = bytearray(b"before")
+        ws.send(buffer)
+        ws.send(memoryview(buffer)[:3])
+        buffer[:] = b"AFTER!"
+        assert ws.recv(timeout=TIMEOUT) == b"before"
+        assert ws.recv(timeout=TIMEOUT) == b"bef"
+
+
+def test_read_side_flow_control_pauses_and_resumes() -> None:
+    # Messages that nobody takes stop the reading at max_queue; taking them
+    # lets it go on, to the last one.
+    count = 200
+
+    async def burst(ws: Any) -> None:
+        for i in range(count):
+            await ws.send(str(i))
+        await ws.recv()
+
+    with (
+        ServerThread(burst) as server,
+        rapidws.sync.connect(server.uri, max_queue=4) as ws,
+    ):
+        connection = ws._connection
+        until(lambda: connection._reading_paused)
+        assert len(connection._messages) < count
+        assert [ws.recv(timeout=TIMEOUT) for _ in range(count)] == [str(i) for i in range(count)]
+        ws.send("done")
+
+
+def test_a_stray_wake_up_does_not_end_a_wait() -> None:
+    # A wake-up left over (a wait interrupted by Ctrl-C just as a message came)
+    # makes the next wait look again, and wait on.
+    with ServerThread(echo) as server, rapidws.sync.connect(server.uri) as ws:
+        _waker().wake()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.2)
+        assert time.monotonic() - started >= 0.15
+        ws.send("next")
+        assert ws.recv(timeout=TIMEOUT) == "next"
+
+
+def test_send_after_close_raises_connection_closed() -> None:
+    with ServerThread(echo) as server:
+        ws = rapidws.sync.connect(server.uri)
+        ws.close()
+        with pytest.raises(ConnectionClosed):
+            ws.send("late")
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=TIMEOUT)
+
+
+def test_send_when_the_server_closed_raises_connection_closed() -> None:
+    with ServerThread(closes_first_with(1001)) as server:
+        ws = rapidws.sync.connect(server.uri)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=TIMEOUT)
+        with pytest.raises(ConnectionClosed):
+            ws.send("late")
+        ws.close()
+        assert ws.close_code == 1001

@@ -9,7 +9,7 @@ from typing import ParamSpec
 from ..asyncio.client import ClientConnection as AsyncClientConnection
 from ..asyncio.client import connect as async_connect
 from ..asyncio.reconnect import Reconnecting
-from .connection import Connection
+from .connection import Connection, ThreadedConnection, threaded
 from .loop import loop_thread, submit, wait
 
 __all__ = ["ClientConnection", "connect", "connections"]
@@ -29,7 +29,7 @@ class ClientConnection(Connection):
 
 
 def _blocking(
-    opener: Callable[P, Awaitable[AsyncClientConnection]],
+    opener: Callable[P, async_connect],
 ) -> Callable[P, ClientConnection]:
     # connect() takes exactly the asyncio connect()'s arguments, checked by
     # mypy through the ParamSpec: one list of options, not a copy of it.
@@ -57,6 +57,7 @@ def _blocking(
         """
         # Built here: a bad URI or option raises before any thread starts.
         opening = opener(*args, **kwargs)
+        opening._create_connection = threaded(opening._create_connection)
         loop, thread = loop_thread.acquire()
         try:
             connection = wait(submit(loop, thread, lambda: _await(opening)))
@@ -95,6 +96,7 @@ def _iterated(
                 ``max_attempts`` attempts.
         """
         opening = opener(*args, **kwargs)
+        opening._create_connection = threaded(opening._create_connection)
         return _reconnecting(
             Reconnecting(lambda: _await(opening), opening.reconnect, opening.on_reconnect)
         )
@@ -103,7 +105,7 @@ def _iterated(
     return connections
 
 
-def _reconnecting(iterator: Reconnecting[AsyncClientConnection]) -> Iterator[ClientConnection]:
+def _reconnecting(iterator: Reconnecting[ThreadedConnection]) -> Iterator[ClientConnection]:
     # The loop thread is held while the iteration waits between connections;
     # each connection holds it too, so that it outlives a break.
     loop, thread = loop_thread.acquire()
@@ -130,8 +132,11 @@ def _show_parameters(
     setattr(function, "__signature__", signature)  # noqa: B010 - mypy rejects the attribute
 
 
-async def _await(opening: Awaitable[AsyncClientConnection]) -> AsyncClientConnection:
-    return await opening
+async def _await(opening: Awaitable[AsyncClientConnection]) -> ThreadedConnection:
+    connection = await opening
+    # threaded() made its class.
+    assert isinstance(connection, ThreadedConnection)
+    return connection
 
 
 connect = _blocking(async_connect)

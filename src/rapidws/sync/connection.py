@@ -1,19 +1,29 @@
 """A blocking, thread-safe WebSocket connection: an asyncio connection on the loop thread.
 
-Every method hands a coroutine of the asyncio connection to the private loop
-thread (:mod:`rapidws.sync.loop`) and waits for its result, so the protocol
-rules, flow control, keepalive and the closing handshake are the asyncio
-layer's, not a copy. What this layer adds is only what threads need: timeouts
-on each blocking call, one receiver at a time, and fragmented messages fed
-from the caller's thread.
+The asyncio connection runs on the private loop thread (:mod:`rapidws.sync.loop`),
+so the protocol rules, flow control, keepalive and the closing handshake are
+the asyncio layer's, not a copy. The two calls of every request-reply do not
+wait for the loop: ``send()`` puts the message in an outbox that the loop
+empties (one wake-up for many messages), and the loop hands each message it
+receives straight to the thread waiting in ``recv()`` (no future, no task).
+Both wake-ups are socket writes, made without holding the GIL (see
+:class:`~rapidws.sync.loop.Doorbell`).
+The rarer calls (``ping()``, ``close()``, fragmented messages, a send that
+must wait for the write buffer to drain) hand a coroutine to the loop and wait
+for its result. What this layer adds is only what threads need: timeouts on
+each blocking call, one receiver at a time, and fragmented messages fed from
+the caller's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import json
+import os
+import socket
 import sys
 import threading
 import time
@@ -21,14 +31,14 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from functools import partial
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from ..asyncio.connection import Connection as AsyncConnection
-from ..asyncio.connection import Data
+from ..asyncio.client import ClientConnection as AsyncClientConnection
+from ..asyncio.connection import Data, MessageStream
 from ..core.http11 import Request, Response
-from ..core.protocol import State
-from ..exceptions import ConcurrencyError, ConnectionClosed
-from .loop import loop_thread, submit, wait
+from ..core.protocol import OPEN, State
+from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, InvalidState
+from .loop import Doorbell, check_thread, loop_thread, submit, wait
 
 __all__ = ["Connection"]
 
@@ -36,6 +46,233 @@ T = TypeVar("T")
 
 # How long a failed fragmented send waits for the loop side to wind down.
 _WIND_DOWN_TIMEOUT = 10.0
+
+
+class ThreadedConnection(AsyncClientConnection):
+    """An asyncio client connection that trades messages with other threads.
+
+    Runs on the loop thread like any asyncio connection; :meth:`take` and
+    :meth:`put` are its two doors for the other threads. Received messages
+    wait in the asyncio layer's own queue, so its read-side flow control and
+    its parser pauses apply unchanged; the thread in :meth:`take` is woken
+    when one arrives. Sent messages wait in an outbox that one loop callback
+    empties, however many threads filled it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Made on the loop thread, whose doorbell wakes it for the other threads.
+        doorbell = loop_thread.doorbell
+        assert doorbell is not None
+        self._doorbell: Doorbell = doorbell
+        # The queue, allocated now: the other threads read it.
+        self._messages = collections.deque()
+        # Each message of a read comes straight from ConnectionCore (in C
+        # when built), not through _process_events().
+        self._on_message = type(self)._message_received
+        # Guards the queue and the flags below between the loop and the
+        # receiving thread: a message queued while the receiver decides to
+        # wait always wakes it, and the receiver always sees a flow-control
+        # pause decided with the message that caused it.
+        self._inbox_lock = threading.Lock()
+        # The waker of the receiver while it waits for a message.
+        self._waiting: _Waker | None = None
+        self._ended = False  # the connection is lost and its last message queued
+        self._outbox: collections.deque[tuple[Data | bytearray | memoryview, bool]]
+        self._outbox = collections.deque()
+        self._flush_due = False  # a _flush() is scheduled and has not started
+        # Bytes put in the outbox (by senders) and taken out (by the loop):
+        # a sender waits for the loop when the difference grows too large.
+        self._put_bytes = 0
+        self._sent_bytes = 0
+
+    # The loop's side.
+
+    def _message_received(self, message: Data | MessageStream) -> None:
+        with self._inbox_lock:
+            super()._message_received(message)
+            waker, self._waiting = self._waiting, None
+        if waker is not None:
+            waker.wake()  # after the lock, which the receiver takes first
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Wake the receiver once the last messages are queued (called by asyncio)."""
+        super().connection_lost(exc)
+        with self._inbox_lock:
+            self._ended = True
+            waker, self._waiting = self._waiting, None
+        if waker is not None:
+            waker.wake()
+
+    def _flush(self) -> None:
+        # Send what the outbox holds, in the order it was put there.
+        self._flush_due = False
+        outbox = self._outbox
+        while outbox:
+            message, compress = outbox.popleft()
+            self._sent_bytes += _size(message)
+            # Closed meanwhile: dropped, as TCP drops what is in flight. And
+            # InvalidState: a fragmented send that was cancelled and never
+            # wound down (the connection has failed then).
+            with contextlib.suppress(ConnectionClosed, InvalidState):
+                self.send_nowait(message, compress=compress)
+
+    # The other threads' side.
+
+    def take(self, timeout: float | None) -> Data:
+        """Return the next message, waiting ``timeout`` seconds at most (from one thread).
+
+        Raises:
+            TimeoutError: when no message came in time.
+            ConnectionClosed: once the connection is closed and every message taken.
+        """
+        lock = self._inbox_lock
+        waker = _waker()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        woken = True
+        while True:
+            with lock:
+                if self._waiting is waker:
+                    # Not woken (timed out, or interrupted): no wake-up will come.
+                    self._waiting = None
+                elif not woken:
+                    # Woken just after the timeout: take the wake-up, which
+                    # is on its way (sent after the loop let go of the lock).
+                    waker.wait(None)
+                    woken = True
+                messages = self._messages
+                if messages:
+                    # Never a stream: this connection is not put in streaming mode.
+                    message = cast(Data, messages.popleft())
+                    # The asyncio layer's recv() decides what the pop lets go
+                    # on; asked on the loop only when something is paused.
+                    paused = self._reading_paused or self.protocol.parsing_paused
+                    break
+                if self._ended:
+                    raise self._closed_exc()
+                if not woken:
+                    raise TimeoutError(f"no message within {timeout} s")
+                self._waiting = waker
+            try:
+                woken = waker.wait(None if deadline is None else deadline - time.monotonic())
+            except BaseException:
+                with lock:
+                    if self._waiting is waker:
+                        self._waiting = None
+                # Else a wake-up is on its way: the next wait of this thread
+                # returns early, and its caller looks again.
+                raise
+        if paused and not self._lost:
+            self._doorbell.ring(self._message_taken)
+        return message
+
+    def put(self, message: Data | bytearray | memoryview, compress: bool) -> bool:
+        """Queue ``message`` for the loop to send; from one thread at a time.
+
+        Returns ``False``, queueing nothing, when the message must wait: the
+        connection is not open, or the write buffer or the outbox is full.
+        """
+        if (
+            self.protocol.state is not OPEN
+            or self._writing_paused
+            or self._put_bytes - self._sent_bytes >= self._write_high
+        ):
+            return False
+        if isinstance(message, (bytearray, memoryview)):
+            message = bytes(message)  # the caller may reuse its buffer
+        self._put_bytes += _size(message)
+        self._outbox.append((message, compress))
+        if not self._flush_due:
+            # After the append: a flush that started before it cleared the
+            # flag first, so either it sends this message or a new one will.
+            self._flush_due = True
+            self._doorbell.ring(self._flush)
+        return True
+
+
+def threaded(cls: type[AsyncClientConnection]) -> type[ThreadedConnection]:
+    """Return ``cls`` with :class:`ThreadedConnection`'s hand-offs (a ``create_connection``).
+
+    A subclass given as ``create_connection=`` keeps its own behaviour.
+    """
+    if issubclass(cls, ThreadedConnection):
+        return cls
+    with _THREADED_LOCK:
+        made = _THREADED.get(cls)
+        if made is None:
+            made = _THREADED[cls] = type(f"Threaded{cls.__name__}", (ThreadedConnection, cls), {})
+        return made
+
+
+# The classes threaded() made, one per create_connection class.
+_THREADED: dict[type[AsyncClientConnection], type[ThreadedConnection]] = {
+    AsyncClientConnection: ThreadedConnection
+}
+_THREADED_LOCK = threading.Lock()
+
+
+class _Waker:
+    """What a thread waits on in ``recv()``: a socket pair, one per thread.
+
+    Woken by a write made without holding the GIL, which the woken thread
+    then takes at once (see :class:`~rapidws.sync.loop.Doorbell`).
+    """
+
+    __slots__ = ("_inside", "_outside", "_timeout")
+
+    def __init__(self) -> None:
+        self._inside, self._outside = socket.socketpair()
+        self._timeout: float | None = None
+
+    def __del__(self) -> None:
+        # With the thread's locals when the thread ends; or later, once a
+        # waking thread that still holds this waker is done with it.
+        self._inside.close()
+        self._outside.close()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait ``timeout`` seconds at most for a wake-up; return whether it came."""
+        if timeout is not None:
+            timeout = max(0.0, timeout)
+        if timeout != self._timeout:
+            self._inside.settimeout(timeout)
+            self._timeout = timeout
+        try:
+            self._inside.recv(1)
+        except (TimeoutError, BlockingIOError):  # the latter for a timeout of 0
+            return False
+        return True
+
+    def wake(self) -> None:
+        """Wake the thread in :meth:`wait` (or make its next wait return at once)."""
+        self._outside.send(b"\0")
+
+
+_wakers = threading.local()
+
+
+def _waker() -> _Waker:
+    # This thread's waker, made on first use.
+    try:
+        waker: _Waker = _wakers.waker
+    except AttributeError:
+        waker = _wakers.waker = _Waker()
+    return waker
+
+
+def _forget_waker() -> None:
+    # In a forked child, whose one thread is the forking one: its waker's
+    # sockets are shared with the parent, whose wake-ups it would steal.
+    vars(_wakers).pop("waker", None)
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_forget_waker)
+
+
+def _size(message: Data | bytearray | memoryview) -> int:
+    # Counted for flow control only: characters stand in for UTF-8 bytes.
+    return len(message) if isinstance(message, (str, bytes)) else memoryview(message).nbytes
 
 
 class _Lease:
@@ -63,13 +300,16 @@ class Connection:
 
     def __init__(
         self,
-        connection: AsyncConnection[Any],
+        connection: ThreadedConnection,
         loop: asyncio.AbstractEventLoop,
         thread: threading.Thread,
     ) -> None:
         self._connection = connection
         self._lease = _Lease(loop, thread)
         self._recv_lock = threading.Lock()
+        # Held by one send() at a time while it queues a message, and for the
+        # whole of a fragmented message: no other frame gets between its own.
+        self._send_lock = threading.Lock()
         # A connection dropped without close() still ends, and so does the
         # loop thread if it was the last.
         self._finalizer = weakref.finalize(self, _abandon, connection, self._lease)
@@ -137,7 +377,15 @@ class Connection:
             ConnectionClosedError: after an abnormal closure.
             ConcurrencyError: when another thread is already waiting in ``recv()``.
         """
-        return self._receive(self._connection.recv, timeout)
+        # take() serves one thread at a time: a second one is refused at
+        # once, with an error that names threads, not left to race.
+        if not self._recv_lock.acquire(blocking=False):
+            raise ConcurrencyError("another thread is already waiting in recv()")
+        try:
+            check_thread(self._lease.thread)
+            return self._connection.take(timeout)
+        finally:
+            self._recv_lock.release()
 
     def __iter__(self) -> Iterator[Data]:
         """Receive messages until the connection closes normally.
@@ -147,9 +395,8 @@ class Connection:
         """
         while True:
             try:
-                # __anext__ is the asyncio iteration: it ends on a normal closure.
-                yield self._receive(self._connection.__anext__, None)
-            except StopAsyncIteration:
+                yield self.recv()
+            except ConnectionClosedOK:
                 return
 
     def recv_json(
@@ -163,18 +410,6 @@ class Connection:
         """
         return loads(self.recv(timeout))
 
-    def _receive(
-        self, make: Callable[[], Coroutine[Any, Any, Data]], timeout: float | None
-    ) -> Data:
-        # Checked here, not only on the loop: two threads must not both wait
-        # even for an instant, and the error names threads, not coroutines.
-        if not self._recv_lock.acquire(blocking=False):
-            raise ConcurrencyError("another thread is already waiting in recv()")
-        try:
-            return self._run(make, timeout)
-        finally:
-            self._recv_lock.release()
-
     # Sending.
 
     def send(
@@ -186,10 +421,14 @@ class Connection:
     ) -> None:
         """Send a message: ``str`` as text, bytes-like as binary; safe from any thread.
 
-        An iterable of ``str`` (or of bytes-like) is sent as one fragmented
-        message, a frame per item, read in this thread as it is sent; other
-        threads' messages wait until it is whole. Waits while the write buffer
-        is above its high-water mark.
+        A whole message returns once it is queued for the loop thread, which
+        writes it soon after (a bytes-like one is copied: the buffer may be
+        reused at once); it waits only while the write buffer is above its
+        high-water mark. A message queued as the connection closes is
+        dropped, as TCP drops what is in flight. An iterable of ``str`` (or
+        of bytes-like) is sent as one fragmented message, a frame per item,
+        read in this thread as it is sent; other threads' messages wait until
+        it is whole.
 
         Args:
             message: the message, or its fragments.
@@ -203,22 +442,50 @@ class Connection:
             ConnectionClosed: when the connection is closing or closed.
             TypeError: for an unsupported message type, or mixed fragment types.
         """
-        if isinstance(message, Iterable) and not isinstance(
-            message, (str, bytes, bytearray, memoryview, Mapping)
-        ):
+        if isinstance(message, (str, bytes, bytearray, memoryview)):
+            if self._put(message, compress, timeout):
+                return
+        elif isinstance(message, Iterable) and not isinstance(message, Mapping):
             self._send_fragments(message, compress, timeout)
-        else:
-            # Anything else, a mapping included, is the asyncio layer's to judge.
-            self._run(partial(self._connection.send, message, compress=compress), timeout)
+            return
+        # Waiting for the write buffer to drain, after the messages already
+        # queued; or anything else, a mapping included, for the asyncio layer
+        # to judge.
+        self._run(partial(self._connection.send, message, compress=compress), timeout)
+
+    def _put(
+        self, message: Data | bytearray | memoryview, compress: bool, timeout: float | None
+    ) -> bool:
+        # Queue the message without waiting for the loop, when nothing holds it back.
+        if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError("a fragmented message was still being sent")
+        try:
+            lease = self._lease
+            with lease.lock:
+                if lease.released:
+                    assert lease.closed_exc is not None
+                    raise lease.closed_exc
+                check_thread(lease.thread)
+                return self._connection.put(message, compress)
+        finally:
+            self._send_lock.release()
 
     def _send_fragments(
         self, fragments: Iterable[Data], compress: bool, timeout: float | None
     ) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError("another fragmented message was still being sent")
+        try:
+            self._send_fed(fragments, compress, deadline)
+        finally:
+            self._send_lock.release()
+
+    def _send_fed(self, fragments: Iterable[Data], compress: bool, deadline: float | None) -> None:
         # The asyncio send() takes the fragments from an async generator fed
         # through a one-slot queue: the items are produced here, in the
         # caller's thread, and flow control reaches the caller as a full queue.
         queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
-        deadline = None if timeout is None else time.monotonic() + timeout
         sending = self._submit(lambda: self._connection.send(_fed(queue), compress=compress))
         try:
             for fragment in fragments:
@@ -431,7 +698,7 @@ def _wait(future: concurrent.futures.Future[Any], deadline: float | None) -> Non
         raise TimeoutError("the write buffer did not drain in time")
 
 
-def _abandon(connection: AsyncConnection[Any], lease: _Lease) -> None:
+def _abandon(connection: ThreadedConnection, lease: _Lease) -> None:
     # A connection collected without close(): drop it, let the loop go.
     with lease.lock:
         if lease.released:

@@ -13,13 +13,16 @@ is not written yet), ``ready_state``. Three ways to run the same callbacks:
 - ``app.start()`` runs ``run_forever()`` in a background thread.
 
 Callbacks run where the connection's events are handled, one at a time, as
-in a browser: a reply sent from ``on_message`` goes out at once, with no
-hand-over between threads (the fastest request-reply), and while a callback
-blocks (a database call, ``time.sleep``) this connection waits: its next
-messages stay in the kernel's buffers and TCP holds the server back. No other
-connection waits with it: each ``run_forever()`` has its loop and thread. A
-callback that blocks for longer than the server's keepalive timeout should
-hand its work to a thread of its own (``send()`` is safe from any thread).
+in a browser: ``on_message`` is called as a message is read (no future, no
+task per message), and a reply sent from it goes out with the read's other
+output in one write, with no hand-over between threads: the fastest
+request-reply (``run_forever()`` runs uvloop's loop when it is installed).
+While a callback blocks (a database call, ``time.sleep``) this connection
+waits: its next messages stay in the kernel's buffers and TCP holds the
+server back. No other connection waits with it: each ``run_forever()`` has
+its loop and thread. A callback that blocks for longer than the server's
+keepalive timeout should hand its work to a thread of its own (``send()`` is
+safe from any thread).
 """
 
 from __future__ import annotations
@@ -29,16 +32,18 @@ import contextlib
 import copy
 import inspect
 import logging
+import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..asyncio.client import ClientConnection as AsyncClientConnection
 from ..asyncio.client import connect
-from ..asyncio.connection import Data
+from ..asyncio.connection import Data, MessageStream
 from ..asyncio.reconnect import Backoff, Reconnecting, as_policy
 from ..core.protocol import Ping, Pong
 from ..exceptions import ConnectionClosed, InvalidState
+from .loop import loop_thread
 
 __all__ = ["WebSocketApp"]
 
@@ -46,15 +51,17 @@ logger = logging.getLogger("rapidws.client")
 
 
 class _AppConnection(AsyncClientConnection):
-    """A client connection that reports the pings and pongs it receives."""
+    """A client connection that hands its messages, pings and pongs to callbacks."""
 
-    __slots__ = ("_controls", "_on_control")
+    __slots__ = ("_controls", "_deliver", "_on_control")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_control: Callable[[Ping | Pong], None] | None = None
         # Those that came with the handshake's response, before listen().
         self._controls: list[Ping | Pong] = []
+        # Takes each message as it is read, while set; else recv() does.
+        self._deliver: Callable[[Data], None] | None = None
 
     def listen(self, on_control: Callable[[Ping | Pong], None]) -> None:
         """Report the pings and pongs received, from now and since the opening."""
@@ -62,6 +69,29 @@ class _AppConnection(AsyncClientConnection):
         for event in self._controls:
             on_control(event)
         self._controls.clear()
+
+    def deliver(self, on_message: Callable[[Data], None] | None) -> None:
+        """Hand each message to ``on_message`` as it is read; ``None``: to ``recv()``.
+
+        Messages that wait for ``recv()`` go first: call it when none does
+        (:meth:`waiting` is false).
+        """
+        self._deliver = on_message
+        # Each message of a read comes straight from ConnectionCore (in C
+        # when built), not through _process_events().
+        self._on_message = None if on_message is None else type(self)._message_received
+
+    def waiting(self) -> bool:
+        """Whether messages wait for ``recv()``."""
+        return bool(self._messages)
+
+    def _message_received(self, message: Data | MessageStream) -> None:
+        deliver = self._deliver
+        if deliver is None:
+            super()._message_received(message)
+        else:
+            # Never a stream: this connection is not put in streaming mode.
+            deliver(message)  # type: ignore[arg-type]
 
     def _process_events(self) -> None:
         # Seen before the asyncio layer takes them: it answers pings (the
@@ -247,7 +277,7 @@ class WebSocketApp:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            asyncio.run(self.run())
+            _run(self.run())
             return
         # An event loop runs in this thread (a notebook): run in another one.
         thread = self.start()
@@ -287,6 +317,7 @@ class WebSocketApp:
             await _done(self._call(self.on_reconnect, (self, attempt, delay, cause)))
 
         connections = Reconnecting(open._open_with_timeout, self._policy, on_reconnect)
+        receiver: _Receiver | None = None
         try:
             if self._stopping:
                 return
@@ -295,12 +326,10 @@ class WebSocketApp:
                 self._connection = connection
                 await _done(self._call(self.on_open, (self,)))
                 connection.listen(self._control)
-                try:
-                    async for message in connection:
-                        await _done(self._call(self.on_message, (self, message)))
-                except ConnectionClosed:
-                    pass  # the close code says it: on_close, then the iterator decides
-                await connection.wait_closed()
+                receiver = _Receiver(self, connection)
+                await receiver.catch_up()
+                await receiver.wait_closed()
+                await receiver.catch_up()
                 code, reason = connection.close_code, connection.close_reason
                 await _done(self._call(self.on_close, (self, code, reason)))
                 self._connection = None
@@ -312,6 +341,8 @@ class WebSocketApp:
         except Exception as exc:
             await _done(self._call(self.on_error, (self, exc)))
         finally:
+            if receiver is not None:
+                receiver.cancel()
             current, self._connection = self._connection, None
             if current is not None and current.transport is not None:
                 # Cancelled or interrupted while open: say so, and go.
@@ -359,6 +390,88 @@ class WebSocketApp:
             except Exception as error:
                 exc = error
         logger.error("WebSocketApp callback failed", exc_info=exc)
+
+
+class _Receiver:
+    """Calls ``on_message`` with each message of one connection, one at a time.
+
+    A plain callback is called as the message is read. One that returns an
+    awaitable (a coroutine function) holds the next messages back until it is
+    done: they wait in the connection's queue, whose flow control applies,
+    and :meth:`catch_up` calls back with them.
+    """
+
+    __slots__ = ("_app", "_catching_up", "_connection", "_interrupted")
+
+    def __init__(self, app: WebSocketApp, connection: _AppConnection) -> None:
+        self._app = app
+        self._connection = connection
+        self._catching_up: asyncio.Future[None] | None = None
+        # Gets what a callback raised that is not an Exception (Ctrl-C).
+        self._interrupted: asyncio.Future[None] = connection.loop.create_future()
+
+    def _message(self, message: Data) -> None:
+        app = self._app
+        try:
+            result = app._call(app.on_message, (app, message))
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: _call lets them by
+            # Raised in the session, as from a callback it awaits: not in
+            # the transport's callback, whose loop would take it its own way.
+            self._connection.deliver(None)
+            if not self._interrupted.done():
+                self._interrupted.set_exception(exc)
+            return
+        if result is not None:
+            # Until it is done, the next messages wait for recv().
+            self._connection.deliver(None)
+            self._catching_up = asyncio.ensure_future(self._after(result))
+
+    async def _after(self, result: Awaitable[None]) -> None:
+        await result
+        await self._receive_waiting()
+
+    async def _receive_waiting(self) -> None:
+        connection = self._connection
+        app = self._app
+        while connection.waiting():
+            # A queued message: recv() returns it at once, with the queue's
+            # flow control.
+            message = await connection.recv()
+            await _done(app._call(app.on_message, (app, message)))
+        # In the step that found the queue empty: no message can come between.
+        connection.deliver(self._message)
+        self._catching_up = None
+
+    async def catch_up(self) -> None:
+        """Call back with the messages that wait, then with each one as it is read."""
+        while self._catching_up is not None:
+            await asyncio.shield(self._catching_up)
+        await self._receive_waiting()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed; raise what interrupted a callback."""
+        closed = asyncio.ensure_future(self._connection.wait_closed())
+        try:
+            await asyncio.wait((closed, self._interrupted), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if self._interrupted.done():
+            self._interrupted.result()
+
+    def cancel(self) -> None:
+        """Stop calling back: the session ends."""
+        self._connection.deliver(None)
+        if self._catching_up is not None:
+            self._catching_up.cancel()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    # asyncio.run(main), on uvloop's loop when it is installed (Python 3.11+).
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=loop_thread.new_loop) as runner:
+            runner.run(main)
+    else:  # pragma: no cover - Python 3.10
+        asyncio.run(main)
 
 
 def _size(message: Data | bytearray | memoryview) -> int:
