@@ -206,7 +206,7 @@ def test_connect_lines(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.M
         url = f"ws://127.0.0.1:{port}/"
         assert run_cli(["connect", url]) == 0
     out, err = capsys.readouterr()
-    assert out == "< hello\n< café ☕\n< \n< last line without newline\n"
+    assert out == "hello\ncafé ☕\n\nlast line without newline\n"
     assert f"connected to {url}" in err
     assert "disconnected (code: 1000" in err
     assert "Traceback" not in err
@@ -219,7 +219,7 @@ def test_connect_crlf_lines(
     monkeypatch.setattr(sys, "stdin", GatedStdin(["one\r\n", "two\r\n"], done))
     with running_server(counting_echo(2, done)) as port:
         assert run_cli(["connect", f"ws://127.0.0.1:{port}/"]) == 0
-    assert capsys.readouterr().out == "< one\n< two\n"
+    assert capsys.readouterr().out == "one\ntwo\n"
 
 
 def test_connect_empty_stdin(
@@ -242,7 +242,7 @@ def test_connect_stringio_stdin(
     with running_server() as port:
         assert run_cli(["connect", f"ws://127.0.0.1:{port}/"]) == 0
     out, err = capsys.readouterr()
-    assert out in ("", "< a\n", "< a\n< b\n", "< a\n< b\n< c\n")
+    assert out in ("", "a\n", "a\nb\n", "a\nb\nc\n")
     assert "disconnected (code: 1000" in err
 
 
@@ -259,7 +259,7 @@ def test_connect_server_closes(
         assert run_cli(["connect", f"ws://127.0.0.1:{port}/"]) == 0
     end_stdin(gate)
     out, err = capsys.readouterr()
-    assert out == "< welcome\n"
+    assert out == "welcome\n"
     assert "disconnected (code: 1001, reason: 'going away')" in err
 
 
@@ -331,7 +331,7 @@ def test_connect_binary_reply(
     monkeypatch.setattr(sys, "stdin", GatedStdin(["hé\n"], done))
     with running_server(encode) as port:
         assert run_cli(["connect", f"ws://127.0.0.1:{port}/"]) == 0
-    assert capsys.readouterr().out == "< (binary, 3 bytes) 68 c3 a9\n"
+    assert capsys.readouterr().out == "68c3a9\n"
 
 
 # connect --execute.
@@ -341,14 +341,14 @@ def test_execute(capsys: pytest.CaptureFixture[str]) -> None:
     with running_server() as port:
         assert run_cli(["connect", f"ws://127.0.0.1:{port}/", "--execute", "ping me"]) == 0
     out, err = capsys.readouterr()
-    assert out == "< ping me\n"
+    assert out == "ping me\n"
     assert "Traceback" not in err
 
 
 def test_execute_short_option(capsys: pytest.CaptureFixture[str]) -> None:
     with running_server() as port:
         assert run_cli(["connect", f"ws://127.0.0.1:{port}/path?q=1", "-x", ""]) == 0
-    assert capsys.readouterr().out == "< \n"
+    assert capsys.readouterr().out == "\n"
 
 
 def test_execute_binary_reply(capsys: pytest.CaptureFixture[str]) -> None:
@@ -359,7 +359,7 @@ def test_execute_binary_reply(capsys: pytest.CaptureFixture[str]) -> None:
 
     with running_server(binary) as port:
         assert run_cli(["connect", f"ws://127.0.0.1:{port}/", "-x", "give me bytes"]) == 0
-    assert capsys.readouterr().out == "< (binary, 4 bytes) 00 01 fe ff\n"
+    assert capsys.readouterr().out == "0001feff\n"
 
 
 def test_execute_no_reply(capsys: pytest.CaptureFixture[str]) -> None:
@@ -409,7 +409,7 @@ def test_headers_subprotocol_origin(capsys: pytest.CaptureFixture[str]) -> None:
     ]  # fmt: skip
     with running_server(handler, process_request=record, subprotocols=["chat"]) as port:
         assert run_cli(["connect", f"ws://127.0.0.1:{port}/", *argv]) == 0
-    assert capsys.readouterr().out == "< hi\n"
+    assert capsys.readouterr().out == "hi\n"
     [request] = requests
     assert request.headers["Authorization"] == "Bearer x"
     assert request.headers["X-Empty"] == ""
@@ -549,7 +549,7 @@ def test_wss_insecure(
 ) -> None:
     with running_server(ssl=server_context) as port:
         assert run_cli(["connect", f"{scheme}://127.0.0.1:{port}/", option, "-x", "hi"]) == 0
-    assert capsys.readouterr().out == "< hi\n"
+    assert capsys.readouterr().out == "hi\n"
 
 
 def test_wss_insecure_interactive(
@@ -562,7 +562,7 @@ def test_wss_insecure_interactive(
     with running_server(counting_echo(1, done), ssl=server_context) as port:
         assert run_cli(["connect", f"wss://localhost:{port}/", "--insecure"]) == 0
     out, err = capsys.readouterr()
-    assert out == "< secret\n"
+    assert out == "secret\n"
     assert "disconnected (code: 1000" in err
 
 
@@ -581,7 +581,7 @@ def test_wss_trusted_by_environment(
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     with running_server(ssl=server_context) as port:
         assert run_cli(["connect", f"wss://127.0.0.1:{port}/", "-x", "verified"]) == 0
-    assert capsys.readouterr().out == "< verified\n"
+    assert capsys.readouterr().out == "verified\n"
     # A certificate from the trusted CA for another name is refused.
     other_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("other.example").configure_cert(other_context)
@@ -589,7 +589,7 @@ def test_wss_trusted_by_environment(
         assert run_cli(["connect", f"wss://127.0.0.1:{port}/", "-x", "hi"]) == 1
         assert run_cli(["connect", f"wss://127.0.0.1:{port}/", "-k", "-x", "hi"]) == 0
     out, err = capsys.readouterr()
-    assert out == "< hi\n"
+    assert out == "hi\n"
     assert "--insecure" in error_line(err)
 
 
@@ -803,7 +803,7 @@ def test_connect_offers_compression_unless_told_not_to(
 
     with running_server(process_request=record) as port:
         assert run_cli(["connect", *flag, "-x", "hi", f"ws://127.0.0.1:{port}/"]) == 0
-    assert capsys.readouterr().out == "< hi\n"
+    assert capsys.readouterr().out == "hi\n"
     assert seen == (["permessage-deflate; client_max_window_bits"] if not flag else [None])
 
 

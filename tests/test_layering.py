@@ -17,8 +17,8 @@ ALLOWED = {
     # The exceptions are a leaf: the twins raise the handshake's errors.
     "speedups": {"exceptions"},
     "asyncio": {"core", "exceptions", "speedups", "version"},
-    "cli": {"app", "asyncio", "core", "exceptions", "version"},
-    "app": {"core", "asyncio", "exceptions", "version"},
+    "cli": {"app", "asyncio", "core", "exceptions", "pubsub", "version"},
+    "app": {"core", "asyncio", "exceptions", "pubsub", "version"},
     "asgi": {"asyncio", "core", "exceptions", "version"},
     "sync": {"asyncio", "core", "exceptions", "version"},
     "pubsub": {"asyncio", "core", "exceptions", "version"},

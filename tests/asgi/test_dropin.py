@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import rapidws
 import rapidws.sync
 
 from ..asyncio.utils import wait
+from ..browser import chromium
 from ..conftest import TIMEOUT_FACTOR
 
 ROOT = Path(__file__).parents[2]
@@ -114,22 +114,6 @@ async def test_fastapi_chat_broadcasts_to_every_client(event_loop_name: str) -> 
             await wait(rapidws.connect(f"{uri}/x"), TIMEOUT)
         assert refused.value.response.status == 403
     assert server.app_errors() == 0, server.log
-
-
-def chromium() -> Any:
-    """Headless Chromium under selenium, driven through chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if binary is None or driver is None:
-        pytest.fail("headless Chromium is needed: apt-get install chromium chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
 
 def test_fastapi_chat_between_chromium_and_rapidws(tmp_path: Path) -> None:

@@ -75,6 +75,7 @@ from ..core.extensions.permessage_deflate import ServerPerMessageDeflate, with_c
 from ..core.headers import Headers
 from ..core.http11 import Request, Response
 from ..core.server import SelectSubprotocol, wants_upgrade
+from ..pubsub.hub import Hub
 from .endpoint import Endpoint, run_endpoint
 from .hooks import Interceptor
 from .limits import ConnectionCounter, RateLimit, RateLimitedCallbacks, TokenBucket
@@ -229,6 +230,9 @@ class App:
         message_rate: the most messages per second a connection may send
             (:class:`~rapidws.app.limits.RateLimit`); beyond it, the connection
             closes with 1008. ``None`` (the default): no limit.
+        hub: the app's :class:`~rapidws.Hub` (topics, broadcast); by default
+            one is made on first use of :attr:`hub`, in memory.
+            ``rapidws serve --broker redis://...`` gives it a Redis broker.
     """
 
     def __init__(
@@ -240,7 +244,9 @@ class App:
         trusted_proxies: Iterable[ProxySpec] = (),
         max_connections_per_ip: int | None = None,
         message_rate: RateLimit | None = None,
+        hub: Hub | None = None,
     ) -> None:
+        self._hub = hub
         self._per_ip = (
             None if max_connections_per_ip is None else (ConnectionCounter(max_connections_per_ip))
         )
@@ -485,16 +491,28 @@ class App:
             await _maybe_await(hook())
 
     async def startup(self) -> None:
-        """Run the startup hooks: this app's, then those of the apps mounted in it."""
+        """Connect the hub's broker, run the startup hooks: this app's, then the mounted apps'."""
+        if self._hub is not None:
+            # Before listening: a broker that cannot start fails the start.
+            await self._hub.start()
         await self._run_hooks(self._startup)
         for app in self._mounted:
             await app.startup()
 
     async def shutdown(self) -> None:
-        """Run the shutdown hooks: those of the mounted apps, then this app's."""
+        """Run the shutdown hooks (the mounted apps', then this app's); stop the hub."""
         for app in reversed(self._mounted):
             await app.shutdown()
         await self._run_hooks(self._shutdown)
+        if self._hub is not None:
+            await self._hub.stop()
+
+    @property
+    def hub(self) -> Hub:
+        """The app's :class:`~rapidws.Hub`: ``app.hub.subscribe(ws, "room")``."""
+        if self._hub is None:
+            self._hub = Hub()
+        return self._hub
 
     @property
     def draining(self) -> bool:

@@ -7,7 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from ..version import __version__
+from .bench import add_bench_command
 from .connect import add_connect_command
+from .demo import add_demo_command
 from .serve import add_serve_command
 
 __all__ = ["main"]
@@ -22,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_command(commands)
     add_connect_command(commands)
+    add_bench_command(commands)
+    add_demo_command(commands)
     return parser
 
 

@@ -4,7 +4,10 @@
 on ``sys.path``, as uvicorn does), takes its ``app`` attribute (dotted paths
 allowed: ``pkg.mod:holder.app``; with ``--factory``, a callable returning the
 App) and serves it until SIGTERM or SIGINT. ``rapidws serve --echo`` serves an
-App that echoes every message on any path.
+App that echoes every message on any path; ``--broadcast`` one that sends
+every message to every client, ``--exec CMD`` one that joins each connection
+to a process of CMD (websocat's ``exec:``); knobs make them answer late, push
+timestamped messages and close as told (:class:`Reference`).
 
 Shutdown is graceful: on the first signal the app drains (readiness routes and
 new handshakes answer 503), ``--drain`` seconds pass (a second signal cuts
@@ -22,20 +25,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
+import json
+import math
 import os
+import random
+import shlex
+import shutil
 import signal
 import ssl
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..app import App
 from ..app.static import StaticFiles
 from ..asyncio.server import Server, ServerConnection
+from ..core.frames import is_valid_close_code
 from ..core.limits import MAX_MESSAGE_SIZE
+from ..exceptions import ConnectionClosed
+from . import workers
+from .options import (
+    UsageError,
+    add_server_options,
+    bounded,
+    positive,
+    seconds,
+    server_options,
+)
 
-__all__ = ["AppLoadError", "add_serve_command", "echo", "echo_app", "load_app"]
+__all__ = [
+    "AppLoadError",
+    "Reference",
+    "add_serve_command",
+    "echo",
+    "echo_app",
+    "load_app",
+    "reference_app",
+]
 
 #: Close code on shutdown: 1001 "going away", or 1012 "service restart" with
 #: ``--restart`` (RFC 6455 section 7.4.1 and the IANA registry).
@@ -47,7 +76,7 @@ def add_serve_command(commands: Any) -> None:
     """Add the ``serve`` command to the subcommands of the ``rapidws`` parser."""
     parser = commands.add_parser(
         "serve",
-        help="run an App (module:app) or an echo server",
+        help="run an App (module:app) or a reference server (--echo, --broadcast, --exec)",
         description=(
             "Serve the rapidws.App found at MODULE:APP (the current directory is searched "
             "first), or an echo server with --echo, until SIGTERM or SIGINT. Shutdown is "
@@ -72,6 +101,7 @@ def add_serve_command(commands: Any) -> None:
         action="store_true",
         help="instead of an app: echo every message back, with its type, on any path",
     )
+    _add_reference_options(parser)
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
@@ -93,14 +123,10 @@ def add_serve_command(commands: Any) -> None:
         metavar="BYTES",
         help="largest message accepted, in bytes; 0 for no limit (default: %(default)s)",
     )
-    parser.add_argument(
-        "--tls-cert", metavar="FILE", help="certificate chain (PEM), to serve wss://"
-    )
-    parser.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
-    parser.add_argument("--no-compression", action="store_true", help="refuse permessage-deflate")
+    add_server_options(parser)
     parser.add_argument(
         "--drain",
-        type=_seconds,
+        type=seconds,
         default=0.0,
         metavar="SECONDS",
         help=(
@@ -108,6 +134,20 @@ def add_serve_command(commands: Any) -> None:
             "this long before closing connections, for load balancers to notice; a second "
             "signal cuts it short (default: 0)"
         ),
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run N worker processes on the port (SO_REUSEPORT), restarted if they die "
+        "(default: 1, no supervisor)",
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help="share the app's hub (topics, presence, history) through Redis at URL "
+        "(redis://host:port/db; needs rapidws[redis]); without it, each worker has its own",
     )
     parser.add_argument(
         "--restart",
@@ -118,13 +158,13 @@ def add_serve_command(commands: Any) -> None:
     parser.set_defaults(run=run_serve)
 
 
-def _seconds(text: str) -> float:
+def _positive(text: str) -> int:
     try:
-        value = float(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
     return value
 
 
@@ -137,17 +177,259 @@ async def echo(connection: ServerConnection) -> None:
         await connection.send(message)
 
 
-async def _echo_route(connection: ServerConnection, **path_params: object) -> None:
-    await echo(connection)
-
-
 def echo_app() -> App:
     """Return an App that echoes every message, on any path (``rapidws serve --echo``)."""
+    return reference_app(Reference())
+
+
+# The reference servers: --echo, --broadcast and --exec, with knobs for
+# testing clients and load tools against.
+
+#: The topic of ``--broadcast``.
+BROADCAST_TOPIC = "broadcast"
+
+
+def _add_reference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="instead of an app: send every message to every client (the sender too)",
+    )
+    parser.add_argument(
+        "--exec",
+        metavar="CMD",
+        help="instead of an app: run CMD (split as a shell would, not run by one) for each "
+        "connection and join its stdin and stdout to the connection",
+    )
+    parser.add_argument(
+        "--exec-framing",
+        choices=("line", "message"),
+        default="line",
+        help="with --exec: 'line' makes each message a line of stdin and each line of "
+        "stdout a message; 'message' passes bytes as they come (default: %(default)s)",
+    )
+    knobs = parser.add_argument_group(
+        "reference-server knobs (with --echo or --broadcast)",
+        "Behaviours to test clients and load tools against.",
+    )
+    knobs.add_argument(
+        "--delay", type=seconds, default=0.0, metavar="SECONDS", help="answer each message late"
+    )
+    knobs.add_argument(
+        "--jitter",
+        type=seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="add a uniform random delay of up to SECONDS to each answer (replies may reorder)",
+    )
+    knobs.add_argument(
+        "--push",
+        type=_rate,
+        metavar="RATE",
+        help='send RATE messages per second, {"seq": N, "time": UNIX_SECONDS}, to each '
+        "client (with --broadcast: published once, to all)",
+    )
+    knobs.add_argument(
+        "--close-after",
+        type=positive,
+        metavar="N",
+        help="close each connection after it sent N messages (and they were answered)",
+    )
+    knobs.add_argument(
+        "--close-code",
+        type=_close_code,
+        default=1000,
+        metavar="CODE",
+        help="with --close-after: the close code (default: %(default)s)",
+    )
+    knobs.add_argument(
+        "--close-reason", default="", metavar="TEXT", help="with --close-after: the reason"
+    )
+    knobs.add_argument(
+        "--close-abruptly",
+        action="store_true",
+        help="with --close-after: drop the TCP connection without a closing handshake "
+        "(the client sees 1006)",
+    )
+
+
+_rate = bounded(float, lambda value: 0 < value < math.inf, "a rate in messages per second")
+_close_code = bounded(int, is_valid_close_code, "a close code to send")
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """How a reference server behaves (``rapidws serve --echo``, ``--broadcast``, ``--exec``).
+
+    Attributes:
+        mode: ``"echo"`` (each message back to its sender), ``"broadcast"``
+            (each message to every client) or ``"exec"``.
+        command: with ``"exec"``, the program and its arguments, run for each
+            connection with its stdin and stdout joined to the connection.
+        framing: with ``"exec"``, ``"line"`` (a message is a line) or
+            ``"message"`` (bytes as they come, as binary messages).
+        delay: seconds before each answer.
+        jitter: up to this many more seconds, uniformly at random.
+        push: messages per second of ``{"seq": N, "time": T}``; 0 for none.
+        close_after: close a connection after it sent this many messages.
+        close_code: the code of that close.
+        close_reason: its reason.
+        close_abruptly: drop the TCP connection instead of closing.
+    """
+
+    mode: str = "echo"
+    command: tuple[str, ...] = ()
+    framing: str = "line"
+    delay: float = 0.0
+    jitter: float = 0.0
+    push: float = 0.0
+    close_after: int | None = None
+    close_code: int = 1000
+    close_reason: str = ""
+    close_abruptly: bool = False
+
+
+def reference_app(reference: Reference) -> App:
+    """Return an App that behaves as ``reference`` says, on any path."""
     app = App()
+    hub = app.hub if reference.mode == "broadcast" else None
+
+    async def route(connection: ServerConnection, **path_params: object) -> None:
+        if reference.mode == "exec":
+            await _exec(connection, reference)
+        else:
+            await _answer(connection, reference, hub)
+
     # "/{path:path}" matches "/" too; the static route is only its fast path.
-    app.add_websocket("/", _echo_route)
-    app.add_websocket("/{path:path}", _echo_route)
+    app.add_websocket("/", route)
+    app.add_websocket("/{path:path}", route)
+    if hub is not None and reference.push:
+        pushing: list[asyncio.Task[None]] = []
+
+        async def publish(message: str) -> None:
+            await hub.publish(BROADCAST_TOPIC, message)
+
+        @app.on_startup
+        def start_pushing() -> None:
+            pushing.append(asyncio.get_running_loop().create_task(_push(publish, reference.push)))
+
+        @app.on_shutdown
+        def stop_pushing() -> None:
+            for task in pushing:
+                task.cancel()
+
     return app
+
+
+async def _answer(connection: ServerConnection, reference: Reference, hub: Any) -> None:
+    """Echo or broadcast each message, late if told; push; close as told."""
+    tasks: set[asyncio.Task[None]] = set()
+    if hub is not None:
+        await hub.subscribe(connection, BROADCAST_TOPIC)
+    elif reference.push:
+        tasks.add(asyncio.get_running_loop().create_task(_push(connection.send, reference.push)))
+    late = reference.delay or reference.jitter
+    received = 0
+    try:
+        async for message in connection:
+            answer = hub.publish(BROADCAST_TOPIC, message) if hub else connection.send(message)
+            if late:
+                delay = reference.delay + random.uniform(0, reference.jitter)
+                tasks.add(asyncio.get_running_loop().create_task(_later(delay, answer)))
+            else:
+                await answer
+            received += 1
+            if received == reference.close_after:
+                await asyncio.gather(*tasks)  # the answers go before the close
+                if reference.close_abruptly and connection.transport is not None:
+                    connection.transport.abort()
+                else:
+                    await connection.close(reference.close_code, reference.close_reason)
+                break
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _later(delay: float, answer: Awaitable[Any]) -> None:
+    await asyncio.sleep(delay)
+    with contextlib.suppress(ConnectionClosed):
+        await answer
+
+
+async def _push(send: Callable[[str], Awaitable[Any]], rate: float) -> None:
+    """Send ``rate`` timestamped messages per second, on a schedule that does not drift."""
+    loop = asyncio.get_running_loop()
+    interval, due, seq = 1 / rate, loop.time(), 0
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            seq += 1
+            await send(json.dumps({"seq": seq, "time": time.time()}))
+            due += interval
+            await asyncio.sleep(max(0.0, due - loop.time()))
+
+
+async def _exec(connection: ServerConnection, reference: Reference) -> None:
+    """Join ``connection`` to a new process of ``reference.command``, as websocat's exec: does.
+
+    The process is killed when the connection ends; the connection closes when
+    the process ends its output: with 1000 if it exits with 0, else 1011.
+    """
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *reference.command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=MAX_MESSAGE_SIZE,
+        )
+    except OSError as exc:
+        await connection.close(1011, f"cannot run the command: {exc}"[:120])
+        return
+    line = reference.framing == "line"
+    output = asyncio.create_task(_exec_output(connection, process, line))
+    feeder = asyncio.create_task(_exec_input(connection, process, line))
+    try:
+        await asyncio.wait({output, feeder}, return_when=asyncio.FIRST_COMPLETED)
+        if not feeder.done():
+            status = await process.wait()
+            if status == 0:
+                await connection.close()
+            else:
+                await connection.close(1011, f"the command exited with status {status}")
+    finally:
+        feeder.cancel()
+        output.cancel()
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def _exec_input(
+    connection: ServerConnection, process: asyncio.subprocess.Process, line: bool
+) -> None:
+    assert process.stdin is not None
+    with contextlib.suppress(ConnectionClosed, ConnectionError):
+        async for message in connection:
+            data = message.encode() if isinstance(message, str) else message
+            process.stdin.write(data + b"\n" if line else data)
+            await process.stdin.drain()
+    # The connection ended (or the process stopped reading): the caller kills it.
+    await connection.wait_closed()
+
+
+async def _exec_output(
+    connection: ServerConnection, process: asyncio.subprocess.Process, line: bool
+) -> None:
+    assert process.stdout is not None
+    stdout = process.stdout
+    with contextlib.suppress(ConnectionClosed):
+        while data := await (stdout.readline() if line else stdout.read(65536)):
+            if line:
+                data = data.rstrip(b"\n")
+                with contextlib.suppress(UnicodeDecodeError):
+                    await connection.send(data.decode())  # a line of text: a text message
+                    continue
+            await connection.send(data)
 
 
 # Loading module:app.
@@ -231,28 +513,22 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.factory and args.app is None:
         _error("--factory goes with MODULE:APP")
         return 2
-    if args.app is None and not args.echo:
-        _error("nothing to serve; pass MODULE:APP (like main:app) or --echo")
+    try:
+        reference = _reference(args)
+        options = server_options(args)
+    except UsageError as exc:
+        _error(str(exc))
         return 2
-    if args.app is not None and args.echo:
-        _error(f"serve {args.app} or --echo, not both")
-        return 2
-    if bool(args.tls_cert) != bool(args.tls_key):
-        _error("--tls-cert and --tls-key go together")
-        return 2
+    except (OSError, ssl.SSLError) as exc:
+        _error(f"cannot load the certificate: {exc}")
+        return 1
     if args.root is not None and not os.path.isdir(args.root):
         _error(f"--root: not a directory: {args.root}")
         return 2
-    context = None
-    if args.tls_cert:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(args.tls_cert, args.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            _error(f"cannot load the certificate: {exc}")
-            return 1
-    if args.echo:
-        app, label = echo_app(), "echo server listening"
+    args.server_options = options
+    context = options["ssl"]
+    if reference is not None:
+        app, label = reference_app(reference), f"{reference.mode} server listening"
     else:
         try:
             app = load_app(args.app, factory=args.factory)
@@ -266,6 +542,86 @@ def run_serve(args: argparse.Namespace) -> int:
         except (TypeError, ValueError, RuntimeError) as exc:
             _error(f"--root: {exc}")
             return 2
+    if args.broker is not None:
+        try:
+            from ..pubsub.redis import RedisBroker  # noqa: PLC0415 - an optional extra
+        except ImportError as exc:
+            _error(f"--broker: {exc}")
+            return 2
+        app.hub.broker = RedisBroker(args.broker)
+    if args.workers == 1:
+        return _serve_once(app, label, args, context)
+    try:
+        reserved, args.port = workers.reserve_port(args.host, args.port)
+    except OSError as exc:
+        _error(str(exc))
+        return 1
+    with reserved:
+        _say(f"rapidws: {args.workers} workers (supervisor pid {os.getpid()})")
+        if args.broker is None:
+            _say(
+                "rapidws: no --broker: each worker has its own topics (a message "
+                "published in one reaches only that worker's subscribers)"
+            )
+        return workers.supervise(
+            args.workers,
+            lambda index: _serve_once(
+                app, f"worker {index} (pid {os.getpid()}): {label}", args, context
+            ),
+            drain=args.drain,
+        )
+
+
+def _reference(args: argparse.Namespace) -> Reference | None:
+    """Return the reference server that the flags ask for, or ``None`` for MODULE:APP.
+
+    Raises:
+        UsageError: for no server, or two, or a knob without its server.
+    """
+    modes = [name for name in ("echo", "broadcast", "exec") if getattr(args, name)]
+    if args.app is not None and modes:
+        raise UsageError(f"serve {args.app} or --{modes[0]}, not both")
+    if len(modes) > 1:
+        raise UsageError(f"--{modes[0]} or --{modes[1]}, not both")
+    if args.app is None and not modes:
+        raise UsageError("nothing to serve; pass MODULE:APP (like main:app) or --echo")
+    knobs = [
+        flag
+        for flag, value in (
+            ("--delay", args.delay), ("--jitter", args.jitter), ("--push", args.push),
+            ("--close-after", args.close_after),
+        )
+        if value
+    ]  # fmt: skip
+    if knobs and modes not in (["echo"], ["broadcast"]):
+        raise UsageError(f"{knobs[0]} goes with --echo or --broadcast")
+    closing = args.close_code != 1000 or args.close_reason or args.close_abruptly
+    if closing and not args.close_after:
+        raise UsageError("--close-code, --close-reason and --close-abruptly go with --close-after")
+    if args.app is not None:
+        return None
+    command: tuple[str, ...] = ()
+    if args.exec is not None:
+        command = tuple(shlex.split(args.exec))
+        if not command or shutil.which(command[0]) is None:
+            raise UsageError(f"--exec: no such command: {args.exec!r}")
+    return Reference(
+        mode=modes[0],
+        command=command,
+        framing=args.exec_framing,
+        delay=args.delay,
+        jitter=args.jitter,
+        push=args.push or 0.0,
+        close_after=args.close_after,
+        close_code=args.close_code,
+        close_reason=args.close_reason,
+        close_abruptly=args.close_abruptly,
+    )
+
+
+def _serve_once(
+    app: App, label: str, args: argparse.Namespace, context: ssl.SSLContext | None
+) -> int:
     try:
         asyncio.run(_serve(app, label, args, context))
     except _HookFailed as exc:
@@ -291,7 +647,13 @@ class _HookFailed(Exception):
 
 
 def _error(message: str) -> None:
-    print(f"rapidws serve: {message}", file=sys.stderr)
+    _say(f"rapidws serve: {message}")
+
+
+def _say(line: str) -> None:
+    # One write per line: the lines of workers sharing stderr never interleave.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 async def _serve(
@@ -303,9 +665,10 @@ async def _serve(
         async with app.serve(
             args.host,
             args.port,
-            ssl=context,
             max_size=args.max_size or None,
-            compression=None if args.no_compression else "deflate",
+            **args.server_options,
+            # Workers share the port, each with its own accept queue.
+            reuse_port=True if args.workers > 1 else None,
         ) as server:
             await _run_until_signal(app, server, label, args, context)
     except Exception as exc:
@@ -340,14 +703,13 @@ async def _run_until_signal(
         scheme = "wss" if context else "ws"
         host = f"[{args.host}]" if ":" in args.host else args.host
         # Only now: a supervisor may signal as soon as it reads this line.
-        print(f"rapidws: {label} on {scheme}://{host}:{server.port}", file=sys.stderr)
+        _say(f"rapidws: {label} on {scheme}://{host}:{server.port}")
         await stop.wait()
         code = SERVICE_RESTART if args.restart else GOING_AWAY
         drain = f"draining for {args.drain:g} s, then " if args.drain else ""
-        print(
+        _say(
             f"rapidws: {signal.Signals(signals[0]).name}: shutting down: "
-            f"{drain}closing connections with {code}",
-            file=sys.stderr,
+            f"{drain}closing connections with {code}"
         )
         app.start_draining()
         if args.drain:

@@ -23,6 +23,7 @@ import dataclasses
 import fnmatch
 import itertools
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Literal
@@ -202,8 +203,7 @@ class Hub:
         self.on_join = on_join
         self.on_leave = on_leave
         self.on_gap = on_gap
-        #: This node's id, the prefix of its connections' client ids.
-        self.node = secrets.token_hex(4)
+        self._node = ("", 0)  # (id, pid): made in the process that uses it
         self._serial = itertools.count(1)
         self._patterns: list[tuple[str, TopicOptions]] = []
         self._topics: dict[str, _Topic] = {}
@@ -216,6 +216,19 @@ class Hub:
         # Connections with frames published to them this loop turn, unwritten.
         self._corked: set[Connection[Any]] = set()
         self._uncorking = False
+
+    @property
+    def node(self) -> str:
+        """The id of this node, the prefix of its connections' client ids.
+
+        Made in the process that first uses it: workers forked from one
+        parent (``rapidws serve --workers``) each get their own.
+        """
+        node, pid = self._node
+        if pid != os.getpid():
+            node = secrets.token_hex(4)
+            self._node = (node, os.getpid())
+        return node
 
     # Lifecycle.
 
