@@ -301,3 +301,22 @@ async def test_a_redis_cluster_carries_topics_on_sharded_pub_sub(
         assert [await wait(ws.recv(), SLOW) for _ in range(2)] == ["m1", "m2"]
         assert len(await a.hub.presence(topics[0])) == 1  # cluster-wide presence
         await ws.close()
+
+
+async def test_join_and_leave_events_reach_every_node_with_subscribers(
+    redis: RedisServer,
+) -> None:
+    async with node(redis) as (a, server_a), node(redis) as (b, server_b):
+        events: list[tuple[str, str, str, Any]] = []
+        a.hub.on_join = lambda *event: events.append(("join", *event))
+        a.hub.on_leave = lambda *event: events.append(("leave", *event))
+        ann = await connect(server_a, "/room", a)
+        ann_id = a.hub.client_id(next(iter(a.hub._members)))
+        bob = await connect(server_b, "/room", b)
+        bob_id = b.hub.client_id(next(iter(b.hub._members)))
+        await until(lambda: len(events) == 2)
+        assert events == [("join", "room", ann_id, "room"), ("join", "room", bob_id, "room")]
+        await bob.close()
+        await until(lambda: len(events) == 3)
+        assert events[2] == ("leave", "room", bob_id, "room")
+        await ann.close()

@@ -56,7 +56,8 @@ class Envelope(NamedTuple):
     """A published message as a broker carries it between hubs."""
 
     topic: str
-    #: 1 for text, 2 for binary (the WebSocket opcode).
+    #: 1 for text, 2 for binary (the WebSocket opcode); 0 for a hub's event
+    #: (:meth:`Broker.announce`), never sent to connections.
     opcode: int
     payload: bytes
     #: The publisher's connection id, which must not receive it, or ``""``.
@@ -111,6 +112,14 @@ class Broker(abc.ABC):
         self, topic: str, opcode: int, payload: bytes, *, exclude: str, key: str, history: History
     ) -> Position | None:
         """Publish a message; return its position when the topic keeps history."""
+
+    @abc.abstractmethod
+    async def announce(self, topic: str, payload: bytes) -> None:
+        """Send an event about ``topic`` (a presence change) to every node subscribed to it.
+
+        It arrives as an envelope of opcode 0, without a position, in order
+        with the topic's messages; hubs never send it to connections.
+        """
 
     @abc.abstractmethod
     async def subscribe(self, topic: str, history: History) -> None:
@@ -212,6 +221,11 @@ class MemoryBroker(Broker):
         if self._deliver is not None:
             self._deliver(envelope)
         return position
+
+    async def announce(self, topic: str, payload: bytes) -> None:
+        """Deliver the event to this process's hub at once."""
+        if self._deliver is not None:
+            self._deliver(Envelope(topic, 0, payload, "", "", None))
 
     async def subscribe(self, topic: str, history: History) -> None:
         """Nothing to do: every message of this process is delivered here."""

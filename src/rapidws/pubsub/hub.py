@@ -22,6 +22,7 @@ import collections
 import dataclasses
 import fnmatch
 import itertools
+import json
 import logging
 import os
 import secrets
@@ -177,9 +178,10 @@ class Hub:
             them per topic or topic pattern.
         presence_ttl: seconds a presence entry lives without renewal (a
             crashed node's entries expire).
-        on_join: called with ``(topic, client, info)`` when a connection of
-            this node joins a topic with ``info``.
-        on_leave: called with ``(topic, client, info)`` when it leaves.
+        on_join: called with ``(topic, client, info)`` when a connection joins
+            a topic with ``info``, on every node that has subscribers to the
+            topic (through the broker), and at once on the joiner's node.
+        on_leave: called with ``(topic, client, info)`` when it leaves, likewise.
         on_gap: called with ``topic`` when the broker may have lost some of
             its messages (its connection to Redis failed and the topic keeps
             no history to catch up from, or the history itself was lost):
@@ -357,6 +359,7 @@ class Hub:
             await self.broker.subscribe(state.name, state.options.history)
         if info is not None:
             await self.broker.join(state.name, member.client, info, self.presence_ttl)
+            await self._announce(state.name, "join", member.client, info)
         ws = member.ws
         if since is None and ws not in state.recovering:
             return Subscription(state.name)
@@ -483,6 +486,9 @@ class Hub:
         state = self._topics.get(envelope.topic)
         if state is None:
             return
+        if not envelope.opcode:
+            self._presence_event(envelope)
+            return
         stats = state.stats
         stats.published += 1
         prepared = self._prepare(envelope, state)
@@ -521,6 +527,21 @@ class Hub:
         self._uncorking = False
         for ws in corked:
             ws._write_pending()
+
+    async def _announce(self, topic: str, event: str, client: str, info: Any) -> None:
+        # Presence events reach the other nodes through the broker (their
+        # hooks are theirs to set); this node's hooks ran already.
+        payload = json.dumps({"event": event, "client": client, "info": info})
+        await self.broker.announce(topic, payload.encode())
+
+    def _presence_event(self, envelope: Envelope) -> None:
+        event = json.loads(envelope.payload)
+        client = event["client"]
+        if client.startswith(self.node + "-"):
+            return  # one of ours: its hook ran when it happened
+        hook = self.on_join if event["event"] == "join" else self.on_leave
+        if hook is not None:
+            hook(envelope.topic, client, event["info"])
 
     def _gap(self, topic: str) -> None:
         logger.warning("messages of topic %s may have been lost", topic)
@@ -639,6 +660,7 @@ class Hub:
             if self.on_leave is not None:
                 self.on_leave(name, member.client, info)
             self._spawn(self._quietly(self.broker.leave(name, member.client)))
+            self._spawn(self._quietly(self._announce(name, "leave", member.client, info)))
         if not state.members:
             del self._topics[name]
             self._spawn(self._quietly(self.broker.unsubscribe(name)))

@@ -247,6 +247,11 @@ class RedisBroker(Broker):
         )
         return None
 
+    async def announce(self, topic: str, payload: bytes) -> None:
+        """Publish an event (opcode 0, no position) on the topic's channel."""
+        message = b"0 0 - 0 0\n" + payload
+        await self._batched((self._publish_command.upper(), self._channel(topic), message))
+
     async def _batched(self, command: tuple[Any, ...]) -> Any:
         # Queue a command for this loop turn's pipeline, and wait for its reply.
         loop = asyncio.get_running_loop()
