@@ -101,7 +101,7 @@ class Member(rapidws.Callbacks):
         self.hub.subscribe(connection, "news")
 
     def on_message(self, connection: rapidws.ServerConnection, message: str | bytes) -> None:
-        asyncio.get_running_loop().create_task(self.hub.publish("news", message))
+        self.hub.publish_nowait("news", message)  # delivered before it returns
 
 
 async def test_callbacks_and_endpoint_connections_share_a_topic() -> None:
@@ -412,3 +412,14 @@ async def test_stamp_puts_each_message_position_in_it_replays_included() -> None
         await hub.publish("t", b"two")
         assert await wait(ws.recv()) == f"one @{first.epoch}:1"
         assert await wait(ws.recv()) == f"two @{first.epoch}:2".encode()
+
+
+async def test_publish_nowait_delivers_at_once_in_one_process() -> None:
+    hub = Hub()
+    async with chat(hub) as server, rapidws.connect(uri(server, "/t")) as ws:
+        await joined(hub, "t", 1)
+        hub.publish_nowait("t", "now")
+        assert hub.stats("t").delivered == 1  # framed before publish_nowait returned
+        assert await wait(ws.recv()) == "now"
+        with pytest.raises(TypeError, match="publish str or bytes"):
+            hub.publish_nowait("t", 42)  # type: ignore[arg-type]

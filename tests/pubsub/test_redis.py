@@ -320,3 +320,21 @@ async def test_join_and_leave_events_reach_every_node_with_subscribers(
         await until(lambda: len(events) == 3)
         assert events[2] == ("leave", "room", bob_id, "room")
         await ann.close()
+
+
+async def test_publish_nowait_goes_through_redis_and_logs_failures(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with node(redis) as (a, _), node(redis) as (b, server_b):
+        ws = await connect(server_b, "/plain:room", b)
+        log = await connect(server_b, "/log", b)
+        for i in range(3):
+            a.hub.publish_nowait("plain:room", f"quick {i}")
+        a.hub.publish_nowait("log", "with history")  # through the script
+        assert [await wait(ws.recv(), SLOW) for _ in range(3)] == [f"quick {i}" for i in range(3)]
+        assert await wait(log.recv(), SLOW) == "with history"
+        redis.kill()
+        a.hub.publish_nowait("plain:room", "lost")  # never raises
+        await until(lambda: "publish failed" in caplog.text, SLOW)
+        await ws.close()
+        await log.close()

@@ -14,14 +14,18 @@ the publisher's connection id (for ``exclude``) and the coalescing key.
 from __future__ import annotations
 
 import abc
+import asyncio
 import collections
 import dataclasses
+import logging
 import secrets
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 __all__ = ["Broker", "Envelope", "History", "MemoryBroker", "Position"]
+
+logger = logging.getLogger("rapidws.pubsub")
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -112,6 +116,19 @@ class Broker(abc.ABC):
         self, topic: str, opcode: int, payload: bytes, *, exclude: str, key: str, history: History
     ) -> Position | None:
         """Publish a message; return its position when the topic keeps history."""
+
+    def publish_nowait(
+        self, topic: str, opcode: int, payload: bytes, *, exclude: str, key: str, history: History
+    ) -> None:
+        """Publish without waiting (for callbacks); a failure is logged, not raised.
+
+        By default a task runs :meth:`publish`; brokers do better where they can.
+        """
+        task = asyncio.get_running_loop().create_task(
+            self.publish(topic, opcode, payload, exclude=exclude, key=key, history=history)
+        )
+        _background.add(task)
+        task.add_done_callback(_published)
 
     @abc.abstractmethod
     async def announce(self, topic: str, payload: bytes) -> None:
@@ -204,6 +221,17 @@ class MemoryBroker(Broker):
         self, topic: str, opcode: int, payload: bytes, *, exclude: str, key: str, history: History
     ) -> Position | None:
         """Publish, keep in history, and deliver to this process's hub at once."""
+        return self._publish(topic, opcode, payload, exclude=exclude, key=key, history=history)
+
+    def publish_nowait(
+        self, topic: str, opcode: int, payload: bytes, *, exclude: str, key: str, history: History
+    ) -> None:
+        """Publish and deliver at once: nothing to wait for in one process."""
+        self._publish(topic, opcode, payload, exclude=exclude, key=key, history=history)
+
+    def _publish(
+        self, topic: str, opcode: int, payload: bytes, *, exclude: str, key: str, history: History
+    ) -> Position | None:
         position = None
         stream = self._streams.get(topic)
         if history or stream is not None:
@@ -276,3 +304,13 @@ def _offset(envelope: Envelope) -> int:
     # Envelopes kept in a history always have a position.
     assert envelope.position is not None
     return envelope.position.offset
+
+
+# Tasks of publish_nowait(), referenced until done (the loop holds them weakly).
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _published(task: asyncio.Task[Any]) -> None:
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("publish failed: %s", task.exception())

@@ -460,7 +460,47 @@ class Hub:
 
         Raises:
             TypeError: for a message that is neither ``str`` nor bytes-like.
+            ConnectionError: when the broker is unreachable
+                (:class:`~rapidws.pubsub.redis.BrokerUnavailable`).
         """
+        opcode, payload, excluded = self._outgoing(message, exclude)
+        if self._started is None or not self._started.done():
+            await self._start()
+        history = self.options(topic).history
+        return await self.broker.publish(
+            topic, opcode, payload, exclude=excluded, key=key or "", history=history
+        )
+
+    def publish_nowait(
+        self,
+        topic: str,
+        message: str | bytes | bytearray | memoryview,
+        *,
+        exclude: Connection[Any] | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Publish without waiting: for callbacks, which cannot await.
+
+        In one process the message is delivered before this returns; through
+        a broker it goes out with this loop turn's other publishes, and a
+        failure is logged instead of raised (use :meth:`publish` to know).
+        """
+        opcode, payload, excluded = self._outgoing(message, exclude)
+        if self._started is None or not self._started.done():
+            self._start()
+            if not self._started.done():  # type: ignore[union-attr]
+                # The broker is starting: publish once it has.
+                self._spawn(self.publish(topic, message, exclude=exclude, key=key))
+                return
+        history = self.options(topic).history
+        self.broker.publish_nowait(
+            topic, opcode, payload, exclude=excluded, key=key or "", history=history
+        )
+
+    def _outgoing(
+        self, message: str | bytes | bytearray | memoryview, exclude: Connection[Any] | None
+    ) -> tuple[int, bytes, str]:
+        # A message's opcode and payload, and the client id it excludes.
         if isinstance(message, str):
             opcode, payload = OP_TEXT, message.encode()
         elif isinstance(message, (bytes, bytearray, memoryview)):
@@ -472,12 +512,7 @@ class Hub:
             member = self._members.get(exclude)
             if member is not None:
                 excluded = member.client
-        if self._started is None or not self._started.done():
-            await self._start()
-        history = self.options(topic).history
-        return await self.broker.publish(
-            topic, opcode, payload, exclude=excluded, key=key or "", history=history
-        )
+        return opcode, payload, excluded
 
     # Delivery.
 
