@@ -13,12 +13,10 @@ log, keepalive pings off.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 
 import starlette
-import uvicorn
 from _runner import run
+from _uvicorn import serve
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -48,22 +46,7 @@ app = Starlette(routes=[WebSocketRoute("/{path:path}", chat)])
 
 async def main(port: int) -> None:
     """Serve until SIGINT or SIGTERM (uvicorn's own handlers stop it)."""
-    config = uvicorn.Config(
-        app,
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        ws_ping_interval=None,
-    )
-    # Bound before the ready line: connections wait in the backlog until uvicorn accepts.
-    sock = socket.create_server(("127.0.0.1", port), backlog=4096)
-    print(
-        f"ready pid={os.getpid()} uvicorn={uvicorn.__version__} starlette={starlette.__version__} "
-        f"ws={config.ws}",
-        flush=True,
-    )
-    await uvicorn.Server(config).serve(sockets=[sock])
+    await serve(app, port, f"starlette={starlette.__version__}")
 
 
 if __name__ == "__main__":
