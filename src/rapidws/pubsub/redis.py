@@ -81,8 +81,10 @@ redis.call(ARGV[7], ARGV[1], message)
 return {epoch, offset}
 """
 
-# Seconds between polls of a cluster's shard connections.
+# Seconds a poll of a cluster's shard connections waits for a message, and
+# between polls when it cannot wait.
 _SHARD_POLL = 0.2
+_SHARD_IDLE = 0.02
 
 _PUBLISH_SHA = hashlib.sha1(_PUBLISH.encode()).hexdigest()
 
@@ -442,11 +444,17 @@ class RedisBroker(Broker):
         loop = asyncio.get_running_loop()
         heard = loop.time()
         while True:
+            started = loop.time()
             message = await pubsub.get_sharded_message(timeout=_SHARD_POLL)
             if message is not None:
                 heard = loop.time()
                 await self._message(message)
-            elif loop.time() - heard > self.probe_interval:
+                continue
+            if loop.time() - started < _SHARD_POLL / 2:
+                # No shard connection to wait on yet (no channel), or a
+                # redis-py that does not wait: never spin.
+                await asyncio.sleep(_SHARD_IDLE)
+            if loop.time() - heard > self.probe_interval:
                 # Silence: the cluster must still answer (redis-py checks each
                 # shard connection as it reads).
                 await self._client.ping()
