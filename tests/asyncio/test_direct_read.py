@@ -35,7 +35,7 @@ def direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 async def send_in_two_parts(peer: RawPeer, data: bytes, cut: int) -> None:
-    """Write ``data[:cut]``, let the other side read it, then write the rest."""
+    """Write ``data[:cut]``, give the other side time to read it, then write the rest."""
     peer.send(data[:cut])
     await peer.writer.drain()
     await asyncio.sleep(0.05)
@@ -75,8 +75,10 @@ async def test_frames_after_a_large_one_keep_their_order(direct_reads: list[int]
         peer.send_close(1000)
         assert (await peer.read_close()).close_code == 1000
         await peer.close()
-    # All but what came before the pause (one read, or a few).
-    assert len(wire) - 100_000 <= sum(direct_reads) < len(PAYLOAD)
+    # Never what came before the pause (copied once the frame's size was
+    # known); all the rest when the server read the first part before the
+    # second came, less when a busy machine delivered both together.
+    assert 0 < sum(direct_reads) <= len(wire) - 100_000
 
 
 async def test_peer_vanishing_mid_frame_fails_only_its_connection(
