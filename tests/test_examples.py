@@ -276,6 +276,24 @@ if sys.version_info >= (3, 11):
                 assert isinstance(blob, bytes)
                 assert gzip.decompress(blob) == b"rapidws " * 1000
 
+    async def test_starlette_extensions_echo_large_messages_chunk_by_chunk() -> None:
+        # 17 MiB, past uvicorn's default ws_max_size (16 MiB): the endpoint
+        # takes it in chunks and echoes each as a fragment, never holding it.
+        text = "streamed é€ " * (17 << 16)
+        with example_server("starlette_extensions") as url:
+            async with rapidws.connect(f"{url}/ws") as ws:
+                # recv_stream() streams from the next message on: this one
+                # came whole, as small messages are echoed.
+                await ws.send("hello")
+                stream = await asyncio.wait_for(ws.recv_stream(), TIMEOUT)
+                assert [chunk async for chunk in stream] == ["hello"]
+                await ws.send(text)
+                stream = await asyncio.wait_for(ws.recv_stream(), TIMEOUT)
+                chunks = [chunk async for chunk in stream]
+                assert len(chunks) > 1
+                assert all(isinstance(chunk, str) for chunk in chunks)
+                assert "".join(map(str, chunks)) == text
+
 
 # relay.py
 

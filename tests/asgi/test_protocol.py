@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+import tracemalloc
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +18,9 @@ import rapidws
 from rapidws.asgi import ClientDisconnected
 
 from ..asyncio.utils import (
+    OP_BINARY,
     OP_CLOSE,
+    OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
@@ -121,6 +126,7 @@ async def test_scope() -> None:
         "websocket.http.response": {},
         "rapidws.websocket.compress": {},
         "rapidws.websocket.ping": {},
+        "rapidws.websocket.stream": {},
     }
     assert scope["state"] == {}
 
@@ -615,6 +621,268 @@ async def test_ping_unanswered_before_the_close_gives_no_pong_event() -> None:
         await peer.close()
         await wait(_until(lambda: bool(raised)))
     assert events == [{"type": "websocket.disconnect", "code": 4000, "reason": ""}]
+
+
+# The stream extension.
+
+CHUNK = 64 * 1024  # the engine's stream_chunk_size
+
+
+async def stream_app(scope: Scope, receive: Receive, send: Send, **accept: Any) -> None:
+    """Accept with the stream extension (options from ``accept``); record every event."""
+    await receive()
+    await send({"type": "websocket.accept", "rapidws.stream": True, **accept})
+    events: list[dict[str, Any]] = scope["state"]["events"]
+    while True:
+        message = await receive()
+        events.append(message)
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+def recording(app: Callable[..., Awaitable[None]], **accept: Any) -> tuple[Any, list[Any]]:
+    """``app`` with its events recorded in a list, returned too."""
+    events: list[dict[str, Any]] = []
+
+    async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": {"events": events}}, receive, send, **accept)
+
+    return recorded, events
+
+
+def joined(events: list[dict[str, Any]], key: str) -> Any:
+    """The data of the message that ``events`` carry in chunks, checked to end once."""
+    flags = [event["rapidws.more"] for event in events]
+    assert flags == [True] * (len(flags) - 1) + [False]
+    return ("" if key == "text" else b"").join(event[key] for event in events)
+
+
+class PeakMemory:
+    """The peak of Python allocations (tracemalloc) while the block runs."""
+
+    peak = 0
+
+    def __enter__(self) -> PeakMemory:
+        tracemalloc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+
+
+def blocks(block: bytes, count: int) -> Iterator[bytes]:
+    """``count`` times ``block``: a message sent in fragments, never held whole."""
+    for _ in range(count):
+        yield block
+
+
+async def test_small_messages_come_whole_with_more_false() -> None:
+    app, events = recording(stream_app)
+    async with serve(app) as served, rapidws.connect(served.uri()) as ws:
+        await ws.send("hi")
+        await ws.send(b"\x00")
+        await wait(_until(lambda: len(events) == 2))
+    assert events[:2] == [
+        {"type": "websocket.receive", "text": "hi", "rapidws.more": False},
+        {"type": "websocket.receive", "bytes": b"\x00", "rapidws.more": False},
+    ]
+
+
+async def test_without_the_opt_in_large_messages_come_whole() -> None:
+    app, events = recording(stream_app, **{"rapidws.stream": False})
+    big = b"x" * (4 * CHUNK)
+    async with serve(app) as served, rapidws.connect(served.uri()) as ws:
+        await ws.send(blocks(big[:CHUNK], 4))
+        await wait(_until(lambda: len(events) == 1))
+    assert events[0] == {"type": "websocket.receive", "bytes": big}
+
+
+async def test_starlette_endpoint_reads_10_mib_in_chunks_with_bounded_memory() -> None:
+    sizes: list[int] = []
+
+    async def endpoint(websocket: Any) -> None:
+        assert "rapidws.websocket.stream" in websocket.scope["extensions"]
+        await websocket.receive()  # websocket.connect
+        await websocket.send({"type": "websocket.accept", "rapidws.stream": True})
+        digest = hashlib.sha256()
+        more = True
+        while more:
+            message = await websocket.receive()
+            sizes.append(len(message["bytes"]))
+            digest.update(message["bytes"])
+            more = message["rapidws.more"]
+            await asyncio.sleep(0.001)  # slower than the client: reading must pause
+        await websocket.send_text(digest.hexdigest())
+
+    block, count = bytes(range(256)) * (CHUNK // 256), 160  # 10 MiB
+    expected = hashlib.sha256()
+    for _ in range(count):
+        expected.update(block)
+    # ws_max_size (1 MiB) does not limit a streamed message.
+    async with (
+        serve(starlette_app(endpoint), ws_max_size=1 << 20) as served,
+        rapidws.connect(served.uri("/ws"), compression=None) as ws,
+    ):
+        with PeakMemory() as memory:
+            await wait(ws.send(blocks(block, count)))
+            assert await wait(ws.recv()) == expected.hexdigest()
+    assert sum(sizes) == count * CHUNK
+    assert max(sizes) <= CHUNK
+    assert memory.peak < 3 << 20, memory.peak  # 10 MiB went through
+
+
+async def test_text_chunks_are_cut_between_code_points() -> None:
+    app, events = recording(stream_app)
+    text = "aé€😀" * 50_000  # 500 kB, code points of 1 to 4 bytes
+    data = text.encode()
+    size = 65_537  # frames cut inside code points
+    async with serve(app) as served:
+        peer = await RawPeer.open_websocket(served.port)
+        for start in range(0, len(data), size):
+            opcode = OP_TEXT if start == 0 else OP_CONT
+            fin = start + size >= len(data)
+            peer.send_frame(opcode, data[start : start + size], fin=fin)
+            await peer.writer.drain()
+        await wait(_until(lambda: bool(events) and not events[-1]["rapidws.more"]))
+        chunks = events.copy()
+        await peer.close()
+    assert all(isinstance(event["text"], str) for event in chunks)
+    assert all(len(event["text"].encode()) <= CHUNK + 3 for event in chunks)
+    assert len(chunks) >= len(data) // CHUNK
+    assert joined(chunks, "text") == text
+
+
+async def test_compressed_stream_inflates_as_the_app_reads() -> None:
+    # A frame of 10 MiB of zeros deflates to 10 kB, which arrive in one
+    # read: the engine inflates a few chunks at a time, as the app takes them.
+    sizes: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept", "rapidws.stream": True})
+        more = True
+        while more:
+            message = await receive()
+            sizes.append(len(message["bytes"]))
+            assert not any(message["bytes"])
+            more = message["rapidws.more"]
+            await asyncio.sleep(0.001)
+        await send({"type": "websocket.send", "text": "done"})
+
+    count = 160
+    compressor = zlib.compressobj(wbits=-15)
+    payload = b"".join(compressor.compress(block) for block in blocks(bytes(CHUNK), count))
+    # Without the flush's 00 00 ff ff tail (RFC 7692 section 7.2.1).
+    payload = (payload + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    deflate = [("Sec-WebSocket-Extensions", "permessage-deflate")]
+    async with serve(app, ws_per_message_deflate=True) as served:
+        peer = await RawPeer.open_websocket(served.port, headers=deflate)
+        with PeakMemory() as memory:
+            peer.send_frame(OP_BINARY, payload, rsv=0x40)  # RSV1: compressed
+            done = await peer.read_frame()
+        await peer.close()
+    assert done.payload == b"done"
+    assert len(payload) < 20_000
+    assert sum(sizes) == count * CHUNK
+    assert max(sizes) <= CHUNK
+    assert memory.peak < 3 << 20, memory.peak
+
+
+async def test_max_stream_size_replaces_max_size_and_is_1009_beyond() -> None:
+    app, events = recording(stream_app, **{"rapidws.max_stream_size": 2000})
+    async with serve(app, ws_max_size=1000) as served:
+        async with rapidws.connect(served.uri()) as ws:
+            await ws.send([b"a" * 600, b"b" * 600])  # 1200 bytes: past max_size
+            await wait(_until(lambda: bool(events) and not events[-1]["rapidws.more"]))
+            assert joined(events, "bytes") == b"a" * 600 + b"b" * 600
+            await ws.send([b"c" * 1500, b"d" * 600])  # 2100 bytes: past max_stream_size
+            await ws.wait_closed()
+        assert ws.close_code == 1009
+        await wait(_until(lambda: events[-1]["type"] == "websocket.disconnect"))
+    assert events[-1]["code"] == 1009
+
+
+async def test_pong_event_between_two_chunks() -> None:
+    events: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept", "rapidws.stream": True})
+        events.append(await receive())
+        await send({"type": "websocket.send", "rapidws.ping": b"p"})
+        events.append(await receive())  # waiting for a chunk when the pong comes
+        events.append(await receive())
+
+    async with serve(app) as served:
+        peer = await RawPeer.open_websocket(served.port)
+        peer.send_frame(OP_TEXT, "ab", fin=False)
+        ping = await peer.read_frame()
+        assert (ping.opcode, ping.payload) == (OP_PING, b"p")
+        peer.send_frame(OP_PONG, b"p")
+        await wait(_until(lambda: len(events) == 2))
+        peer.send_frame(OP_CONT, "cd")
+        await wait(_until(lambda: len(events) == 3))
+        await peer.close()
+    assert events[0] == {"type": "websocket.receive", "text": "ab", "rapidws.more": True}
+    assert events[1]["rapidws.pong"]["data"] == b"p"
+    assert events[2] == {"type": "websocket.receive", "text": "cd", "rapidws.more": False}
+
+
+async def test_close_amid_a_stream_is_the_disconnect_event() -> None:
+    app, events = recording(stream_app)
+    async with serve(app) as served:
+        peer = await RawPeer.open_websocket(served.port)
+        peer.send_frame(OP_BINARY, b"half", fin=False)
+        await wait(_until(lambda: bool(events)))
+        peer.send_close(4000, "gone")
+        assert (await peer.read_close()).close_code == 4000
+        await peer.close()
+        await wait(_until(lambda: len(events) == 2))
+    assert events == [
+        {"type": "websocket.receive", "bytes": b"half", "rapidws.more": True},
+        {"type": "websocket.disconnect", "code": 4000, "reason": "gone"},
+    ]
+
+
+async def test_app_sends_a_message_in_fragments() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "a", "rapidws.more": True})
+        await send({"type": "websocket.send", "text": "é", "rapidws.more": True})
+        await send({"type": "websocket.send", "text": "c"})
+        await send({"type": "websocket.send", "bytes": b"whole", "rapidws.more": False})
+        await receive()
+
+    async with serve(app) as served:
+        peer = await RawPeer.open_websocket(served.port)
+        frames = [await peer.read_frame() for _ in range(4)]
+        await peer.close()
+    assert [(f.opcode, f.fin, f.payload) for f in frames] == [
+        (OP_TEXT, False, b"a"),
+        (OP_CONT, False, "é".encode()),
+        (OP_CONT, True, b"c"),
+        (OP_BINARY, True, b"whole"),
+    ]
+
+
+async def test_fragments_of_two_types_raise_and_a_half_message_ends_with_1011() -> None:
+    raised: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "bytes": b"x", "rapidws.more": True})
+        try:
+            await send({"type": "websocket.send", "text": "y"})
+        except TypeError as exc:
+            raised.append(exc)
+
+    async with serve(app) as served, rapidws.connect(served.uri()) as ws:
+        await ws.wait_closed()
+    assert "one type" in str(raised[0])
+    assert (ws.close_code, ws.close_reason) == (1011, "message left unfinished")
 
 
 async def _until(predicate: Callable[[], bool]) -> None:

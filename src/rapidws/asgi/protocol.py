@@ -27,8 +27,22 @@ would see on any ASGI server:
   returns a ``websocket.receive`` event with ``"rapidws.pong": {"data": data,
   "rtt": seconds}`` and neither ``"text"`` nor ``"bytes"``, in order with the
   messages. A connection that closes first gives no pong event.
+- ``"rapidws.websocket.stream"``: large messages in fragments, never held
+  whole. An app opts in when it accepts: ``{"type": "websocket.accept",
+  "rapidws.stream": True}``, with ``"rapidws.max_stream_size": n`` (bytes,
+  1009 beyond; ``None``, the default, for no limit) in place of uvicorn's
+  ``ws_max_size``. From then on, every ``websocket.receive`` event with
+  ``"text"`` or ``"bytes"`` has a ``"rapidws.more"`` key: ``False`` for a
+  message that came whole (a small one, arriving at once), ``True`` for each
+  chunk of a large one (at most 64 KiB, text cut between code points) but the
+  last, whose ``False`` ends the message (its chunk may be empty). Reading
+  from the socket pauses while a few chunks wait for the app: its pace of
+  ``receive`` calls sets the peer's. Sending needs no opt-in: a
+  ``websocket.send`` with ``"rapidws.more": True`` is a fragment of a message
+  that the next ``websocket.send`` without it ends (all of one type,
+  ``"rapidws.compress"`` read from the first).
 
-Both ride on the spec's message types, not new ones: Starlette and FastAPI
+All ride on the spec's message types, not new ones: Starlette and FastAPI
 refuse any other type in both directions, so new types could not reach their
 apps.
 
@@ -47,10 +61,17 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
-from ..asyncio.connection import Connection, Settings, connection_settings
+from ..asyncio.connection import (
+    Connection,
+    Data,
+    MessageStream,
+    MessageWriter,
+    Settings,
+    connection_settings,
+)
 from ..asyncio.deadlines import Deadlines
 from ..asyncio.heartbeat import Heartbeat
 from ..core.extensions.base import ServerExtensionFactory
@@ -146,6 +167,9 @@ class UvicornProtocol(Connection[ServerProtocol]):
 
     __slots__ = (
         "_app_pings",
+        "_asgi_stream",
+        "_asgi_streaming",
+        "_asgi_writer",
         "_closing",
         "_connect_sent",
         "_denial",
@@ -214,6 +238,11 @@ class UvicornProtocol(Connection[ServerProtocol]):
         self._app_pings: collections.deque[tuple[asyncio.Future[float], bytes]] | None
         self._app_pings = None
         self._pongs: collections.deque[Message] | None = None
+        # The stream extension: whether the app opted in, the message it is
+        # receiving in chunks, and the one it is sending in fragments.
+        self._asgi_streaming = False
+        self._asgi_stream: MessageStream | None = None
+        self._asgi_writer: MessageWriter | None = None
 
     # Sharing timers with the server's other connections.
 
@@ -339,6 +368,7 @@ class UvicornProtocol(Connection[ServerProtocol]):
                 "websocket.http.response": {},
                 "rapidws.websocket.compress": {},
                 "rapidws.websocket.ping": {},
+                "rapidws.websocket.stream": {},
             },
         }
 
@@ -393,6 +423,9 @@ class UvicornProtocol(Connection[ServerProtocol]):
         elif phase is _Phase.RESPONSE:
             self._end_denial(b"")
         elif self.protocol.state is OPEN:
+            if self._asgi_writer is not None and code == 1000:
+                # Half a message is on the wire: not a normal end for the peer.
+                code, reason = 1011, "message left unfinished"
             self.protocol.send_close(code, reason)
             self._write_pending()
 
@@ -404,18 +437,46 @@ class UvicornProtocol(Connection[ServerProtocol]):
         if self._phase is _Phase.ACCEPTED:
             if self._pongs:
                 return self._pongs.popleft()
+            event: Message
             try:
-                message = await self.recv()
+                stream = self._asgi_stream
+                if stream is not None:
+                    return await self._next_chunk(stream)
+                # _streamed: a message that arrives in chunks comes as its
+                # stream (only once the app opted in), not joined.
+                message: Data | MessageStream = await self.recv(_streamed=True)
+                if type(message) is str:
+                    event = {"type": "websocket.receive", "text": message}
+                elif type(message) is bytes:
+                    event = {"type": "websocket.receive", "bytes": message}
+                else:
+                    self._asgi_stream = cast("MessageStream", message)
+                    return await self._next_chunk(self._asgi_stream)
             except ConnectionClosed:
                 return self._disconnect_event()
             except _PongArrived:
                 return self._pongs.popleft()  # type: ignore[union-attr]
-            if type(message) is str:
-                return {"type": "websocket.receive", "text": message}
-            return {"type": "websocket.receive", "bytes": message}
+            if self._asgi_streaming:
+                event["rapidws.more"] = False  # a message that came whole
+            return event
         # Before accepting (or after closing), nothing comes but the end.
         await self.wait_closed()
         return self._disconnect_event()
+
+    async def _next_chunk(self, stream: MessageStream) -> Message:
+        # The next chunk of the message being received in chunks, flagged
+        # with whether more follow. MessageStream pauses reading while
+        # chunks wait, and resumes inflating as they are taken.
+        try:
+            chunk = await anext(stream)
+        except StopAsyncIteration:
+            # The end came after the last chunk was handed out.
+            chunk = "" if stream.text else b""
+        more = not stream._done or bool(stream._chunks)
+        if not more:
+            self._asgi_stream = None
+        key = "text" if stream.text else "bytes"
+        return {"type": "websocket.receive", key: chunk, "rapidws.more": more}
 
     def _disconnect_event(self) -> Message:
         protocol = self.protocol
@@ -439,6 +500,7 @@ class UvicornProtocol(Connection[ServerProtocol]):
         Raises:
             ClientDisconnected: when the connection is closed.
             RuntimeError: for a message that is not valid at this point.
+            TypeError: for a fragment of another type than the message's first.
         """
         kind = message["type"]
         phase = self._phase
@@ -452,8 +514,12 @@ class UvicornProtocol(Connection[ServerProtocol]):
                             self._asgi_ping(message["rapidws.ping"])
                             return
                         raise RuntimeError("'websocket.send' has neither 'bytes' nor 'text'")
+                compress = message.get("rapidws.compress", True)
                 try:
-                    await self.send(data, compress=message.get("rapidws.compress", True))
+                    if self._asgi_writer is None and not message.get("rapidws.more"):
+                        await self.send(data, compress=compress)
+                    else:
+                        await self._send_part(data, message.get("rapidws.more", False), compress)
                 except ConnectionClosed:
                     raise ClientDisconnected from None
             elif kind == "websocket.close":
@@ -496,6 +562,18 @@ class UvicornProtocol(Connection[ServerProtocol]):
                 f"Unexpected ASGI message '{kind}', after sending 'websocket.close'."
             )
 
+    async def _send_part(self, data: Data, more: bool, compress: bool) -> None:
+        # A fragment of a message sent in parts; the first says its type.
+        writer = self._asgi_writer
+        if writer is None:
+            writer = self._asgi_writer = MessageWriter(self, None, compress)
+        writer._check(data)
+        if not more:
+            self._asgi_writer = None
+        writer._write(data, fin=not more)
+        if self._writing_paused:
+            await self._drain()
+
     def _asgi_ping(self, data: bytes) -> None:
         if self.protocol.state is not OPEN:
             # As a websocket.send would: no pong can come back any more.
@@ -517,7 +595,10 @@ class UvicornProtocol(Connection[ServerProtocol]):
             if self._pongs is None:
                 self._pongs = collections.deque()
             self._pongs.append(event)
-            recv_waiter = self._recv_waiter
+            recv_waiter: asyncio.Future[Any] | None = self._recv_waiter
+            if self._asgi_stream is not None:
+                # Between two chunks: control frames come amid fragments.
+                recv_waiter = self._asgi_stream._waiter
             if recv_waiter is not None and not recv_waiter.done():
                 recv_waiter.set_exception(_PongArrived())
 
@@ -531,6 +612,10 @@ class UvicornProtocol(Connection[ServerProtocol]):
         if subprotocol:
             response.headers["Sec-WebSocket-Protocol"] = subprotocol
             self.protocol.subprotocol = subprotocol
+        if message.get("rapidws.stream"):
+            # Before the response: frames that came with it are parsed then.
+            self._asgi_streaming = self.protocol.streaming = True
+            self.protocol.max_stream_size = message.get("rapidws.max_stream_size")
         self._phase = _Phase.ACCEPTED
         self._early_data = 0
         self.protocol.send_response(response)
