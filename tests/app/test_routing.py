@@ -144,6 +144,121 @@ def test_router_of_200_routes_matches_the_last_ones() -> None:
     assert ws(router, "/dynamic/100/x/7") == NotFound()
 
 
+@pytest.mark.parametrize(
+    ("templates", "target", "winner"),
+    [
+        # A template with a parameter in an earlier segment is in a branch
+        # above the other's, and still wins when registered first.
+        (["/{tenant}/b/{x}", "/a/b/{x}"], "/a/b/c", "/{tenant}/b/{x}"),
+        (["/a/b/{x}", "/{tenant}/b/{x}"], "/a/b/c", "/a/b/{x}"),
+        (["/a/{x}/w", "/{y}/b/{z}", "/a/b/{q}"], "/a/b/w", "/a/{x}/w"),
+        (["/a/x/{p}", "/{y}/b/{q}", "/a/{z}/w"], "/a/b/w", "/{y}/b/{q}"),
+        # A parameter inside a segment: its branch is the segments before it.
+        (["/ws/r{i}", "/ws/{name}"], "/ws/r5", "/ws/r{i}"),
+        (["/ws/{name}", "/ws/r{i}"], "/ws/r5", "/ws/{name}"),
+        # Deeper than the path's last slash: the walk finds the branch.
+        (["/a/b/c/{x:path}", "/a/{y:path}"], "/a/b/c/d/e", "/a/b/c/{x:path}"),
+        (["/a/{y:path}", "/a/b/c/{x:path}"], "/a/b/c/d/e", "/a/{y:path}"),
+        (["/a/b/c/{x:path}", "/a/{y:path}"], "/a/b/z/d/e", "/a/{y:path}"),
+    ],
+)
+def test_precedence_across_literal_segments(templates: list[str], target: str, winner: str) -> None:
+    result = ws(ws_router(*templates), target)
+    assert isinstance(result, Matched), result
+    assert result.route.path == winner
+
+
+def test_path_without_a_branch_is_matched_from_the_nearest_one() -> None:
+    router = ws_router("/ws/echo/{room}", "/ws/{rest:path}", "/{any:path}")
+    assert params(router, "/ws/echo/lobby") == {"room": "lobby"}
+    assert params(router, "/ws/echo/lobby/more") == {"rest": "echo/lobby/more"}
+    assert params(router, "/ws/other/x") == {"rest": "other/x"}
+    assert params(router, "/ws/") == {"rest": ""}
+    assert params(router, "/ws") == {"any": "ws"}
+    assert params(router, "/elsewhere/x/y") == {"any": "elsewhere/x/y"}
+
+
+def test_last_segment_parameter_alone_in_its_branch() -> None:
+    # Matched without a regex: it must take exactly what "[^/]+" takes.
+    router = ws_router("/ws/{user}", "/ws/echo/{room}", "/n/{id:int}")
+    assert params(router, "/ws/ada") == {"user": "ada"}
+    assert params(router, "/ws/echo") == {"user": "echo"}
+    assert params(router, "/ws/echo/lobby") == {"room": "lobby"}
+    assert params(router, "/ws/J%C3%BCrgen") == {"user": "Jürgen"}
+    assert params(router, "/ws/a%2Fb") == {"user": "a/b"}
+    assert ws(router, "/ws/") == NotFound()
+    assert ws(router, "/ws/a/b") == NotFound()
+    assert ws(router, "/ws/echo/") == NotFound()
+    assert params(router, "/n/7") == {"id": 7}
+    assert ws(router, "/n/x") == NotFound()
+
+
+def test_custom_str_convertor_is_not_taken_for_the_builtin() -> None:
+    router = Router({"str": MaybeConvertor()})
+    router.add("/ws/{user}", "maybe", kind="websocket")
+    assert params(router, "/ws/") == {"user": ""}
+    assert params(router, "/ws/a") == {"user": "a"}
+
+
+def test_mounted_last_segment_parameter() -> None:
+    router = Router()
+    router.mount("/admin", ws_router("/{page}"))
+    assert params(router, "/admin/users") == {"page": "users"}
+    assert ws(router, "/admin/users/1") == NotFound()
+    assert ws(router, "/admin/") == NotFound()
+
+
+def test_literal_segments_only_prefix_a_parameter() -> None:
+    router = ws_router("/ws/echo/{room}")
+    assert ws(router, "/ws/echo") == NotFound()
+    assert ws(router, "/ws/echo/") == NotFound()
+    assert ws(router, "/ws/echoes/x") == NotFound()
+    assert ws(router, "/ws/echo/a/b") == NotFound()
+
+
+def test_trailing_slash_is_part_of_a_dynamic_template() -> None:
+    router = ws_router("/rooms/{room}/", "/users/{user}")
+    assert params(router, "/rooms/r1/") == {"room": "r1"}
+    assert ws(router, "/rooms/r1") == NotFound()
+    assert ws(router, "/users/u1/") == NotFound()
+    assert http(router, "/users/u1/") == Redirect("/users/u1")
+    assert http(router, "/rooms/r1?x=1") == Redirect("/rooms/r1/?x=1")
+
+
+def test_escaped_and_converted_parameters_in_one_template() -> None:
+    router = ws_router("/a/{name}/{n:int}/{u:uuid}")
+    assert params(router, f"/a/J%C3%BCrgen/7/{UID}") == {"name": "Jürgen", "n": 7, "u": UID}
+    assert params(router, f"/a/x/7/{UID}") == {"name": "x", "n": 7, "u": UID}
+    assert ws(router, f"/a/x/y/{UID}") == NotFound()
+    assert params(router, "/a/%7Eb/1/" + str(UID).upper()) == {"name": "~b", "n": 1, "u": UID}
+
+
+def test_two_verbatim_parameters() -> None:
+    router = ws_router("/{a}/x/{b:path}")
+    assert params(router, "/1/x/2/3") == {"a": "1", "b": "2/3"}
+    assert params(router, "/1%2F2/x/3") == {"a": "1/2", "b": "3"}
+
+
+def test_mounted_dynamic_routes_keep_precedence_with_the_parent() -> None:
+    sub = ws_router("/{room}", "/files/{file:int}")
+    router = Router()
+    router.add("/chat/{anything:path}", "first", kind="websocket")
+    router.mount("/chat", sub)
+    result = ws(router, "/chat/files/5")
+    assert isinstance(result, Matched)
+    assert result.route.endpoint == "first"
+    other = Router()
+    other.mount("/chat", sub)
+    other.add("/chat/files/{name}", "last", kind="websocket")
+    result = ws(other, "/chat/files/5")
+    assert isinstance(result, Matched)
+    assert (result.route.path, result.params) == ("/chat/files/{file:int}", {"file": 5})
+    result = ws(other, "/chat/files/x")
+    assert isinstance(result, Matched)
+    assert (result.route.endpoint, result.params) == ("last", {"name": "x"})
+    assert params(other, "/chat/lobby") == {"room": "lobby"}
+
+
 def test_router_without_routes_finds_nothing() -> None:
     assert ws(Router(), "/") == NotFound()
     assert http(Router(), "/") == NotFound()

@@ -56,7 +56,7 @@ import inspect
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -208,6 +208,17 @@ class _WebSocketRoute:
     extensions: tuple[ServerExtensionFactory, ...] | None = None
     # The callbacks behind the app's message rate limit, made on first use.
     limited: RateLimitedCallbacks | None = None
+
+    # Whether the route has subprotocols or settings of its own: known once,
+    # not looked up per handshake.
+    customized: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self.customized = (
+            self.subprotocols is not None
+            or self.select_subprotocol is not None
+            or self.settings is not None
+        )
 
 
 class App:
@@ -534,25 +545,15 @@ class App:
 
     # The server's process_request hook.
 
-    def handle(
-        self, ws: ServerConnection, request: Request
-    ) -> Response | Coroutine[Any, Any, Response]:
+    def handle(self, ws: ServerConnection, request: Request) -> Response | Awaitable[Response]:
         """Route a request: answer it, or prepare ``ws`` for its WebSocket route.
 
         The server's ``process_request`` hook (:meth:`serve` installs it).
         Returns the response to send: the 101 of an accepted upgrade, or any
-        other answer; a coroutine that makes it when an interceptor or a
-        handler is async. Sync hooks and handlers run at once: no task.
+        other answer; an awaitable that makes it when an interceptor or a
+        handler is async. Sync hooks and handlers run at once: no task, no
+        coroutine.
         """
-        steps = self._steps(ws, request)
-        try:
-            pending = steps.send(None)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        return _finish_steps(steps, pending)
-
-    def _steps(self, ws: ServerConnection, request: Request) -> Generator[Any, Any, Response]:
-        """Answer a request; yield what must be awaited, to receive its result."""
         if self._trusted_proxies is not None:
             self._trusted_proxies.apply(ws, request)  # before the interceptors read it
         target = request.target
@@ -565,6 +566,7 @@ class App:
         # A plain request's connection may serve the next one (a page, its
         # script, then the upgrade); a refused upgrade or a bad path closes.
         keep_alive = not upgrade and not isinstance(match, BadPath) and not self._draining
+        response: Response | Awaitable[Response]
         if not isinstance(match, Matched):
             response = _refusal(match)
         elif upgrade:
@@ -575,13 +577,27 @@ class App:
             elif self._per_ip is not None and self._per_ip.full(_client_ip(ws)):
                 response = Response(429, _TOO_MANY, [("Retry-After", "1")])
             else:
-                response = yield from self._upgrade(ws, request, match, options)
+                ws.path_params = match.params
+                ws.handler = options.handler
+                if options.customized:
+                    _customize(ws, options)
+                response = self._intercept(ws, request, options, 0, [])
         elif self._draining and match.route.options:
             response = Response(503, _SHUTTING_DOWN)
         else:
             bind_connection(request, ws)  # for connection_of(request)
-            response = yield from _answer(match.route.endpoint, request, match.params)
-        if response.status != 101:  # accept() made the 101 whole
+            response = _answer(match.route.endpoint, request, match.params)
+        if type(response) is not Response and _is_awaitable(response):
+            return self._finish_later(ws, request, keep_alive, response)
+        if response.status == 101:
+            return response  # accept() made it whole
+        return self._finish(ws, request, keep_alive, response)
+
+    def _finish(
+        self, ws: ServerConnection, request: Request, keep_alive: bool, response: Response
+    ) -> Response:
+        """Add the headers of an answer other than a 101 (accept() made that whole)."""
+        if response.status != 101:
             headers = response.headers
             if "Connection" not in headers:
                 asked = request.headers.get("Connection") or ""
@@ -592,42 +608,70 @@ class App:
                 headers["Server"] = server_header
         return response
 
-    def _upgrade(
-        self, ws: ServerConnection, request: Request, match: Matched, route: _WebSocketRoute
-    ) -> Generator[Any, Any, Response]:
-        ws.path_params = match.params
-        ws.handler = route.handler
-        protocol = ws.protocol
-        if route.subprotocols is not None:
-            protocol.available_subprotocols = route.subprotocols
-        if route.select_subprotocol is not None:
-            protocol.select_subprotocol = route.select_subprotocol
-        if route.settings is not None:
-            _apply(route, ws)
-        headers: list[tuple[str, str]] = []
-        for interceptor in route.chain:
-            result = interceptor(ws, request)
+    async def _finish_later(
+        self,
+        ws: ServerConnection,
+        request: Request,
+        keep_alive: bool,
+        pending: Awaitable[Response],
+    ) -> Response:
+        return self._finish(ws, request, keep_alive, await pending)
+
+    def _intercept(
+        self,
+        ws: ServerConnection,
+        request: Request,
+        route: _WebSocketRoute,
+        index: int,
+        headers: list[tuple[str, str]],
+    ) -> Response | Awaitable[Response]:
+        """Run the interceptors from ``index`` on, then accept the handshake."""
+        chain = route.chain
+        while index < len(chain):
+            result = chain[index](ws, request)
+            index += 1
+            if result is None:
+                continue  # the common answer: go on
             if _is_awaitable(result):
-                result = yield result
-            if isinstance(result, Response):
-                return result
-            if isinstance(result, Upgrade):
-                headers.extend(result.headers)
-                if result.subprotocol is not None:
-                    chosen = result.subprotocol
-                    protocol.select_subprotocol = functools.partial(_chosen, chosen)
-        response = protocol.accept(request)
-        if response.status == 101:
-            for name, value in headers:
-                response.headers[name] = value
-            for hook in self._after_handshake:
-                replacement = hook(ws, request, response)
-                if _is_awaitable(replacement):
-                    replacement = yield replacement
-                if replacement is not None:
-                    return replacement
-            if self._per_ip is not None or self.message_rate is not None:
-                self._limit(ws, route)
+                return _resume(
+                    result,
+                    functools.partial(_intercepted, ws, headers),
+                    functools.partial(self._intercept, ws, request, route, index, headers),
+                )
+            if _intercepted(ws, headers, result):
+                return result  # a Response
+        response = ws.protocol.accept(request)
+        if response.status != 101:
+            return response
+        for name, value in headers:
+            response.headers[name] = value
+        if self._after_handshake or self._per_ip is not None or self.message_rate is not None:
+            return self._after(ws, request, route, response, 0)
+        return response
+
+    def _after(
+        self,
+        ws: ServerConnection,
+        request: Request,
+        route: _WebSocketRoute,
+        response: Response,
+        index: int,
+    ) -> Response | Awaitable[Response]:
+        """Run the after-handshake hooks from ``index`` on, then admit the connection."""
+        hooks = self._after_handshake
+        while index < len(hooks):
+            replacement = hooks[index](ws, request, response)
+            index += 1
+            if _is_awaitable(replacement):
+                return _resume(
+                    replacement,
+                    _is_not_none,
+                    functools.partial(self._after, ws, request, route, response, index),
+                )
+            if replacement is not None:
+                return replacement
+        if self._per_ip is not None or self.message_rate is not None:
+            self._limit(ws, route)
         return response
 
     def _limit(self, ws: ServerConnection, route: _WebSocketRoute) -> None:
@@ -643,6 +687,16 @@ class App:
             else:
                 # Where recv() hands messages over: coroutines and endpoints.
                 ws._message_hook = TokenBucket(rate, ws)
+
+
+def _customize(ws: ServerConnection, route: _WebSocketRoute) -> None:
+    """Give a connection its route's subprotocols and settings, before the upgrade."""
+    if route.subprotocols is not None:
+        ws.protocol.available_subprotocols = route.subprotocols
+    if route.select_subprotocol is not None:
+        ws.protocol.select_subprotocol = route.select_subprotocol
+    if route.settings is not None:
+        _apply(route, ws)
 
 
 def _apply(route: _WebSocketRoute, ws: ServerConnection) -> None:
@@ -722,35 +776,57 @@ async def _unrouted(ws: ServerConnection) -> None:
     raise AssertionError("a connection was upgraded without a route")  # pragma: no cover
 
 
+async def _resume(
+    pending: Awaitable[Any],
+    answers: Callable[[Any], bool],
+    resume: Callable[[], Response | Awaitable[Response]],
+) -> Response:
+    """Await what a hook returned: it answers the request, or the steps after it go on."""
+    result = await pending
+    if answers(result):
+        return result  # type: ignore[no-any-return]  # a Response
+    return await _maybe_await(resume())  # type: ignore[no-any-return]
+
+
+def _is_not_none(result: object) -> bool:
+    return result is not None
+
+
+def _intercepted(ws: ServerConnection, headers: list[tuple[str, str]], result: object) -> bool:
+    """Take what an interceptor returned; tell whether it answers instead (a Response)."""
+    if isinstance(result, Response):
+        return True
+    if isinstance(result, Upgrade):
+        headers.extend(result.headers)
+        if result.subprotocol is not None:
+            chosen = result.subprotocol
+            ws.protocol.select_subprotocol = functools.partial(_chosen, chosen)
+    return False
+
+
 def _answer(
     handler: Any, request: Request, params: Mapping[str, object]
-) -> Generator[Any, Any, Response]:
+) -> Response | Awaitable[Response]:
     """Run an HTTP handler and make its result a response (the engine drops a HEAD's body)."""
     try:
         result = handler(request, **params)
-        if _is_awaitable(result):
-            result = yield result
-        return _to_response(result)
+        if not _is_awaitable(result):
+            return _to_response(result)
     except Exception:
-        logger.error("HTTP handler failed: %s %s", request.method, request.path, exc_info=True)
-        return Response(500, "Internal Server Error\n")
+        return _handler_failed(request)
+    return _answer_later(request, result)
 
 
-async def _finish_steps(steps: Generator[Any, Any, Response], pending: Any) -> Response:
-    """Drive :meth:`App._steps` on from its first awaitable."""
+async def _answer_later(request: Request, pending: Awaitable[Any]) -> Response:
     try:
-        while True:
-            try:
-                result = await pending
-            except Exception as exc:
-                # Into the steps, where a handler's failure becomes a 500.
-                pending = steps.throw(exc)
-            else:
-                pending = steps.send(result)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    finally:
-        steps.close()
+        return _to_response(await pending)
+    except Exception:
+        return _handler_failed(request)
+
+
+def _handler_failed(request: Request) -> Response:
+    logger.error("HTTP handler failed: %s %s", request.method, request.path, exc_info=True)
+    return Response(500, "Internal Server Error\n")
 
 
 def _to_response(result: object) -> Response:

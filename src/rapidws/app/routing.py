@@ -20,10 +20,18 @@ Rules:
 2. Each parameter is percent-decoded exactly once, after matching, as strict
    UTF-8 (``%2541`` gives ``%41``), then handed to its convertor.
 3. Static templates are found with one dict lookup. The dynamic ones of each
-   kind are compiled into one regex: an alternation in registration order,
-   each alternative ending with an empty marker group. The marker closes last,
-   so ``match.lastindex`` tells which template matched, and its parameters
-   are the groups just before it; the offsets are computed once.
+   kind hang in a trie keyed by the whole literal segments before their first
+   parameter (``/ws/r{i}/{room}`` under ``""``, ``"ws"``). Each branch has one
+   regex: the alternation, in registration order, of its templates and of
+   those above it, which are all the templates that can match a path reaching
+   it; so a path costs one regex of a few alternatives, not of every route.
+   The branch is found with one dict lookup of the path up to its last slash,
+   else by walking the trie. A branch whose only template is its segments and
+   one ``str`` parameter (``/ws/{user}``) takes the rest of the path when it
+   is one non-empty segment, without a regex. Each alternative ends with an
+   empty marker group. The marker closes last, so ``match.lastindex`` tells which template
+   matched, and its parameters are the groups just before it; the offsets
+   are computed once.
 4. WebSocket and HTTP routes share one path space, looked up per kind: an
    upgrade goes to the first WebSocket template that matches its path, a
    plain request to the first HTTP one; the other kind only picks the error
@@ -80,9 +88,9 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 # RFC 3986 §3.3: pchar = unreserved / pct-encoded / sub-delims / ":" / "@".
 # These are what quote() must keep raw in a segment beyond the unreserved.
 _SEGMENT_SAFE = "!$&'()*+,;=:@"
-# A path of these characters alone is already normalized: the common case
-# costs one scan in C.
-_NORMALIZED = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
+# A path without any other character is already normalized: the common case
+# costs one scan in C, and no match object.
+_NOT_NORMALIZED = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/]")
 _STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ESCAPE_OR_RAW = re.compile(r"%[0-9A-Fa-f]{2}|[^A-Za-z0-9\-._~!$&'()*+,;=:@/]")
 _PARAM = re.compile(r"\{([^{}]*)\}")
@@ -325,6 +333,8 @@ class _Param:
     convertor: Convertor[Any]
     # The convertor's regex alone, to check what url_path_for() writes.
     pattern: re.Pattern[str]
+    # The convertor gives the text itself (str, path): no call per request.
+    verbatim: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +345,9 @@ class _Template:
     # The regex source; templates with the same one match the same paths.
     pattern: str
     params: tuple[_Param, ...]
+    names: tuple[str, ...]
+    # Every parameter is its own text (str, path): no convertor to call.
+    verbatim: bool
     # The normalized path, for a template without parameters.
     static: str | None
 
@@ -348,7 +361,9 @@ class _Template:
         )
         params = tuple(piece for piece in pieces if isinstance(piece, _Param))
         static = None if params else "".join(piece for piece in pieces if isinstance(piece, str))
-        return cls(pieces, pattern, params, static)
+        names = tuple(param.name for param in params)
+        verbatim = all(param.verbatim for param in params)
+        return cls(pieces, pattern, params, names, verbatim, static)
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,11 +403,11 @@ class _InvalidPath(Exception):
 def _normalize(path: str) -> str:
     """Normalize a raw path as RFC 3986 §6.2.2.1 and §6.2.2.2 allow (rule 1).
 
+    The caller has found a character that needs it (``_NOT_NORMALIZED``).
+
     Raises:
         _InvalidPath: the path cannot be normalized, or holds a NUL.
     """
-    if _NORMALIZED.fullmatch(path):
-        return path
     # The HTTP layer lets only printable ASCII through; the same check here
     # keeps match() safe for any caller.
     if not path.isascii() or not path.isprintable():
@@ -449,10 +464,56 @@ def _duplicate(route: Route, other: Route) -> ValueError:
     )
 
 
-class _Lookup:
-    """The routes of one kind: a dict of static paths, one regex for the rest."""
+class _Branch:
+    """A node of the trie of literal segments (rule 3)."""
 
-    __slots__ = ("markers", "regex", "static")
+    __slots__ = ("children", "markers", "nodes", "regex", "tail")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Branch] = {}
+        # The nodes whose templates' literal segments lead here, with their
+        # registration rank.
+        self.nodes: list[tuple[int, _Node]] = []
+        # Compiled from the nodes here and above, in registration order.
+        self.regex: re.Pattern[str] | None = None
+        # Marker group index -> the node and the slice of match.groups()
+        # that holds its parameters.
+        self.markers: dict[int, tuple[_Node, int, int]] = {}
+        # When the only template that can match is this branch's segments and
+        # then one str parameter (``/ws/{user}``): the node, and where the
+        # parameter starts. The regex is then left unused.
+        self.tail: tuple[_Node, int] | None = None
+
+    def compile(self, key: str, above: list[tuple[int, _Node]]) -> None:
+        candidates = sorted(above + self.nodes, key=lambda ranked: ranked[0])
+        if len(candidates) == 1:
+            node = candidates[0][1]
+            *literals, last = node.template.pieces
+            if (
+                isinstance(last, _Param)
+                and type(last.convertor) is _StrConvertor
+                and all(isinstance(piece, str) for piece in literals)
+                and "".join(cast(list[str], literals)) == key
+            ):
+                self.tail = node, len(key)
+        alternatives = []
+        group = 0
+        for _, node in candidates:
+            # Convertor regexes have no groups of their own (Router checks),
+            # so this alternative has one group per parameter, then the marker.
+            alternatives.append(f"{node.template.pattern}()")
+            first, group = group, group + len(node.template.params) + 1
+            self.markers[group] = (node, first, group - 1)
+        if alternatives:
+            self.regex = re.compile("|".join(alternatives))
+        for segment, child in self.children.items():
+            child.compile(f"{key}{segment}/", candidates)
+
+
+class _Lookup:
+    """The routes of one kind: a dict of static paths, a trie of regexes for the rest."""
+
+    __slots__ = ("branches", "depth", "root", "static")
 
     def __init__(self, entries: Iterable[_Entry]) -> None:
         nodes: dict[str, _Node] = {}  # by pattern, in registration order
@@ -462,34 +523,63 @@ class _Lookup:
                 nodes[pattern] = _Node(entry.template)
             nodes[pattern].add(entry)
         self.static: dict[str, _Node] = {}
-        # Marker group index -> the node and its parameters' group indexes.
-        self.markers: dict[int, tuple[_Node, tuple[int, ...]]] = {}
-        alternatives = []
-        group = 0
-        for node in nodes.values():
+        self.root = _Branch()
+        self.depth = 0
+        # Each branch by its segments joined, with the slash after them:
+        # "/ws/" for "", "ws".
+        self.branches: dict[str, _Branch] = {}
+        for rank, node in enumerate(nodes.values()):
             template = node.template
             if template.static is not None:
                 self.static[template.static] = node
                 continue
-            # Convertor regexes have no groups of their own (Router checks),
-            # so this alternative has one group per parameter, then the marker.
-            alternatives.append(f"{template.pattern}()")
-            first, group = group + 1, group + len(template.params) + 1
-            self.markers[group] = (node, tuple(range(first, group)))
-        self.regex = re.compile("|".join(alternatives)) if alternatives else None
+            literal = ""
+            for piece in template.pieces:
+                if not isinstance(piece, str):
+                    break
+                literal += piece
+            # The whole segments before the first parameter, after the empty
+            # one before the leading slash: "/ws/r{i}/{room}" gives "", "ws".
+            segments = literal.split("/")[:-1]
+            self.depth = max(self.depth, len(segments))
+            branch = self.root
+            for depth, segment in enumerate(segments, 1):
+                branch = branch.children.setdefault(segment, _Branch())
+                self.branches["/".join(segments[:depth]) + "/"] = branch
+            branch.nodes.append((rank, node))
+        self.root.compile("", [])
 
-    def find(self, path: str) -> tuple[_Node, list[str]] | None:
+    def find(self, path: str) -> tuple[_Node, tuple[str, ...]] | None:
         """Return the node whose template matches ``path`` first, and its parameters' text."""
         node = self.static.get(path)
         if node is not None:
-            return node, []
-        match = self.regex.fullmatch(path) if self.regex is not None else None
+            return node, ()
+        # Only templates whose literal segments are those of the path can
+        # match it: those of the deepest branch the path reaches, and above.
+        # That is the path up to its last slash when it has a branch (a
+        # parameter in the last segment, the common case); else walk.
+        branch = self.branches.get(path[: path.rfind("/") + 1])
+        if branch is None:
+            branch = self.root
+            for segment in path.split("/", self.depth):
+                child = branch.children.get(segment)
+                if child is None:
+                    break
+                branch = child
+        tail = branch.tail
+        if tail is not None:
+            # What the regex "<the segments>([^/]+)" does, without a regex.
+            node, start = tail
+            text = path[start:]
+            return (node, (text,)) if text and "/" not in text else None
+        regex = branch.regex
+        match = None if regex is None else regex.fullmatch(path)
         if match is None:
             return None
         # The marker is the last group to close in the alternative that
         # matched, so lastindex is set.
-        node, groups = self.markers[cast(int, match.lastindex)]
-        return node, [match[group] for group in groups]
+        node, first, last = branch.markers[match.lastindex]  # type: ignore[index]
+        return node, match.groups()[first:last]
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,14 +589,30 @@ class _Tables:
     names: dict[str, _Entry]
 
 
-def _matched(entry: _Entry, texts: list[str], query: str) -> Matched | NotFound | BadPath:
+def _matched(
+    entry: _Entry, texts: tuple[str, ...], query: str, escaped: bool
+) -> Matched | NotFound | BadPath:
+    """Decode and convert the parameters; ``escaped``: the path has a ``%``."""
+    template = entry.template
+    if template.verbatim and not escaped:
+        # The common case: nothing to decode or convert. One parameter is
+        # commoner still, and a dict display costs a fifth of dict(zip()).
+        names = template.names
+        if len(names) == 1:
+            return Matched(entry.route, {names[0]: texts[0]}, query)
+        return Matched(entry.route, dict(zip(names, texts, strict=True)), query)
     params: dict[str, object] = {}
-    for param, raw in zip(entry.template.params, texts, strict=True):
-        try:
-            # Decoded exactly once (rule 2): "%2541" is "%41", never "A".
-            text = unquote_to_bytes(raw).decode() if "%" in raw else raw
-        except UnicodeDecodeError:
-            return BadPath(f"the {param.name} parameter is not UTF-8")
+    for param, raw in zip(template.params, texts, strict=True):
+        text = raw
+        if "%" in raw:
+            try:
+                # Decoded exactly once (rule 2): "%2541" is "%41", never "A".
+                text = unquote_to_bytes(raw).decode()
+            except UnicodeDecodeError:
+                return BadPath(f"the {param.name} parameter is not UTF-8")
+        if param.verbatim:
+            params[param.name] = text
+            continue
         try:
             params[param.name] = param.convertor.convert(text)
         except ValueError:
@@ -662,16 +768,18 @@ class Router:
         # path of ours; a caller that accepts absolute-form converts it first.
         if not raw_path.startswith("/"):
             return BadPath("the request target is not a path")
-        try:
-            path = _normalize(raw_path)
-        except _InvalidPath as exc:
-            return BadPath(str(exc))
+        path = raw_path
+        if _NOT_NORMALIZED.search(path) is not None:
+            try:
+                path = _normalize(raw_path)
+            except _InvalidPath as exc:
+                return BadPath(str(exc))
 
         if websocket:
             found = tables.websocket.find(path)
             if found is not None:
                 node, texts = found
-                return _matched(node.entries[0], texts, query)
+                return _matched(node.entries[0], texts, query, "%" in path)
             # No trailing-slash redirect: WebSocket clients do not follow them.
             return _NOT_FOUND if tables.http.find(path) is None else _NOT_WEBSOCKET
 
@@ -681,7 +789,7 @@ class Router:
             entry = node.select(method)
             if entry is None:
                 return MethodNotAllowed(frozenset(node.by_method))
-            return _matched(entry, texts, query)
+            return _matched(entry, texts, query, "%" in path)
         found = tables.websocket.find(path)
         if found is not None:
             return UpgradeRequired(found[0].entries[0].route)
@@ -769,7 +877,8 @@ class Router:
             if convertor_name == "path" and match.end() != len(template):
                 raise ValueError(f"a path parameter must end the template: {template!r}")
             names.add(name)
-            pieces.append(_Param(name, convertor, re.compile(convertor.regex)))
+            verbatim = type(convertor) in (_StrConvertor, _PathConvertor)
+            pieces.append(_Param(name, convertor, re.compile(convertor.regex), verbatim))
             position = match.end()
         self._add_literal(pieces, template, template[position:])
         return _Template.of(tuple(pieces))
