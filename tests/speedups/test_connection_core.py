@@ -11,9 +11,10 @@ import pytest
 
 from rapidws.core.protocol import CONNECTING
 from rapidws.speedups.pure import encode_frame
+from rapidws.speedups.pure_connection import COUNTS
 
 from .test_protocol_core import MASK, frame, make_core
-from .twins import MODULES
+from .twins import MODULES, c_twin
 
 
 class Transport:
@@ -331,3 +332,85 @@ def test_a_failing_set_result_propagates(impl: ModuleType) -> None:
         connection.data_received(frame(0x2, b"abc", MASK))
     assert connection._handling is False
     assert connection._recv_waiter is None
+
+
+# The counts (rapidws.metrics reads them): the same on both twins.
+
+
+def counts(connection: Any) -> dict[str, int]:
+    # Not _wire_out: the C twin counts the frame it writes itself, the
+    # Python twin leaves writing (and its count) to Connection._write_pending.
+    return {name: getattr(connection, name) for name in COUNTS if name != "_wire_out"}
+
+
+def test_counts_start_at_zero(impl: ModuleType) -> None:
+    connection = make_connection(impl)
+    assert {getattr(connection, name) for name in COUNTS} == {0}
+
+
+def test_messages_dispatched_and_sent_are_counted(impl: ModuleType) -> None:
+    connection = make_connection(impl, echo)
+    data = frame(0x2, b"abc", MASK) + frame(0x1, "é€𝄞".encode(), MASK)
+    connection.data_received(data)
+    assert counts(connection) == {
+        # 2 + 3 + 4 bytes of UTF-8.
+        "_text_in": 1, "_text_in_bytes": 9, "_binary_in": 1, "_binary_in_bytes": 3,
+        "_text_out": 1, "_text_out_bytes": 9, "_binary_out": 1, "_binary_out_bytes": 3,
+        "_wire_in": len(data),
+    }  # fmt: skip
+
+
+def test_a_message_for_a_waiting_recv_is_counted(impl: ModuleType) -> None:
+    connection = make_connection(impl)
+
+    class Waiter:
+        def done(self) -> bool:
+            return False
+
+        def set_result(self, message: object) -> None:
+            pass
+
+    connection._recv_waiter = Waiter()
+    connection.data_received(frame(0x1, b"hi", MASK))
+    assert (connection._text_in, connection._text_in_bytes) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("message", "binary", "size"),
+    [
+        (bytearray(b"abcd"), True, 4),
+        (memoryview(b"abcdef")[1:4], True, 3),
+        ("ascii", False, 5),
+        ("\u00e9\u00e9", False, 4),
+    ],
+)
+def test_send_nowait_counts_what_it_sends(
+    impl: ModuleType, message: Any, binary: bool, size: int
+) -> None:
+    connection = make_connection(impl)
+    connection.send_nowait(message)
+    kind = "_binary" if binary else "_text"
+    assert (getattr(connection, f"{kind}_out"), getattr(connection, f"{kind}_out_bytes")) == (
+        1,
+        size,
+    )
+
+
+def test_the_frame_written_in_c_is_counted_on_the_wire() -> None:
+    if c_twin is None:  # pragma: no cover - built wherever a compiler is
+        pytest.fail("the C twin did not build")
+    connection = make_connection(c_twin)
+    connection.send_nowait(b"abc")
+    assert connection._wire_out == len(reply(b"abc"))
+
+
+def test_the_python_paths_count_through_the_same_methods(impl: ModuleType) -> None:
+    connection = make_connection(impl)
+    connection._count_received("ab", False)  # a stream's chunk
+    connection._count_received(b"", True)  # a stream's start
+    connection._count_sent(b"xyz", True)
+    connection._count_sent(object(), True)  # a PreparedMessage: the hub counts it
+    assert (connection._text_in, connection._text_in_bytes) == (0, 2)
+    assert (connection._binary_in, connection._binary_in_bytes) == (1, 0)
+    assert (connection._binary_out, connection._binary_out_bytes) == (1, 3)
+    assert connection._text_out == 0

@@ -43,6 +43,7 @@ from ..exceptions import (
 from ..speedups import DIRECT_READ_MIN, ConnectionCore
 from .deadlines import Deadlines
 from .heartbeat import Heartbeat
+from .stats import Traffic, traffic_of
 
 __all__ = ["AsyncReader", "Connection", "Data", "MessageStream", "MessageWriter", "SyncReader"]
 
@@ -245,6 +246,11 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
     def local_address(self) -> Any:
         """The local address, as the socket reports it."""
         return None if self.transport is None else self.transport.get_extra_info("sockname")
+
+    @property
+    def traffic(self) -> Traffic:
+        """What went through this connection so far: messages and bytes each way."""
+        return traffic_of(self)
 
     @property
     def close_code(self) -> int | None:
@@ -551,6 +557,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
             protocol.send_text(data, fin, compress=compress)
         else:
             protocol.send_binary(data, fin, compress=compress)
+        self._count_sent(data, first)
         self._write_pending()
 
     def ping(self, data: str | bytes | bytearray | None = None) -> asyncio.Future[float]:
@@ -699,11 +706,13 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         protocol = self.protocol
         out = protocol.data_to_send()
         if len(out) == 1 and out[0]:
+            self._wire_out += len(out[0])
             transport.write(out[0])  # the common case: one frame
         elif not out:
             if protocol.state is OPEN:
                 return  # nothing written, nothing changed (EOF comes with b"")
         else:
+            self._wire_out += sum(map(len, out))
             _write_all(transport, out)
         if protocol.state is OPEN and not protocol.eof_sent:
             return  # close_expected() is false, without the call
@@ -739,8 +748,13 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                 for event in events:
                     kind = type(event)
                     if kind is str or kind is bytes:
+                        self._count_received(event, True)
                         self._message_received(event)  # type: ignore[arg-type]
                     elif kind is MessageChunk or kind is MessageStart or kind is MessageEnd:
+                        if kind is MessageChunk:
+                            self._count_received(event.data, False)  # type: ignore[union-attr]
+                        elif kind is MessageStart:
+                            self._count_received("" if event.text else b"", True)  # type: ignore[union-attr]
                         self._stream_event(event)  # type: ignore[arg-type]
                     elif kind is Pong:
                         self._pong_received(event)  # type: ignore[arg-type]
@@ -871,7 +885,11 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                 waiter.set_result(now - sent_at)
             if key == data:
                 self.latency = now - sent_at
+                self._latency_measured(self.latency)
                 break
+
+    def _latency_measured(self, seconds: float) -> None:
+        """Take a ping's round-trip time (a server counts it)."""
 
     def _start_keepalive(self) -> None:
         if self.ping_interval is not None and self._heartbeat is None:
@@ -1030,6 +1048,7 @@ class _PayloadReader(asyncio.BufferedProtocol):
             with memoryview(spill) as view:  # the transport may still hold spill
                 self.data_received(bytes(view[:nbytes]))
             return
+        connection._wire_in += nbytes
         protocol = connection.protocol
         protocol.payload_received(nbytes)
         if not protocol.payload_left:

@@ -33,12 +33,13 @@ from ..core.limits import (
     WRITE_LIMIT,
 )
 from ..core.protocol import CONNECTING, OPEN
-from ..core.server import SERVER, SelectSubprotocol, ServerProtocol
+from ..core.server import SERVER, SelectSubprotocol, ServerProtocol, wants_upgrade
 from ..core.stream import MessageChunk, MessageEnd, MessageStart
 from ..exceptions import ConnectionClosed
 from .connection import Connection, Data, MessageStream, connection_settings
 from .deadlines import Deadlines
 from .heartbeat import Heartbeat
+from .stats import ServerStats
 
 __all__ = [
     "Callbacks",
@@ -127,8 +128,10 @@ class ServerConnection(Connection[ServerProtocol]):
         "_handler",
         "_hooks_task",
         "_open_timer",
+        "_opened_at",
         "_scheme",
         "handler_task",
+        "id",
         "path_params",
         "server",
     )
@@ -152,6 +155,9 @@ class ServerConnection(Connection[ServerProtocol]):
         # None: the defaults, computed when read (see client_address, scheme).
         self._client_address: Any = None
         self._scheme: str | None = None
+        #: A number unique in the server, in its logs (``connection_id``).
+        self.id = next(server.stats.ids)
+        self._opened_at = 0.0  # loop.time() at the 101
 
     @property
     def client_address(self) -> Any:
@@ -238,9 +244,10 @@ class ServerConnection(Connection[ServerProtocol]):
             self._hooks_task.cancel()
         if self.handler_task is None:
             self.server.connections.discard(self)
-        if self._callbacks is not None:
-            response = self.protocol.response
-            if response is not None and response.status == 101:
+        response = self.protocol.response
+        if response is not None and response.status == 101:
+            self.server.stats.connection_closed(self, self.loop.time() - self._opened_at)
+            if self._callbacks is not None:
                 self._callback(self._callbacks.on_close, self, *self._code_and_reason())
 
     def _open_timed_out(self) -> None:
@@ -257,7 +264,9 @@ class ServerConnection(Connection[ServerProtocol]):
                 response = self.protocol.accept(event)
             except Exception:
                 # A user callable (select_subprotocol, an extension) failed.
-                self.logger.error("opening handshake failed", exc_info=True)
+                self.logger.error(
+                    "opening handshake failed", exc_info=True, extra={"connection_id": self.id}
+                )
                 response = self.protocol.reject(500, "internal server error")
             self._send_response(response)
             return
@@ -271,7 +280,9 @@ class ServerConnection(Connection[ServerProtocol]):
             # A hook that answered at once (a router, a sync check): no task.
             response = result or self.protocol.accept(event)
         except Exception:
-            self.logger.error("handshake hook failed", exc_info=True)
+            self.logger.error(
+                "handshake hook failed", exc_info=True, extra={"connection_id": self.id}
+            )
             response = self.protocol.reject(500, "internal server error")
         self._send_response(response)
 
@@ -288,7 +299,9 @@ class ServerConnection(Connection[ServerProtocol]):
                     )
                     response = replacement or response
         except Exception:
-            self.logger.error("handshake hook failed", exc_info=True)
+            self.logger.error(
+                "handshake hook failed", exc_info=True, extra={"connection_id": self.id}
+            )
             response = self.protocol.reject(500, "internal server error")
         self._hooks_task = None
         if self.protocol.state is CONNECTING and not self._lost:
@@ -307,7 +320,10 @@ class ServerConnection(Connection[ServerProtocol]):
 
     def _send_response(self, response: Response) -> None:
         self.protocol.send_response(response)
+        if response.status == 101 or (self.request is not None and wants_upgrade(self.request)):
+            self.server.stats.handshake(self, response)
         if response.status == 101:
+            self._opened_at = self.loop.time()
             if self._open_timer is not None:
                 self._open_timer.discard(self)
                 self._open_timer = None
@@ -338,6 +354,9 @@ class ServerConnection(Connection[ServerProtocol]):
     def _join_heartbeat(self, interval: float) -> Heartbeat:
         return self.server._heartbeat_for(interval)
 
+    def _latency_measured(self, seconds: float) -> None:
+        self.server.stats.latency(seconds)
+
     def _close_deadlines(self, timeout: float) -> Deadlines[Connection[Any]]:
         return self.server._deadlines_for(Connection._close_timed_out, timeout)
 
@@ -350,7 +369,9 @@ class ServerConnection(Connection[ServerProtocol]):
             except ConnectionClosed:
                 pass  # the peer went away while the handler was using the connection
             except Exception:
-                self.logger.error("connection handler failed", exc_info=True)
+                self.logger.error(
+                    "connection handler failed", exc_info=True, extra={"connection_id": self.id}
+                )
                 if self.protocol.state is OPEN:
                     self.protocol.send_close(1011, "internal error")
                     self._write_pending()
@@ -388,7 +409,9 @@ class ServerConnection(Connection[ServerProtocol]):
             self._callback_failed(method, exc)
 
     def _callback_failed(self, method: Callable[..., None], exc: BaseException) -> None:
-        self.logger.error("%s failed", method.__name__, exc_info=exc)
+        self.logger.error(
+            "%s failed", method.__name__, exc_info=exc, extra={"connection_id": self.id}
+        )
         if self.protocol.state is OPEN:
             self.protocol.send_close(1011, "internal error")
             self._write_pending()
@@ -435,6 +458,9 @@ class Server:
         # Checked and prepared once for every connection.
         self._settings = connection_settings(**connection_options)
         self.connections: set[ServerConnection] = set()
+        #: What the connections did (handshakes, opens and closes, messages
+        #: and bytes): read by :mod:`rapidws.metrics`.
+        self.stats = ServerStats()
         self.server: asyncio.Server | None = None
         #: The event loop it serves on, once started.
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import logging
 import math
 import os
 import random
@@ -40,6 +41,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import logging as rapidws_logging
 from ..app import App
 from ..app.static import StaticFiles
 from ..asyncio.server import Server, ServerConnection
@@ -154,6 +156,20 @@ def add_serve_command(commands: Any) -> None:
         action="store_true",
         help="close connections with 1012 (service restart: clients may reconnect at once) "
         "instead of 1001 (going away)",
+    )
+    parser.add_argument(
+        "--metrics",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics; 0 picks a free port "
+        "(needs rapidws[metrics])",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log a line per connection's end and per refused handshake, and errors, on "
+        "stderr: as text, or as one JSON object per line (default: text on a terminal; "
+        "else errors only)",
     )
     parser.set_defaults(run=run_serve)
 
@@ -525,6 +541,20 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.root is not None and not os.path.isdir(args.root):
         _error(f"--root: not a directory: {args.root}")
         return 2
+    if args.metrics is not None:
+        if args.workers > 1:
+            _error("--metrics reports one process: use it without --workers")
+            return 2
+        try:
+            from .. import metrics  # noqa: F401, PLC0415 - an optional extra
+        except ImportError as exc:
+            _error(f"--metrics: {exc} (pip install 'rapidws[metrics]')")
+            return 2
+    # Asked for, or on a terminal: a line per connection; piped, errors only.
+    verbose = args.log_format is not None or sys.stderr.isatty()
+    rapidws_logging.configure(
+        args.log_format or "text", level=logging.INFO if verbose else logging.WARNING
+    )
     args.server_options = options
     context = options["ssl"]
     if reference is not None:
@@ -670,7 +700,17 @@ async def _serve(
             # Workers share the port, each with its own accept queue.
             reuse_port=True if args.workers > 1 else None,
         ) as server:
-            await _run_until_signal(app, server, label, args, context)
+            if args.metrics is None:
+                await _run_until_signal(app, server, label, args, context)
+                return
+            from .. import metrics  # noqa: PLC0415 - an optional extra
+
+            # The hub, if the app made one: app.hub would make one.
+            collector = metrics.Collector(server, hub=lambda: getattr(app, "_hub", None))
+            async with metrics.exporter(collector).serve(args.host, args.metrics) as exporter:
+                host = f"[{args.host}]" if ":" in args.host else args.host
+                _say(f"rapidws: metrics on http://{host}:{exporter.port}/metrics")
+                await _run_until_signal(app, server, label, args, context)
     except Exception as exc:
         if _raised_in(exc, App.startup):
             raise _HookFailed("the app failed to start") from exc

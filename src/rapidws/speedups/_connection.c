@@ -6,15 +6,35 @@
  * no Python frame of ours between the transport and the application. Without
  * a callback, a read that brings one message while recv() waits hands it to
  * recv()'s future. Anything else goes on in the subclass's Python methods,
- * with the same arguments. */
+ * with the same arguments.
+ *
+ * It also counts what goes through (rapidws.metrics reads the counts when
+ * scraped): messages and payload bytes each way by type, and bytes on the
+ * wire, in fields that the paths below add to as the data passes. */
 
 #include "_core.h"
 #include "structmember.h"
+
+/* The counts, in pure_connection.py's order (its COUNTS names them). */
+enum {
+    TEXT_IN,
+    TEXT_IN_BYTES,
+    BINARY_IN,
+    BINARY_IN_BYTES,
+    TEXT_OUT,
+    TEXT_OUT_BYTES,
+    BINARY_OUT,
+    BINARY_OUT_BYTES,
+    WIRE_IN,
+    WIRE_OUT,
+    N_COUNTS
+};
 
 typedef struct {
     PyObject_HEAD
     PyObject *protocol, *transport, *on_message, *recv_waiter;
     char handling;
+    unsigned long long counts[N_COUNTS];
 } ConnectionCore;
 
 static PyObject *str_data_received_more, *str_process_events, *str_events_done,
@@ -77,6 +97,115 @@ ConnectionCore_dealloc(ConnectionCore *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* The UTF-8 size of a str: its length when ASCII (the common case, known
+ * from its flags), else computed from its code points. */
+
+static Py_ssize_t
+utf8_size(PyObject *text)
+{
+    Py_ssize_t n, size;
+    int kind;
+    const void *data;
+
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+#endif
+    n = PyUnicode_GET_LENGTH(text);
+    if (PyUnicode_IS_ASCII(text)) {
+        return n;
+    }
+    kind = PyUnicode_KIND(text);
+    data = PyUnicode_DATA(text);
+    size = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+
+        size += (c >= 0x80) + (c >= 0x800) + (c >= 0x10000);
+    }
+    return size;
+}
+
+/* Count data of a message at counts[0:4] (text messages, text bytes, binary
+ * messages, binary bytes): one message more when message is set. Anything
+ * but str and bytes-like (a PreparedMessage) is not counted. */
+
+static void
+count_other(unsigned long long *counts, PyObject *data, int message)
+{
+    if (PyUnicode_Check(data)) {
+        counts[0] += message;
+        counts[1] += (unsigned long long)utf8_size(data);
+    }
+    else if (PyBytes_Check(data)) {
+        counts[2] += message;
+        counts[3] += (unsigned long long)PyBytes_GET_SIZE(data);
+    }
+    else if (PyByteArray_Check(data)) {
+        counts[2] += message;
+        counts[3] += (unsigned long long)PyByteArray_GET_SIZE(data);
+    }
+    else if (PyMemoryView_Check(data)) {
+        counts[2] += message;
+        counts[3] += (unsigned long long)PyMemoryView_GET_BUFFER(data)->len;
+    }
+}
+
+/* Inlined in the per-message paths: exact bytes and ASCII str, the messages
+ * that the engine makes and that callbacks echo, cost a few instructions. */
+
+static inline void
+count(unsigned long long *counts, PyObject *data, int message)
+{
+    PyTypeObject *kind = Py_TYPE(data);
+
+    if (kind == &PyBytes_Type) {
+        counts[2] += message;
+        counts[3] += (unsigned long long)PyBytes_GET_SIZE(data);
+    }
+    else if (kind == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(data)) {
+        counts[0] += message;
+        counts[1] += (unsigned long long)PyUnicode_GET_LENGTH(data);
+    }
+    else {
+        count_other(counts, data, message);
+    }
+}
+
+/* _count_received(data, message) and _count_sent(data, message): for the
+ * paths in Python (streams, fragments, the general event loop). */
+
+static PyObject *
+count_method(ConnectionCore *self, PyObject *const *args, Py_ssize_t nargs, int first)
+{
+    int message;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "takes 2 arguments (data, message)");
+        return NULL;
+    }
+    message = PyObject_IsTrue(args[1]);
+    if (message < 0) {
+        return NULL;
+    }
+    count(self->counts + first, args[0], message);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ConnectionCore_count_received(ConnectionCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return count_method(self, args, nargs, TEXT_IN);
+}
+
+static PyObject *
+ConnectionCore_count_sent(ConnectionCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return count_method(self, args, nargs, TEXT_OUT);
+}
+
 /* The engine, as a new reference, when it is a ProtocolCore and open. */
 
 static ProtocolCore *
@@ -132,6 +261,7 @@ write_pending(ConnectionCore *self, ProtocolCore *engine)
         Py_DECREF(frame);
         return -1;
     }
+    self->counts[WIRE_OUT] += (unsigned long long)PyBytes_GET_SIZE(frame);
     Py_INCREF(transport);
     result = PyObject_CallMethodOneArg(transport, str_write, frame);
     Py_DECREF(transport);
@@ -222,6 +352,7 @@ dispatch(ConnectionCore *self, ProtocolCore *engine, PyObject *on_message)
     args[0] = (PyObject *)self;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events); i++) {
         args[1] = PyList_GET_ITEM(events, i);
+        count(self->counts + TEXT_IN, args[1], 1);
         result = PyObject_Vectorcall(on_message, args, 2, NULL);
         if (result != NULL) {
             Py_DECREF(result);
@@ -284,6 +415,7 @@ hand_over(ConnectionCore *self, ProtocolCore *engine)
     }
     engine->events = fresh;
     Py_SETREF(self->recv_waiter, Py_NewRef(Py_None));
+    count(self->counts + TEXT_IN, PyList_GET_ITEM(events, 0), 1);
     self->handling = 1;
     result = PyObject_CallMethodOneArg(waiter, str_set_result, PyList_GET_ITEM(events, 0));
     self->handling = 0;
@@ -303,6 +435,9 @@ ConnectionCore_data_received(ConnectionCore *self, PyObject *data)
     PyObject *result = NULL;
     int status;
 
+    if (PyBytes_Check(data)) {
+        self->counts[WIRE_IN] += (unsigned long long)PyBytes_GET_SIZE(data);
+    }
     if (engine == NULL) {
         return PyObject_CallMethodOneArg((PyObject *)self, str_data_received_more, data);
     }
@@ -342,13 +477,22 @@ ConnectionCore_send_nowait(ConnectionCore *self, PyObject *const *args, size_t n
     PyObject *result;
 
     if (engine == NULL) {
-        return call_python_method((PyObject *)self, str_send_nowait_more, args, nargsf, kwnames);
+        result = call_python_method((PyObject *)self, str_send_nowait_more, args, nargsf, kwnames);
     }
-    result = ProtocolCore_send_message(engine, args, nargsf, kwnames);
-    if (result != NULL && !self->handling && write_pending(self, engine) < 0) {
-        Py_CLEAR(result);
+    else {
+        result = ProtocolCore_send_message(engine, args, nargsf, kwnames);
     }
-    Py_DECREF(engine);
+    if (result != NULL && PyVectorcall_NARGS(nargsf) >= 1) {
+        /* Counted once framed, before it is written: the count is of what
+         * the application sent, whatever the write does. */
+        count(self->counts + TEXT_OUT, args[0], 1);
+    }
+    if (engine != NULL) {
+        if (result != NULL && !self->handling && write_pending(self, engine) < 0) {
+            Py_CLEAR(result);
+        }
+        Py_DECREF(engine);
+    }
     return result;
 }
 
@@ -366,6 +510,9 @@ static PyMethodDef ConnectionCore_methods[] = {
      "    ConnectionClosed: when the connection is closing or closed.\n"
      "    InvalidState: while a fragmented message is being sent.\n"
      "    TypeError: for a message that is neither str nor bytes-like."},
+    {"_count_received", (PyCFunction)(void (*)(void))ConnectionCore_count_received, METH_FASTCALL,
+     NULL},
+    {"_count_sent", (PyCFunction)(void (*)(void))ConnectionCore_count_sent, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -377,6 +524,20 @@ static PyMemberDef ConnectionCore_members[] = {
     {"_on_message", T_OBJECT_EX, offsetof(ConnectionCore, on_message), 0, NULL},
     {"_handling", T_BOOL, offsetof(ConnectionCore, handling), 0, NULL},
     {"_recv_waiter", T_OBJECT, offsetof(ConnectionCore, recv_waiter), 0, NULL},
+#define COUNT_MEMBER(name, index) \
+    {name, T_ULONGLONG, offsetof(ConnectionCore, counts) + (index) * sizeof(unsigned long long), \
+     0, NULL}
+    COUNT_MEMBER("_text_in", TEXT_IN),
+    COUNT_MEMBER("_text_in_bytes", TEXT_IN_BYTES),
+    COUNT_MEMBER("_binary_in", BINARY_IN),
+    COUNT_MEMBER("_binary_in_bytes", BINARY_IN_BYTES),
+    COUNT_MEMBER("_text_out", TEXT_OUT),
+    COUNT_MEMBER("_text_out_bytes", TEXT_OUT_BYTES),
+    COUNT_MEMBER("_binary_out", BINARY_OUT),
+    COUNT_MEMBER("_binary_out_bytes", BINARY_OUT_BYTES),
+    COUNT_MEMBER("_wire_in", WIRE_IN),
+    COUNT_MEMBER("_wire_out", WIRE_OUT),
+#undef COUNT_MEMBER
     {NULL, 0, 0, 0, NULL},
 };
 
