@@ -738,9 +738,12 @@ async def _iterate(
             return  # hold() counts the close
         except Exception as exc:
             run.error(f"scenario: {error_kind(exc)}")
-            continue
-        run.latency.record(run.clock() - begin)
-        run.received += 1
+        else:
+            run.latency.record(run.clock() - begin)
+            run.received += 1
+        # A scenario that never suspends (or fails at once) must not starve
+        # the loop: on Python 3.12+ wait_for() runs it without a task.
+        await asyncio.sleep(0)
 
 
 _STARTS: dict[str, Callable[[_Run], Callable[[LoadConnection], None]]] = {
