@@ -418,6 +418,7 @@ async def test_publish_nowait_delivers_at_once_in_one_process() -> None:
     hub = Hub()
     async with chat(hub) as server, rapidws.connect(uri(server, "/t")) as ws:
         await joined(hub, "t", 1)
+        await hub.start()  # the first subscribe starts it, in a task that may not have run yet
         hub.publish_nowait("t", "now")
         assert hub.stats("t").delivered == 1  # framed before publish_nowait returned
         assert await wait(ws.recv()) == "now"

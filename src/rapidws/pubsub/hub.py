@@ -481,9 +481,10 @@ class Hub:
     ) -> None:
         """Publish without waiting: for callbacks, which cannot await.
 
-        In one process the message is delivered before this returns; through
-        a broker it goes out with this loop turn's other publishes, and a
-        failure is logged instead of raised (use :meth:`publish` to know).
+        In one process the message is delivered before this returns (once the
+        hub has started; before, it goes out when it has); through a broker it
+        goes out with this loop turn's other publishes, and a failure is
+        logged instead of raised (use :meth:`publish` to know).
         """
         opcode, payload, excluded = self._outgoing(message, exclude)
         if self._started is None or not self._started.done():
