@@ -311,6 +311,46 @@ async def test_compressed_stream_inflating_without_bound_fails_with_1009() -> No
         assert isinstance(exc, ConnectionClosedError)
 
 
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_slow_reader_holds_few_chunks_of_a_message_in_many_frames(
+    compression: str | None,
+) -> None:
+    # 8 MiB in 128 frames of 64 KiB: compressed, each is a few hundred bytes
+    # and one read brings them all. Parsing stops while chunks wait for the
+    # reader, so what the connection holds ahead of it stays a few chunks,
+    # however the reads fall.
+    message = (b"compressible, " * (8 * MiB // 14 + 1))[: 8 * MiB]
+    fragments = [
+        message[i : i + STREAM_CHUNK_SIZE] for i in range(0, len(message), STREAM_CHUNK_SIZE)
+    ]
+    results: asyncio.Queue[tuple[int, bytes, str | bytes]] = asyncio.Queue()
+
+    async def slow_reader(ws: rapidws.ServerConnection) -> None:
+        stream = await ws.recv_stream()
+        # Held off until the connection stopped reading: it ran ahead as far
+        # as it may.
+        await until(lambda: ws._reading_paused)
+        ahead = 0  # the most bytes held for the reader, the chunk it takes included
+        digest = hashlib.sha256()
+        async for chunk in stream:
+            ahead = max(ahead, len(chunk) + sum(map(len, stream._chunks)))
+            digest.update(chunk)  # type: ignore[arg-type]
+            for _ in range(3):
+                await asyncio.sleep(0)  # slow: the connection may read meanwhile
+        await results.put((ahead, digest.digest(), await ws.recv()))
+
+    async with (
+        rapidws.serve(slow_reader, "127.0.0.1", 0, compression=compression) as server,
+        rapidws.connect(uri(server), compression=compression) as ws,
+    ):
+        await wait(ws.send(fragments))
+        await ws.send("after")
+        ahead, digest, after = await wait(results.get(), timeout=30)
+    assert ahead < MiB  # before the fix (issue 18): all 8 MiB, inflated at once
+    assert digest == hashlib.sha256(message).digest()
+    assert after == "after"
+
+
 # Sending.
 
 

@@ -1092,3 +1092,18 @@ def test_does_not_defer_close_frame_after_sending_close(side: str) -> None:
     data = incoming(proto, OP_TEXT, b"late") + incoming(proto, OP_CLOSE, Close(1001).serialize())
     assert feed(proto, data) == [Close(1001)]
     assert not proto.parsing_paused
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_auto_pong_off_leaves_pings_unanswered(side: str) -> None:
+    # A testing knob that breaks RFC 6455 section 5.5.2 on purpose: the ping
+    # is still an event, and no pong goes out.
+    proto = make(side, auto_pong=False)
+    assert feed(proto, incoming(proto, OP_PING, b"are you there?")) == [Ping(b"are you there?")]
+    assert proto.data_to_send() == []
+    # Messages and unsolicited pongs are unaffected.
+    proto.send_pong(b"beat")
+    assert proto.data_to_send() == [outgoing(proto, OP_PONG, b"beat")]
+    proto.auto_pong = True
+    assert feed(proto, incoming(proto, OP_PING, b"now")) == [Ping(b"now")]
+    assert proto.data_to_send() == [outgoing(proto, OP_PONG, b"now")]

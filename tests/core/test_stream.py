@@ -362,6 +362,49 @@ def test_compressed_stream_pauses_until_its_output_is_taken() -> None:
     assert not proto.parsing_paused
 
 
+def compressed_fragments(parts: list[bytes]) -> list[bytes]:
+    """The frames of one binary message of ``parts``, compressed in one context."""
+    encoder = zlib.compressobj(6, zlib.DEFLATED, -15)
+    wire = [encoder.compress(part) + encoder.flush(zlib.Z_SYNC_FLUSH) for part in parts]
+    wire[-1] = wire[-1][:-4]  # RFC 7692 section 7.2.1: the message's tail is dropped
+    last = len(wire) - 1
+    return [
+        frame(OP_CONT if i else OP_BINARY, data, fin=i == last, rsv=0 if i else 0x40)
+        for i, data in enumerate(wire)
+    ]
+
+
+def test_compressed_fragments_pause_as_one_large_frame_does() -> None:
+    # Issue 18: ten frames of a few bytes, each inflating to a chunk, in one
+    # read. The four chunks before a pause count across frames: a read of
+    # many small frames never inflates ahead of the consumer.
+    parts = [bytes([i]) * STREAM_CHUNK_SIZE for i in range(10)]
+    proto = compressed_client(chunk_size=STREAM_CHUNK_SIZE)
+    proto.receive_data(b"".join(compressed_fragments(parts)) + frame(OP_TEXT, b"after"))
+    batches = [proto.events_received()]
+    while proto.inflating:
+        proto.resume_parsing()
+        batches.append(proto.events_received())
+    assert batches == [
+        [START_BINARY, *_chunks(*parts[:4])],
+        _chunks(*parts[4:8]),
+        [*_chunks(*parts[8:]), END, "after"],
+    ]
+
+
+def test_compressed_fragments_of_separate_reads_do_not_pause() -> None:
+    # The budget is per receive_data() call: a consumer that keeps up (the
+    # I/O layer reads again only then) never waits for a resume.
+    parts = [bytes([i]) * STREAM_CHUNK_SIZE for i in range(10)]
+    proto = compressed_client(chunk_size=STREAM_CHUNK_SIZE)
+    events: list[Event] = []
+    for data in compressed_fragments(parts):
+        proto.receive_data(data)
+        assert not proto.parsing_paused
+        events += proto.events_received()
+    assert events == [START_BINARY, *_chunks(*parts), END]
+
+
 def test_compressed_stream_paused_then_close_sent() -> None:
     proto = compressed_client(chunk_size=STREAM_CHUNK_SIZE)
     proto.receive_data(frame(OP_BINARY, deflate_raw(bytes(1 << 20)), rsv=0x40, fin=False))

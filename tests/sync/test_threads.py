@@ -221,24 +221,33 @@ def test_send_timeout_when_the_server_stops_reading() -> None:
         ws.close()
 
 
-def test_fragments_timeout_fails_the_connection() -> None:
+def times_out_then_fails(send_half: Callable[[rapidws.sync.ClientConnection], object]) -> None:
+    """Check that ``send_half(ws)``, sending a message to a server that stops reading, times out.
+
+    Half a message went out: the connection fails with 1011 then.
+    """
     reading = threading.Event()
     handler = functools.partial(stop_reading, reading=reading)
     with ServerThread(handler, max_size=None, compression=None) as server:
         ws = rapidws.sync.connect(server.uri, compression=None, max_size=None)
-        chunk = os.urandom(1 << 20)
+        started = time.monotonic()
         try:
             with pytest.raises(TimeoutError):
-                ws.send((chunk for _ in range(200)), timeout=0.3)
+                send_half(ws)
+            assert time.monotonic() - started < TIMEOUT
         finally:
             reading.set()
-        # Half a message went out: the connection fails with 1011.
         with pytest.raises(ConnectionClosedError):
             for _ in range(10):
                 ws.send("after", timeout=TIMEOUT)
                 time.sleep(0.05)
         ws.close()
         assert ws.close_code in (1006, 1011)
+
+
+def test_fragments_timeout_fails_the_connection() -> None:
+    chunk = os.urandom(1 << 20)
+    times_out_then_fails(lambda ws: ws.send((chunk for _ in range(200)), timeout=0.3))
 
 
 def test_fragments_generator_error_is_raised_and_fails_the_connection() -> None:

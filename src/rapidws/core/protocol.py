@@ -97,7 +97,9 @@ _FILL_RATIO = 4
 _FILL_ARRIVED = 64 * 1024
 _FILL_AT_ONCE = 1024 * 1024
 # A compressed streamed message: at most this many chunks of output are
-# handed out before parsing pauses for the consumer (see Protocol._inflate).
+# handed out by one receive_data() or resume_parsing() call, however many
+# frames they come from, before parsing pauses for the consumer (see
+# Protocol._inflate).
 _INFLATE_CHUNKS = 4
 # payload_buffer() views at most this much: each read is unmasked while it is
 # still in the CPU cache.
@@ -145,6 +147,7 @@ class Protocol(ProtocolCore):
         max_frame_size: the largest frame payload, in bytes; ``None`` leaves only
             ``max_message_size``.
         extensions: the negotiated extensions, in the order of the handshake.
+        auto_pong: whether a ping is answered with a pong; see :attr:`auto_pong`.
     """
 
     # Slots: a server holds thousands of these, and a __dict__ costs ~1 KiB.
@@ -155,6 +158,7 @@ class Protocol(ProtocolCore):
         "_frame_fin",
         "_frame_mask",
         "_frame_offset",
+        "_inflated",
         "_inflating",
         "_inflating_fin",
         "_max_frame_size",
@@ -171,6 +175,7 @@ class Protocol(ProtocolCore):
         "_stream",
         "_streaming",
         "_utf8",
+        "auto_pong",
         "close_rcvd",
         "close_rcvd_then_sent",
         "close_sent",
@@ -199,9 +204,15 @@ class Protocol(ProtocolCore):
         max_message_size: int | None = MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
         extensions: Sequence[Extension] = (),
+        auto_pong: bool = True,
     ) -> None:
         self.is_client = is_client
         self.state = state
+        #: Whether a ping received is answered with a pong, as RFC 6455
+        #: section 5.5.2 requires ("MUST send a Pong frame in response").
+        #: ``False`` breaks that rule on purpose, to test how a peer's
+        #: keepalive handles a silent endpoint; the ping is still an event.
+        self.auto_pong = auto_pong
         self._max_message_size = _check_limit("max_message_size", max_message_size)
         self._max_frame_size = _check_limit("max_frame_size", max_frame_size)
         self._read_limit = _read_limit(max_message_size, max_frame_size)
@@ -256,9 +267,11 @@ class Protocol(ProtocolCore):
         self._msg_stream = False
         self._stream: StreamDecoder | None = None
         # A compressed piece whose output was not all handed out (see
-        # _inflate), and whether it ends its message.
+        # _inflate), whether it ends its message, and how many decoded bytes
+        # the current call handed out.
         self._inflating: Iterator[bytes] | None = None
         self._inflating_fin = False
+        self._inflated = 0
         # The opcode of the message being sent in fragments, 0 when none, and
         # whether it may be compressed.
         self._send_opcode = 0
@@ -367,6 +380,10 @@ class Protocol(ProtocolCore):
         if self.parsing_paused:
             self._buf += data
             return
+        if data:
+            # New input, a new budget of inflated output (resume_parsing()
+            # gives one too, and then calls this with b"").
+            self._inflated = 0
         buf: bytes | bytearray
         if self._buf:
             self._buf += data
@@ -386,6 +403,7 @@ class Protocol(ProtocolCore):
         first; parsing may pause again after it.
         """
         self.parsing_paused = False
+        self._inflated = 0
         if self._inflating is not None and not self._discard:
             self._inflate()
             if self.parsing_paused:
@@ -400,6 +418,9 @@ class Protocol(ProtocolCore):
         four at a time, then parsing pauses until
         :meth:`resume_parsing`, which an I/O layer calls once the consumer
         took them, so that what a read inflates to is never all in memory.
+        The four count per call of :meth:`receive_data` or
+        :meth:`resume_parsing`, not per frame: a read of many small frames
+        that each inflate to a chunk pauses as one large frame does.
         """
         return self.parsing_paused and self._inflating is not None
 
@@ -909,9 +930,10 @@ class Protocol(ProtocolCore):
     def _inflate(self) -> None:
         """Hand out the decoded output of a compressed piece, a few chunks per call.
 
-        Past :data:`_INFLATE_CHUNKS` chunks, parsing pauses (:attr:`inflating`)
-        with the rest of the output still in the extensions, and goes on in
-        :meth:`resume_parsing`.
+        Past :data:`_INFLATE_CHUNKS` chunks since the input (or the resume)
+        came, counting the earlier frames' output, parsing pauses
+        (:attr:`inflating`) with the rest of the output still in the
+        extensions, and goes on in :meth:`resume_parsing`.
         """
         stream = self._stream
         pieces = self._inflating
@@ -923,15 +945,15 @@ class Protocol(ProtocolCore):
                 stream.active = False
                 self._end_message()
             return
-        budget = _INFLATE_CHUNKS * stream.chunk_size
+        limit = _INFLATE_CHUNKS * stream.chunk_size
         events = self._events
         try:
             for decoded in pieces:
                 chunk = stream.data(decoded)
                 if chunk:
                     events.append(MessageChunk(chunk))
-                budget -= len(decoded)
-                if budget <= 0:
+                self._inflated += len(decoded)
+                if self._inflated >= limit:
                     self.parsing_paused = True
                     return
             self._inflating = None
@@ -1014,7 +1036,7 @@ class Protocol(ProtocolCore):
             self._events.append(Ping(payload))
             # RFC 6455 section 5.5.2: answer with a pong as soon as practical,
             # unless the close handshake has begun on our side.
-            if self.close_sent is None:
+            if self.close_sent is None and self.auto_pong:
                 self._send_frame(0x80 | OP_PONG, payload)
         elif opcode == OP_PONG:
             self._events.append(Pong(payload))

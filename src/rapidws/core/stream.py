@@ -15,7 +15,8 @@ answer can start before the last byte arrived:
 3. :class:`MessageEnd` ends the message.
 
 A compressed message may inflate a thousandfold: its output comes a few
-chunks at a time, then parsing pauses
+chunks at a time (per input, whether one frame or many small ones bring
+them), then parsing pauses
 (:attr:`~rapidws.core.protocol.Protocol.inflating`) until the I/O layer calls
 :meth:`~rapidws.core.protocol.Protocol.resume_parsing`, once the consumer took
 them. Memory stays bounded without any size limit.

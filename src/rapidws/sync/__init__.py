@@ -8,12 +8,14 @@ client.
 """
 
 from .client import ClientConnection, connect, connections
-from .connection import Connection
+from .connection import Connection, MessageStream, MessageWriter
 from .events import WebSocketApp
 
 __all__ = [
     "ClientConnection",
     "Connection",
+    "MessageStream",
+    "MessageWriter",
     "WebSocketApp",
     "connect",
     "connections",

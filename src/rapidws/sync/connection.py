@@ -9,10 +9,10 @@ receives straight to the thread waiting in ``recv()`` (no future, no task).
 Both wake-ups are socket writes, made without holding the GIL (see
 :class:`~rapidws.sync.loop.Doorbell`).
 The rarer calls (``ping()``, ``close()``, fragmented messages, a send that
-must wait for the write buffer to drain) hand a coroutine to the loop and wait
-for its result. What this layer adds is only what threads need: timeouts on
-each blocking call, one receiver at a time, and fragmented messages fed from
-the caller's thread.
+must wait for the write buffer to drain, streams) hand a coroutine to the loop
+and wait for its result. What this layer adds is only what threads need:
+timeouts on each blocking call, one receiver at a time, and fragmented
+messages, streams and files fed from the caller's thread.
 """
 
 from __future__ import annotations
@@ -28,19 +28,21 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from ..asyncio.client import ClientConnection as AsyncClientConnection
-from ..asyncio.connection import Data, MessageStream
+from ..asyncio.connection import Data, SyncReader
+from ..asyncio.connection import MessageStream as AsyncMessageStream
 from ..core.http11 import Request, Response
 from ..core.protocol import OPEN, State
+from ..core.stream import STREAM_CHUNK_SIZE
 from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, InvalidState
 from .loop import Doorbell, check_thread, loop_thread, submit, wait
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "MessageStream", "MessageWriter"]
 
 T = TypeVar("T")
 
@@ -88,7 +90,7 @@ class ThreadedConnection(AsyncClientConnection):
 
     # The loop's side.
 
-    def _message_received(self, message: Data | MessageStream) -> None:
+    def _message_received(self, message: Data | AsyncMessageStream) -> None:
         with self._inbox_lock:
             super()._message_received(message)
             waker, self._waiting = self._waiting, None
@@ -142,7 +144,8 @@ class ThreadedConnection(AsyncClientConnection):
                     woken = True
                 messages = self._messages
                 if messages:
-                    # Never a stream: this connection is not put in streaming mode.
+                    # Never a stream: a connection in streaming mode is read
+                    # through the asyncio layer's recv() (see Connection.recv).
                     message = cast(Data, messages.popleft())
                     # The asyncio layer's recv() decides what the pop lets go
                     # on; asked on the loop only when something is paused.
@@ -366,10 +369,15 @@ class Connection:
     def recv(self, timeout: float | None = None) -> Data:
         """Receive the next message: ``str`` for text, ``bytes`` for binary.
 
+        A message that arrives as a stream (once :meth:`recv_stream` was
+        used) is joined, within the connection's ``max_size``; a stream
+        still being read is skipped first, as the asyncio ``recv()`` does.
+
         Args:
             timeout: seconds to wait; ``None`` waits until a message comes.
                 A message that arrives after the timeout is kept for the next
-                call: the connection stays usable.
+                call: the connection stays usable. A streamed message that is
+                not whole within it is skipped.
 
         Raises:
             TimeoutError: when no message came within ``timeout``.
@@ -382,10 +390,74 @@ class Connection:
         if not self._recv_lock.acquire(blocking=False):
             raise ConcurrencyError("another thread is already waiting in recv()")
         try:
+            connection = self._connection
+            if connection.protocol.streaming:
+                # Streams are joined, and one left unread skipped, on the loop.
+                return self._run(connection.recv, timeout)
             check_thread(self._lease.thread)
-            return self._connection.take(timeout)
+            return connection.take(timeout)
         finally:
             self._recv_lock.release()
+
+    def recv_stream(self, timeout: float | None = None) -> MessageStream:
+        """Receive the next message as a stream: ``for chunk in ws.recv_stream()``.
+
+        An upload that is never held whole in memory::
+
+            stream = ws.recv_stream()
+            with open(path, "wb" if not stream.text else "w") as file:
+                for chunk in stream:
+                    file.write(chunk)
+
+        This is the asyncio :meth:`~rapidws.asyncio.connection.Connection.recv_stream`
+        run on the loop thread: the chunks come as the payload arrives, each at
+        most ``stream_chunk_size`` bytes, ``str`` for a text message (cut
+        between code points) and ``bytes`` for a binary one;
+        :attr:`MessageStream.text` tells which before the first chunk.
+        Reading from the socket pauses while a few chunks wait for this
+        thread. The first call puts the connection in streaming mode for
+        good; a stream not read to its end is skipped when the next message
+        is asked for, or by :meth:`MessageStream.close`.
+
+        Args:
+            timeout: seconds to wait for the message to start, then for each
+                chunk (a chunk that comes after the timeout is kept for the
+                next one; :attr:`MessageStream.timeout` changes it); ``None``
+                waits as long as it takes.
+
+        Raises:
+            TimeoutError: when the message did not start within ``timeout``.
+            ConnectionClosed, ConcurrencyError: as :meth:`recv`.
+        """
+        if not self._recv_lock.acquire(blocking=False):
+            raise ConcurrencyError("another thread is already waiting in recv()")
+        try:
+            stream = self._run(self._connection.recv_stream, timeout)
+        finally:
+            self._recv_lock.release()
+        return MessageStream(self, stream, timeout)
+
+    @property
+    def max_stream_size(self) -> int | None:
+        """The largest message :meth:`recv_stream` takes, in bytes; ``None``: no limit.
+
+        As the asyncio connection's: beyond it the connection fails with
+        1009; it replaces ``max_size`` once the connection streams.
+        """
+        return self._connection.max_stream_size
+
+    @max_stream_size.setter
+    def max_stream_size(self, value: int | None) -> None:
+        self._set("max_stream_size", value)
+
+    @property
+    def stream_chunk_size(self) -> int:
+        """The largest chunk of a streamed message, in bytes (64 KiB by default)."""
+        return self._connection.stream_chunk_size
+
+    @stream_chunk_size.setter
+    def stream_chunk_size(self, value: int) -> None:
+        self._set("stream_chunk_size", value)
 
     def __iter__(self) -> Iterator[Data]:
         """Receive messages until the connection closes normally.
@@ -473,69 +545,104 @@ class Connection:
     def _send_fragments(
         self, fragments: Iterable[Data], compress: bool, timeout: float | None
     ) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        connection = self._connection
+        self._send_fed(lambda items: connection.send(items, compress=compress), fragments, timeout)
+
+    def _send_fed(
+        self,
+        consume: Callable[[AsyncIterator[Any]], Coroutine[Any, Any, None]],
+        items: Iterable[object],
+        timeout: float | None,
+    ) -> None:
+        # Run consume() on the loop with the items produced here, in the
+        # caller's thread; no other message gets between its frames.
+        deadline = _deadline(timeout)
         if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
             raise TimeoutError("another fragmented message was still being sent")
         try:
-            self._send_fed(fragments, compress, deadline)
+            feed = _Feed(self, consume)
+            try:
+                for item in items:
+                    feed.put(item, deadline)
+            except BaseException as exc:
+                feed.finish(exc, deadline)
+                raise
+            feed.finish(None, deadline)
         finally:
             self._send_lock.release()
 
-    def _send_fed(self, fragments: Iterable[Data], compress: bool, deadline: float | None) -> None:
-        # The asyncio send() takes the fragments from an async generator fed
-        # through a one-slot queue: the items are produced here, in the
-        # caller's thread, and flow control reaches the caller as a full queue.
-        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
-        sending = self._submit(lambda: self._connection.send(_fed(queue), compress=compress))
-        try:
-            for fragment in fragments:
-                self._hand_over(queue, fragment, sending, deadline)
-            self._hand_over(queue, _END, sending, deadline)
-            _wait(sending, deadline)
-        except BaseException as exc:
-            if not sending.done():
-                if isinstance(exc, Exception) and not isinstance(exc, TimeoutError):
-                    # The caller's iterable failed: raise it on the loop side
-                    # too, where the asyncio layer fails the connection (1011)
-                    # if half the message is out.
-                    self._hand_over(queue, _Failure(exc), sending, None)
-                else:
-                    # Our timeout, or Ctrl-C (never raised in a task: it would
-                    # stop the loop): cancelled midway, the asyncio layer
-                    # fails the connection the same way.
-                    sending.cancel()
-                concurrent.futures.wait([sending], timeout=_WIND_DOWN_TIMEOUT)
-            failure = None
-            if sending.done() and not sending.cancelled():
-                failure = sending.exception()
-            if failure is not None and failure is not exc:
-                # The loop side failed first (closed connection, bad fragment type).
-                raise failure from None
-            raise
-        sending.result()
+    def send_stream(
+        self, *, text: bool = False, compress: bool = True, timeout: float | None = None
+    ) -> MessageWriter:
+        """Send one message as a stream, each fragment as soon as it is given.
 
-    def _hand_over(
+        ::
+
+            with ws.send_stream() as stream:
+                for block in source:
+                    stream.send(block)
+
+        This is the asyncio :meth:`~rapidws.asyncio.connection.Connection.send_stream`
+        run on the loop thread, fed from this one: :meth:`MessageWriter.send`
+        hands a fragment over and waits while the write buffer is above its
+        high-water mark; leaving the block ends the message (an empty one
+        when nothing was sent). An exception in the block, once a fragment is
+        out, fails the connection with 1011: the peer cannot make sense of
+        half a message. Other threads' sends wait for the message's end (a
+        ``send()`` from the same thread inside the block would wait forever).
+
+        Args:
+            text: ``True`` for a text message (``str`` fragments), ``False``
+                for a binary one (bytes-like fragments).
+            compress: ``False`` to skip negotiated compression for this message.
+            timeout: seconds that entering the block (another thread's
+                message being sent), each :meth:`MessageWriter.send` and the
+                end may wait; on timeout the message fails the connection
+                (1011) once a fragment is out.
+        """
+        return MessageWriter(self, text, compress, timeout)
+
+    def send_file(
         self,
-        queue: asyncio.Queue[object],
-        item: object,
-        sending: concurrent.futures.Future[None],
-        deadline: float | None,
+        file: str | os.PathLike[str] | SyncReader,
+        *,
+        chunk_size: int = STREAM_CHUNK_SIZE,
+        compress: bool = True,
+        timeout: float | None = None,
     ) -> None:
-        if sending.done():
-            sending.result()  # raises what stopped it
+        """Send what ``file`` holds as one message, ``chunk_size`` bytes per frame.
+
+        ``file`` is a path (sent as a binary message) or anything with
+        ``read(size)``: a file opened in binary mode (a binary message) or
+        text mode (a text message). It is read in this thread, one frame
+        ahead of the socket, so a file of any size goes out with little
+        memory and a slow disk never holds up the loop; the frames are sent
+        by the asyncio :meth:`~rapidws.asyncio.connection.Connection.send_file`.
+        An error while reading, once a frame is out, fails the connection
+        with 1011.
+
+        Args:
+            file: a path, or a file-like object with ``read(size)``.
+            chunk_size: the largest frame's payload (bytes or characters).
+            compress: ``False`` to skip negotiated compression for this message.
+            timeout: seconds to wait for the write buffer to drain, for the
+                whole file; on timeout the connection fails (1011).
+
+        Raises:
+            TimeoutError: when the write buffer did not drain within ``timeout``.
+            ConnectionClosed: when the connection is closing or closed.
+        """
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, "rb") as opened:
+                self.send_file(opened, chunk_size=chunk_size, compress=compress, timeout=timeout)
             return
-        put = self._submit(partial(queue.put, item))
-        done, _ = concurrent.futures.wait(
-            [put, sending],
-            timeout=_remaining(deadline),
-            return_when=concurrent.futures.FIRST_COMPLETED,
-        )
-        if put not in done:
-            put.cancel()
-            if not done:
-                raise TimeoutError("the write buffer did not drain in time")
-            sending.result()
-            raise RuntimeError("fragmented send ended early")  # pragma: no cover
+        connection = self._connection
+
+        def consume(blocks: AsyncIterator[Any]) -> Coroutine[Any, Any, None]:
+            reader = _FedReader(blocks)
+            return connection.send_file(reader, chunk_size=chunk_size, compress=compress)
+
+        self._send_fed(consume, _blocks(file, chunk_size), timeout)
 
     def send_json(
         self,
@@ -621,6 +728,15 @@ class Connection:
                 raise lease.closed_exc
             return submit(lease.loop, lease.thread, lambda: _within(make(), timeout))
 
+    def _set(self, name: str, value: object) -> None:
+        # A setting of the engine, changed on the loop, which parses with it.
+        connection = self._connection
+
+        async def set_it() -> None:
+            setattr(connection, name, value)
+
+        self._run(set_it)
+
     def _run(self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None) -> T:
         future = self._submit(make, timeout)
         try:
@@ -631,6 +747,230 @@ class Connection:
             if exc is None:  # pragma: no cover - the loop stops only after close()
                 raise
             raise exc from None
+
+
+class MessageStream:
+    """A message received as a stream, from :meth:`Connection.recv_stream`.
+
+    ``for chunk in stream`` yields the payload as it arrives: ``str`` chunks
+    for a text message, ``bytes`` for a binary one. Each chunk is taken from
+    the asyncio layer's :class:`~rapidws.asyncio.connection.MessageStream` on
+    the loop thread, which reads from the socket again as the chunks go.
+
+    Raises (while iterating):
+        TimeoutError: when no chunk came within :attr:`timeout` (the stream
+            stays usable).
+        ConnectionClosed: when the connection closes before the message's end.
+        ConcurrencyError: when two threads read the stream at once.
+    """
+
+    __slots__ = ("_connection", "_stream", "text", "timeout")
+
+    def __init__(
+        self, connection: Connection, stream: AsyncMessageStream, timeout: float | None
+    ) -> None:
+        self._connection = connection
+        self._stream = stream
+        #: Seconds to wait for each chunk, ``None`` for no limit: the timeout
+        #: given to :meth:`Connection.recv_stream`, which may be changed.
+        self.timeout = timeout
+        #: Whether the message is text (``str`` chunks) or binary (``bytes``).
+        self.text = stream.text
+
+    def __iter__(self) -> Iterator[Data]:
+        return self
+
+    def __next__(self) -> Data:
+        """Return the next chunk; end at the message's end."""
+        stream = self._stream
+        chunk = self._connection._run(lambda: _next_chunk(stream), self.timeout)
+        if chunk is None:
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        """Skip the rest of the message: what is left is read and dropped."""
+        self._connection._run(self._stream.aclose)
+
+
+class MessageWriter:
+    """A message sent as a stream, from :meth:`Connection.send_stream`."""
+
+    __slots__ = ("_compress", "_connection", "_feed", "_text", "_timeout")
+
+    def __init__(
+        self, connection: Connection, text: bool, compress: bool, timeout: float | None
+    ) -> None:
+        self._connection = connection
+        self._text = text
+        self._compress = compress
+        self._timeout = timeout
+        self._feed: _Feed | None = None
+
+    def __enter__(self) -> MessageWriter:
+        connection = self._connection
+        timeout = self._timeout
+        lock = connection._send_lock
+        if not lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError("another fragmented message was still being sent")
+        text, compress = self._text, self._compress
+
+        async def consume(fragments: AsyncIterator[Any]) -> None:
+            # The asyncio send_stream(), each fragment given by this thread.
+            async with connection._connection.send_stream(text=text, compress=compress) as out:
+                async for fragment in fragments:
+                    await out.send(fragment)
+
+        try:
+            self._feed = _Feed(connection, consume)
+        except BaseException:
+            lock.release()
+            raise
+        return self
+
+    def send(self, data: Data | bytearray | memoryview) -> None:
+        """Send the next fragment; wait while the write buffer is above its high-water mark.
+
+        Raises:
+            TimeoutError: when the write buffer did not drain within the timeout.
+            ConnectionClosed: when the connection is closing or closed.
+            TypeError: for a fragment of the other type than the message's
+                (raised by this call or the next: the fragment is checked on
+                the loop thread).
+        """
+        feed = self._feed
+        if feed is None:
+            raise InvalidState("send() a fragment inside the with block")
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)  # the caller may reuse its buffer at once
+        feed.put(data, _deadline(self._timeout))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        feed, self._feed = self._feed, None
+        assert feed is not None
+        try:
+            feed.finish(exc_value, _deadline(self._timeout))
+        finally:
+            self._connection._send_lock.release()
+
+
+class _Feed:
+    """Items from the caller's thread for a coroutine on the loop: a fragmented message.
+
+    ``consume(items)`` runs on the loop and takes the items from an async
+    iterator fed through a one-slot queue: they are produced in the caller's
+    thread, and flow control reaches the caller as a full queue.
+    """
+
+    __slots__ = ("_connection", "_queue", "_sending")
+
+    def __init__(
+        self,
+        connection: Connection,
+        consume: Callable[[AsyncIterator[Any]], Coroutine[Any, Any, None]],
+    ) -> None:
+        self._connection = connection
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+        self._queue = queue
+        self._sending = connection._submit(lambda: consume(_fed(queue)))
+
+    def put(self, item: object, deadline: float | None) -> None:
+        """Hand ``item`` over, waiting until ``deadline`` for room.
+
+        Raises:
+            TimeoutError: when there was no room in time.
+            Exception: what stopped the coroutine, if it stopped.
+        """
+        sending = self._sending
+        # Once the coroutine is done, items are not taken: it either raised,
+        # or ended by itself (send_file() at the empty read, before the end).
+        if sending.done():
+            sending.result()
+            return
+        put = self._connection._submit(partial(self._queue.put, item))
+        done, _ = concurrent.futures.wait(
+            [put, sending],
+            timeout=_remaining(deadline),
+            return_when=concurrent.futures.FIRST_COMPLETED,
+        )
+        if put not in done:
+            put.cancel()
+            if not done:
+                raise TimeoutError("the write buffer did not drain in time")
+            sending.result()
+
+    def finish(self, exc: BaseException | None, deadline: float | None) -> None:
+        """End the items and wait for the coroutine: after the last, or on the caller's ``exc``.
+
+        Raises:
+            Exception: what the coroutine raised first (closed connection,
+                bad fragment type), in place of ``exc``.
+        """
+        sending = self._sending
+        if exc is None:
+            try:
+                self.put(_END, deadline)
+                _wait(sending, deadline)
+            except BaseException as error:
+                self.finish(error, deadline)
+                raise
+            sending.result()
+            return
+        if not sending.done():
+            if isinstance(exc, Exception) and not isinstance(exc, TimeoutError):
+                # The caller's items failed: raise it on the loop side too,
+                # where the asyncio layer fails the connection (1011) if half
+                # the message is out.
+                self.put(_Failure(exc), None)
+            else:
+                # Our timeout, or Ctrl-C (never raised in a task: it would
+                # stop the loop): cancelled midway, the asyncio layer fails
+                # the connection the same way.
+                sending.cancel()
+            concurrent.futures.wait([sending], timeout=_WIND_DOWN_TIMEOUT)
+        failure = None
+        if sending.done() and not sending.cancelled():
+            failure = sending.exception()
+        if failure is not None and failure is not exc:
+            # The loop side failed first (closed connection, bad fragment type).
+            raise failure from None
+
+
+class _FedReader:
+    """A reader for the asyncio ``send_file()``: the blocks read in the caller's thread."""
+
+    __slots__ = ("_blocks",)
+
+    def __init__(self, blocks: AsyncIterator[Data]) -> None:
+        self._blocks = blocks
+
+    async def read(self, size: int, /) -> Data:
+        # The caller's thread read it already, ``size`` long at most.
+        return await anext(self._blocks)
+
+
+async def _next_chunk(stream: AsyncMessageStream) -> Data | None:
+    # The next chunk of ``stream``; None at its end.
+    return await anext(stream, None)
+
+
+def _blocks(file: SyncReader, size: int) -> Iterator[Data]:
+    # What file.read() returns, the last (empty) read included: its type
+    # makes an empty file's message text or binary.
+    while True:
+        data = file.read(size)
+        yield data
+        if not data:
+            return
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
 
 
 class _Failure:
