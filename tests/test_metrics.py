@@ -10,7 +10,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import rapidws
@@ -75,20 +75,20 @@ async def test_scraped_from_an_app_route_after_traffic() -> None:
         await until(lambda: server.stats.snapshot(server.connections).open == 0)
         _, samples = await scrape(server.port)
     assert content_type.startswith("text/plain; version=")  # the text exposition format
-    # While open: the open connection's counts, read when scraped.
-    assert value(open_samples, "rapidws_connections_open") == 1
-    assert value(open_samples, "rapidws_messages_received_total", type="text") == 3
+    # While open: the open connection's counts, read when scraped, by route.
+    assert value(open_samples, "rapidws_connections_open", route="/echo") == 1
+    assert value(open_samples, "rapidws_messages_received_total", route="/echo", type="text") == 3
     # Once closed: folded into the totals; the scrapes themselves are not handshakes.
-    assert value(samples, "rapidws_connections_open") == 0
-    assert value(samples, "rapidws_connections_opened_total") == 2
+    assert value(samples, "rapidws_connections_open", route="/echo") == 0
+    assert value(samples, "rapidws_connections_opened_total", route="/echo") == 2
     assert value(samples, "rapidws_connections_closed_total", code="1000", closed_by="client") == 2
-    assert value(samples, "rapidws_handshakes_total", status="101") == 2
-    assert value(samples, "rapidws_handshakes_total", status="404") == 1
+    assert value(samples, "rapidws_handshakes_total", route="/echo", status="101") == 2
+    assert value(samples, "rapidws_handshakes_total", route="unmatched", status="404") == 1
     for direction in ("received", "sent"):
-        assert value(samples, f"rapidws_messages_{direction}_total", type="text") == 3
-        assert value(samples, f"rapidws_messages_{direction}_total", type="binary") == 1
-        assert value(samples, f"rapidws_message_bytes_{direction}_total", type="text") == 9
-        assert value(samples, f"rapidws_message_bytes_{direction}_total", type="binary") == 10
+        for kind, count, size in (("text", 3, 9), ("binary", 1, 10)):
+            labels = {"route": "/echo", "type": kind}
+            assert value(samples, f"rapidws_messages_{direction}_total", **labels) == count
+            assert value(samples, f"rapidws_message_bytes_{direction}_total", **labels) == size
         assert value(samples, f"rapidws_wire_bytes_{direction}_total") > 19
         assert value(samples, "rapidws_deflate_payload_bytes_total", direction=direction) == 0
     # The client pinged; the server's histogram counts the server's own pings.
@@ -160,6 +160,65 @@ async def test_hub_counts_and_a_registry_of_ones_own() -> None:
     assert value(samples, "rapidws_hub_subscribers") == 2
 
 
+async def test_route_label_is_the_template_never_the_path() -> None:
+    # Bounded cardinality: two users share their route's series; a mounted
+    # route's template has its prefix; unmatched requests share one label.
+
+    async def echo_with(ws: rapidws.ServerConnection, **params: object) -> None:
+        await echo(ws)
+
+    app = rapidws.App()
+    app.add_websocket("/ws/{user}", echo_with)
+    chat = rapidws.App()
+    chat.add_websocket("/{room:int}", echo_with)
+    app.mount("/chat", chat)
+    app.add_route("/metrics", rapidws.metrics.endpoint())
+    async with app.serve("127.0.0.1", 0, compression=None) as server:
+        base = f"ws://127.0.0.1:{server.port}"
+        for path in ("/ws/ada", "/ws/bob", "/chat/7"):
+            async with rapidws.connect(base + path, compression=None) as ws:
+                await ws.send(path)
+                assert await wait(ws.recv()) == path
+        for path in ("/nowhere", "/ws/ada/more", "/chat/x"):
+            with pytest.raises(rapidws.InvalidStatus):
+                await rapidws.connect(base + path)
+        async with rapidws.connect(base + "/ws/cy", compression=None) as ws:
+            await ws.send("é")
+            assert await wait(ws.recv()) == "é"
+            _, samples = await scrape(server.port)
+    routes = {dict(labels)["route"] for _, labels in _labelled(samples, "rapidws_handshakes_total")}
+    assert routes == {"/ws/{user}", "/chat/{room:int}", "unmatched"}
+    assert value(samples, "rapidws_connections_open", route="/ws/{user}") == 1
+    assert value(samples, "rapidws_connections_open", route="/chat/{room:int}") == 0
+    assert value(samples, "rapidws_connections_opened_total", route="/ws/{user}") == 3
+    assert value(samples, "rapidws_connections_opened_total", route="/chat/{room:int}") == 1
+    assert value(samples, "rapidws_handshakes_total", route="unmatched", status="404") == 3
+    # The open connection's messages count under its route as they pass.
+    received = "rapidws_message_bytes_received_total"
+    assert value(samples, received, route="/ws/{user}", type="text") == 7 + 7 + 2
+    assert value(samples, received, route="/chat/{room:int}", type="text") == 7
+    # The routes' parts add up to the server's totals (nothing counted twice).
+    snapshot = server.stats.snapshot(())
+    assert sum(part.opened for part in snapshot.routes.values()) == snapshot.opened == 4
+    assert sum(sum(part.handshakes.values()) for part in snapshot.routes.values()) == sum(
+        snapshot.handshakes.values()
+    )
+
+
+async def test_a_server_without_an_app_has_no_route_label() -> None:
+    async with rapidws.serve(echo, "127.0.0.1", 0) as server:
+        async with rapidws.connect(f"ws://127.0.0.1:{server.port}/a/b") as ws:
+            await ws.send("x")
+            assert await wait(ws.recv()) == "x"
+        assert server.stats.snapshot(server.connections).routes == {}
+        registry = CollectorRegistry()
+        registry.register(rapidws.metrics.Collector(server))
+        text = generate_latest(registry).decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    for sample in families["rapidws_handshakes"].samples:
+        assert "route" not in sample.labels
+
+
 async def test_exporter_on_a_port_of_its_own() -> None:
     async with rapidws.serve(echo, "127.0.0.1", 0) as server:
         collector = rapidws.metrics.Collector(server)
@@ -186,8 +245,9 @@ async def test_serve_metrics_flag() -> None:
             await ws.send("ping?")
             assert await wait(ws.recv()) == "ping?"
             _, samples = await scrape(int(port))
-    assert value(samples, "rapidws_connections_open") == 1
-    assert value(samples, "rapidws_messages_sent_total", type="text") == 1
+    route = "/"  # of the reference server's two routes, the one for "/"
+    assert value(samples, "rapidws_connections_open", route=route) == 1
+    assert value(samples, "rapidws_messages_sent_total", route=route, type="text") == 1
 
 
 def test_serve_metrics_with_workers_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -619,3 +619,12 @@ async def test_invalid_101_response(extra: bytes, message: str, options: dict[st
     async with raw_server(handler) as port:
         with pytest.raises(InvalidResponse, match=message):
             await wait(rapidws.connect(f"ws://127.0.0.1:{port}/", **options))  # type: ignore[arg-type]
+
+
+@pytest.mark.virtual_clock
+async def test_auto_pong_off_lets_the_servers_keepalive_time_out() -> None:
+    async with rapidws.serve(echo, "127.0.0.1", 0, ping_interval=0.05, ping_timeout=0.2) as server:
+        ws = await rapidws.connect(uri(server), auto_pong=False, ping_interval=None)
+        with pytest.raises(ConnectionClosedError) as exc_info:
+            await wait(ws.recv())
+        assert (exc_info.value.code, exc_info.value.reason) == (1011, "keepalive ping timeout")

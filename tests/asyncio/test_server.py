@@ -842,3 +842,14 @@ async def test_a_hook_chooses_the_handler_and_fills_the_attributes() -> None:
             assert connection.handler is echo
             with pytest.raises(RuntimeError, match="before the upgrade"):
                 connection.handler = named
+
+
+@pytest.mark.virtual_clock
+async def test_auto_pong_off_lets_the_clients_keepalive_time_out() -> None:
+    async with rapidws.serve(echo, "127.0.0.1", 0, auto_pong=False) as server:
+        ws = await rapidws.connect(make_uri(server), ping_interval=0.05, ping_timeout=0.2)
+        await ws.send("still echoed")
+        assert await wait(ws.recv()) == "still echoed"
+        with pytest.raises(ConnectionClosedError) as exc_info:
+            await wait(ws.recv())
+        assert (exc_info.value.code, exc_info.value.reason) == (1011, "keepalive ping timeout")

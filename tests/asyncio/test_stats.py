@@ -265,3 +265,27 @@ async def test_errors_carry_the_connection_id(records: Records) -> None:
     (closed,) = records.events("connection_closed")
     assert error.connection_id == closed.connection_id  # type: ignore[attr-defined]
     assert error.exc_info is not None
+
+
+async def test_routed_connections_count_by_route_and_in_the_totals() -> None:
+    # A routed connection's counts are folded into its route's part only;
+    # the totals sum the parts and the unrouted counts.
+    app = rapidws.App()
+    app.add_websocket("/ws/{user}", Echo())
+    async with app.serve("127.0.0.1", 0, compression=None) as server:
+        for user in ("ada", "bob", "cy"):
+            async with rapidws.connect(uri(server, f"/ws/{user}"), compression=None) as ws:
+                await ws.send(user)
+                assert await wait(ws.recv()) == user
+        with pytest.raises(rapidws.InvalidStatus):
+            await rapidws.connect(uri(server, "/nowhere"))
+        async with rapidws.connect(uri(server, "/ws/di"), compression=None) as ws:
+            await ws.send("di")
+            assert await wait(ws.recv()) == "di"
+            await until(lambda: server.stats.snapshot(()).open == 1)
+            snapshot = server.stats.snapshot(server.connections)
+    route = snapshot.routes["/ws/{user}"]
+    assert (route.opened, route.open, route.handshakes) == (4, 1, {101: 4})
+    assert snapshot.routes["unmatched"].handshakes == {404: 1}
+    assert route.traffic == snapshot.traffic
+    assert route.traffic.text_in == route.traffic.text_out == 4

@@ -37,6 +37,14 @@ class Echo(rapidws.Callbacks):
         connection.send_nowait(message)
 
 
+# The handshake requests of the module's server, to check the flags sent.
+REQUESTS: list[rapidws.Request] = []
+
+
+def record(connection: rapidws.ServerConnection, request: rapidws.Request) -> None:
+    REQUESTS.append(request)
+
+
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     ready = threading.Event()
@@ -44,7 +52,9 @@ def url() -> Iterator[str]:
     stop: list[asyncio.Future[None]] = []
 
     async def main() -> None:
-        async with rapidws.serve(Echo(), "127.0.0.1", 0, compression=None) as server:
+        async with rapidws.serve(
+            Echo(), "127.0.0.1", 0, compression=None, subprotocols=["chat"], process_request=record
+        ) as server:
             port.append(server.sockets[0].getsockname()[1])
             stop.append(asyncio.get_running_loop().create_future())
             ready.set()
@@ -126,6 +136,9 @@ def test_refused_is_counted_without_traceback(capsys: pytest.CaptureFixture[str]
         ["bench", "compare", "only-one.json"],
         ["bench", "ws://127.0.0.1:1/", "--scenario", "/nonexistent.py"],
         ["bench", "ws://127.0.0.1:1/", "-c", "0"],
+        ["bench", "ws://127.0.0.1:1/", "-H", "no colon"],
+        ["bench", "wss://127.0.0.1:1/", "--ca", "/nonexistent.pem"],
+        ["bench", "ws://127.0.0.1:1/", "--source", "127.0.0.1", "--proxy", "socks5://h:1"],
     ],
 )
 def test_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -158,6 +171,20 @@ def test_processes_merge(url: str, tmp_path: Path) -> None:
     assert report["processes"] == 2
     assert report["received"] == 100
     assert report["latency_ms"]["latency"]["count"] == 100
+
+
+def test_connect_flags_in_worker_processes(url: str) -> None:
+    # The flags of `rapidws connect`, wscat's short names included, reach the
+    # server from each worker process (which builds its own client options).
+    REQUESTS.clear()
+    argv = ["bench", url, "-c", "2", "-n", "10", "-d", "5", "--processes", "2"]
+    flags = ["-H", "X-Run: 7", "-s", "chat", "-o", "http://o.example", "--no-proxy"]
+    assert rapidws.cli.main([*argv, *flags]) == 0
+    assert len(REQUESTS) == 2
+    for request in REQUESTS:
+        assert request.headers["X-Run"] == "7"
+        assert request.headers["Sec-WebSocket-Protocol"] == "chat"
+        assert request.headers["Origin"] == "http://o.example"
 
 
 def run_command(url: str, *args: str) -> list[str]:

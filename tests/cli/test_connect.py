@@ -163,6 +163,29 @@ def test_show_ping_pong_piped(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ping 70\n" in err
 
 
+@pytest.mark.parametrize("flag", [[], ["--no-pong"]])
+def test_no_pong(flag: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # Order, not time: the client's engine writes a pong as it reads the ping,
+    # before its close frame (sent once the message behind the ping came);
+    # the close fails a ping still waiting.
+    answered: list[bool] = []
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        pong = ws.ping(b"p")
+        await ws.send("m")
+        await ws.wait_closed()
+        try:
+            await asyncio.wait_for(pong, TIMEOUT)  # answered, or failed by the close
+        except rapidws.ConnectionClosed:
+            answered.append(False)
+        else:
+            answered.append(True)
+
+    status, out, _ = run_open(handler, capsys, "-n", "1", *flag)
+    assert (status, out) == (0, "m\n")
+    assert answered == [not flag]
+
+
 # -n/--count, --wait, --execute.
 
 

@@ -13,7 +13,7 @@ import contextlib
 import errno
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,10 @@ from rapidws.cli.loadgen import (
     generate,
     new_histogram,
 )
+from rapidws.cli.options import ClientFlags
 from rapidws.exceptions import ConnectionClosedError, InvalidHandshake, InvalidStatus
+
+from ..proxy_servers import PASSWORD, USER, microsocks
 
 
 class Echo(rapidws.Callbacks):
@@ -254,7 +257,8 @@ async def test_churn() -> None:
 async def test_idle_with_ramp_up() -> None:
     async with serving(Echo()) as url:
         result = await generate(
-            LoadConfig(url, workload="idle", connections=5, ramp_up=50, duration=0.4)
+            # 0.1 s of ramp at 50/s: the rest of the 2 s is slack for a busy machine.
+            LoadConfig(url, workload="idle", connections=5, ramp_up=50, duration=2.0)
         )
     assert result.peak_open == result.handshakes == 5
     assert result.errors == {}
@@ -289,7 +293,12 @@ async def test_tls_handshake_is_timed_apart(server_context: Any, ca: Any) -> Non
         ) as server:
             port = server.sockets[0].getsockname()[1]
             result = await generate(
-                LoadConfig(f"wss://127.0.0.1:{port}/", ca=ca_file, messages=5, duration=5)
+                LoadConfig(
+                    f"wss://127.0.0.1:{port}/",
+                    client=ClientFlags(ca=ca_file),
+                    messages=5,
+                    duration=5,
+                )
             )
     assert result.received == 5
     assert histogram(result, "tls").get_total_count() == 1
@@ -365,6 +374,60 @@ async def test_http_refusal() -> None:
     async with serving(Echo(), process_request=refuse) as url:
         result = await generate(LoadConfig(url, duration=0.3))
     assert result.errors["http 503"] >= 1
+
+
+async def test_client_flags_reach_the_server() -> None:
+    requests: list[rapidws.Request] = []
+
+    def record(connection: Any, request: rapidws.Request) -> None:
+        requests.append(request)
+
+    flags = ClientFlags(
+        header=("X-Run: 7",), subprotocol=("chat",), origin="http://o.example", auth="ann:pw",
+        compression=False,
+    )  # fmt: skip
+    async with serving(Echo(), process_request=record, subprotocols=["chat"]) as url:
+        result = await generate(LoadConfig(url, client=flags, messages=5, duration=5))
+    assert result.received == 5
+    headers = requests[0].headers
+    assert headers["X-Run"] == "7"
+    assert headers["Sec-WebSocket-Protocol"] == "chat"
+    assert headers["Origin"] == "http://o.example"
+    assert headers["Authorization"].startswith("Basic ")
+    assert "Sec-WebSocket-Extensions" not in headers
+
+
+@pytest.fixture(scope="module")
+def socks5_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with microsocks(tmp_path_factory.mktemp("proxy")) as port:
+        yield f"socks5://{USER}:{PASSWORD}@127.0.0.1:{port}"
+
+
+async def test_through_a_proxy(socks5_proxy: str) -> None:
+    async with serving(Echo()) as url:
+        result = await generate(
+            LoadConfig(url, client=ClientFlags(proxy=socks5_proxy), messages=5, duration=5)
+        )
+    assert result.received == 5
+    # The proxy opened the TCP connection: only the whole handshake is timed.
+    assert histogram(result, "handshake").get_total_count() == 1
+    assert "tcp_connect" not in result.histograms
+
+
+async def test_environment_proxy_unless_no_proxy(
+    socks5_proxy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("all_proxy", socks5_proxy)
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    async with serving(Echo()) as url:
+        proxied = await generate(LoadConfig(url, messages=5, duration=5))
+        direct = await generate(
+            LoadConfig(url, client=ClientFlags(no_proxy=True), messages=5, duration=5)
+        )
+    assert "tcp_connect" not in proxied.histograms
+    assert histogram(direct, "tcp_connect").get_total_count() == 1
+    assert proxied.received == direct.received == 5
 
 
 async def test_source_address() -> None:

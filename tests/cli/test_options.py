@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import http.cookiejar
+import pickle
 import ssl
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import trustme
 
 from rapidws.cli.options import (
+    ClientFlags,
     UsageError,
     add_client_options,
     add_server_options,
@@ -44,6 +47,7 @@ def test_client_defaults() -> None:
         "origin": None,
         "compression": "deflate",
         "proxy": True,
+        "auto_pong": True,
     }
 
 
@@ -51,7 +55,7 @@ def test_client_flags() -> None:
     args = client(
         "ws://example.com/", "-H", "X-A: 1", "--header", "X-B:2", "-s", "chat", "--subprotocol",
         "v2", "-o", "https://example.com", "--auth", "ann:pw", "--no-compression",
-        "--proxy", "socks5h://127.0.0.1:1080", "--max-redirects", "0",
+        "--proxy", "socks5h://127.0.0.1:1080", "--max-redirects", "0", "--no-pong",
     )  # fmt: skip
     options = client_options(args)
     headers = options.pop("additional_headers")
@@ -63,7 +67,30 @@ def test_client_flags() -> None:
         "origin": "https://example.com",
         "compression": None,
         "proxy": "socks5h://127.0.0.1:1080",
+        "auto_pong": False,
         "max_redirects": 0,
+    }
+
+
+def test_client_flags_are_the_parsed_flags() -> None:
+    # One field per flag, with the flag's default: nothing added to one alone.
+    assert ClientFlags.from_args(client("ws://h/")) == ClientFlags()
+    args = client("wss://h/", "-H", "X-A: 1", "-s", "chat", "-k", "--no-compression")
+    flags = ClientFlags.from_args(args)
+    assert flags == ClientFlags(
+        header=("X-A: 1",), subprotocol=("chat",), insecure=True, compression=False
+    )
+    assert pickle.loads(pickle.dumps(flags)) == flags
+    from_flags, from_args = client_options(flags, "wss://h/"), client_options(args)
+    assert from_flags.pop("additional_headers").items() == [("X-A", "1")]
+    assert from_flags.pop("ssl").verify_mode == ssl.CERT_NONE
+    del from_args["additional_headers"], from_args["ssl"]
+    assert from_flags == from_args
+    parser = argparse.ArgumentParser()
+    add_client_options(parser, compression=False)
+    assert ClientFlags.from_args(parser.parse_args([])) == ClientFlags(compression=False)
+    assert {action.dest for action in parser._actions} - {"help"} == {
+        field.name for field in dataclasses.fields(ClientFlags)
     }
 
 
@@ -121,7 +148,13 @@ def test_cookie_jar(tmp_path: Path) -> None:
 
 
 def test_server_defaults() -> None:
-    assert server_options(server()) == {"ssl": None, "subprotocols": None, "compression": "deflate"}
+    assert server_options(server()) == {
+        "ssl": None,
+        "subprotocols": None,
+        "compression": "deflate",
+        "auto_pong": True,
+    }
+    assert server_options(server("--no-pong"))["auto_pong"] is False
 
 
 def test_server_flags(tmp_path: Path, ca: trustme.CA, server_cert: trustme.LeafCert) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rapidws.cli.loadgen import LoadConfig, ProcessResult, Recorder, Snapshot
+from rapidws.cli.options import ClientFlags
 from rapidws.cli.report import (
     Report,
     compare,
@@ -89,6 +90,13 @@ def test_thresholds(text: str, metric: str, value: float, crossed: bool) -> None
 def test_invalid_thresholds(text: str) -> None:
     with pytest.raises(ValueError, match="invalid threshold"):
         parse_threshold(text)
+
+
+def test_json_hides_the_password() -> None:
+    config = LoadConfig("ws://x/", client=ClientFlags(auth="ann:secret", header=("X-A: 1",)))
+    document = Report(config, [process([1.0])]).to_json()
+    assert "secret" not in json.dumps(document)
+    assert json.loads(json.dumps(document))["config"]["client"]["header"] == ["X-A: 1"]
 
 
 def test_json_csv_html_and_compare(tmp_path: Path) -> None:

@@ -281,3 +281,18 @@ async def test_serve_exec() -> None:
     ):
         await ws.send("shell words")
         assert await ws.recv() == "SHELL WORDS"
+
+
+@needs_signals
+async def test_serve_no_pong() -> None:
+    # Order, not time: a pong would come back before the echo of a message sent
+    # after the ping.
+    async with (
+        serve_cli("--echo", "--no-pong") as url,
+        rapidws.connect(url, ping_interval=None) as ws,
+    ):
+        pong = ws.ping(b"p")
+        await ws.send("after the ping")
+        assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "after the ping"
+        assert not pong.done()
+        pong.cancel()

@@ -70,6 +70,7 @@ from ..asyncio.server import (
     _maybe_await,
     serve,
 )
+from ..asyncio.stats import UNMATCHED
 from ..core.extensions.base import ServerExtensionFactory
 from ..core.extensions.permessage_deflate import ServerPerMessageDeflate, with_compression
 from ..core.headers import Headers
@@ -209,9 +210,12 @@ class _WebSocketRoute:
     # The callbacks behind the app's message rate limit, made on first use.
     limited: RateLimitedCallbacks | None = None
 
-    # Whether the route has subprotocols or settings of its own: known once,
-    # not looked up per handshake.
+    # Known once, not looked up per handshake: whether the route has
+    # subprotocols or settings of its own, and what the connection's handler
+    # setter would derive from the handler.
     customized: bool = field(init=False, default=False)
+    callbacks: Callbacks | None = field(init=False, default=None)
+    on_message: Callable[[Any, Any], None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.customized = (
@@ -219,6 +223,9 @@ class _WebSocketRoute:
             or self.select_subprotocol is not None
             or self.settings is not None
         )
+        if isinstance(self.handler, Callbacks):
+            self.callbacks = self.handler
+            self.on_message = self.handler.on_message
 
 
 class App:
@@ -565,20 +572,23 @@ class App:
         match = self.router.match(target, websocket=upgrade, method=request.method)
         # A plain request's connection may serve the next one (a page, its
         # script, then the upgrade); a refused upgrade or a bad path closes.
-        keep_alive = not upgrade and not isinstance(match, BadPath) and not self._draining
+        keep_alive = not upgrade and type(match) is not BadPath and not self._draining
         response: Response | Awaitable[Response]
-        if not isinstance(match, Matched):
+        if type(match) is not Matched:
+            if upgrade:
+                ws.route = UNMATCHED  # the metrics' label
             response = _refusal(match)
         elif upgrade:
-            options = match.route.options
-            assert isinstance(options, _WebSocketRoute)
+            ws.route = match.route.path  # the metrics' label: the template, not the path
+            # The router hands back what add_websocket() gave it.
+            options: _WebSocketRoute = match.route.options  # type: ignore[assignment]
             if self._draining:
                 response = Response(503, _SHUTTING_DOWN, [("Retry-After", "1")])
             elif self._per_ip is not None and self._per_ip.full(_client_ip(ws)):
                 response = Response(429, _TOO_MANY, [("Retry-After", "1")])
             else:
                 ws.path_params = match.params
-                ws.handler = options.handler
+                ws._serve_with(options.handler, options.callbacks, options.on_message)
                 if options.customized:
                     _customize(ws, options)
                 response = self._intercept(ws, request, options, 0, [])

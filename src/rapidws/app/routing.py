@@ -769,17 +769,19 @@ class Router:
         if not raw_path.startswith("/"):
             return BadPath("the request target is not a path")
         path = raw_path
+        escaped = False  # a "%" is among the characters that need normalizing
         if _NOT_NORMALIZED.search(path) is not None:
             try:
                 path = _normalize(raw_path)
             except _InvalidPath as exc:
                 return BadPath(str(exc))
+            escaped = "%" in path
 
         if websocket:
             found = tables.websocket.find(path)
             if found is not None:
                 node, texts = found
-                return _matched(node.entries[0], texts, query, "%" in path)
+                return _matched(node.entries[0], texts, query, escaped)
             # No trailing-slash redirect: WebSocket clients do not follow them.
             return _NOT_FOUND if tables.http.find(path) is None else _NOT_WEBSOCKET
 
@@ -789,7 +791,7 @@ class Router:
             entry = node.select(method)
             if entry is None:
                 return MethodNotAllowed(frozenset(node.by_method))
-            return _matched(entry, texts, query, "%" in path)
+            return _matched(entry, texts, query, escaped)
         found = tables.websocket.find(path)
         if found is not None:
             return UpgradeRequired(found[0].entries[0].route)

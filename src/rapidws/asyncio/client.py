@@ -120,6 +120,8 @@ class connect:
             browsers do; a :class:`ClientPerMessageDeflate` sets the offer and
             the settings; ``None`` turns compression off.
         extensions: more client extension factories.
+        auto_pong: ``False`` leaves pings unanswered, against RFC 6455 section
+            5.5.2: a knob for testing servers' keepalive, never for production.
         additional_headers: more request headers (``Authorization``, cookies).
         user_agent: the ``User-Agent`` header; ``None`` omits it.
         cookies: an :class:`http.cookiejar.CookieJar`: its cookies for the
@@ -195,6 +197,7 @@ class connect:
         subprotocols: Sequence[str] | None = None,
         compression: str | ClientPerMessageDeflate | None = "deflate",
         extensions: Sequence[ClientExtensionFactory] = (),
+        auto_pong: bool = True,
         # HTTP
         additional_headers: HeadersLike | None = None,
         user_agent: str | None = USER_AGENT,
@@ -239,6 +242,7 @@ class connect:
             max_line=max_line,
             max_headers=max_headers,
             max_header_bytes=max_header_bytes,
+            auto_pong=auto_pong,
         )
         self._connection_options: dict[str, Any] = dict(
             ping_interval=ping_interval,

@@ -133,6 +133,7 @@ class ServerConnection(Connection[ServerProtocol]):
         "handler_task",
         "id",
         "path_params",
+        "route",
         "server",
     )
 
@@ -151,6 +152,10 @@ class ServerConnection(Connection[ServerProtocol]):
         #: The parameters of the route's path (``{"user_name": "ada"}``), set
         #: by a router; empty otherwise.
         self.path_params: Mapping[str, Any] = _NO_PARAMS
+        #: The template of the App route that took the upgrade
+        #: (``/ws/{user}``), or ``"unmatched"``; ``None`` without an App. The
+        #: metrics' ``route`` label (a template: few values, unlike paths).
+        self.route: str | None = None
         self._attributes: dict[str, Any] | None = None
         # None: the defaults, computed when read (see client_address, scheme).
         self._client_address: Any = None
@@ -215,9 +220,20 @@ class ServerConnection(Connection[ServerProtocol]):
     def handler(self, handler: Handler) -> None:
         if self.protocol.state is not CONNECTING:
             raise RuntimeError("the handler is chosen before the upgrade, in a hook")
+        callbacks = handler if isinstance(handler, Callbacks) else None
+        self._serve_with(handler, callbacks, None if callbacks is None else callbacks.on_message)
+
+    def _serve_with(
+        self,
+        handler: Handler,
+        callbacks: Callbacks | None,
+        on_message: Callable[[Any, Data], None] | None,
+    ) -> None:
+        # The handler setter, for a router that looked ``callbacks`` and
+        # ``on_message`` up once per route and calls it during the handshake.
         self._handler = handler
-        self._callbacks = handler if isinstance(handler, Callbacks) else None
-        self._on_message = None if self._callbacks is None else self._callbacks.on_message
+        self._callbacks = callbacks
+        self._on_message = on_message
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register with the server and bound the handshake time (called by asyncio)."""
@@ -274,7 +290,10 @@ class ServerConnection(Connection[ServerProtocol]):
             result = None
             if server.process_request is not None:
                 result = server.process_request(self, event)
-            if _is_awaitable(result) or server.process_response is not None:
+            # A router's Response is the common answer: no call to tell it.
+            if (
+                type(result) is not Response and _is_awaitable(result)
+            ) or server.process_response is not None:
                 self._hooks_task = self.loop.create_task(self._run_hooks(event, result))
                 return
             # A hook that answered at once (a router, a sync check): no task.
@@ -587,6 +606,8 @@ class serve:
             with memory-lean settings; a :class:`ServerPerMessageDeflate` sets
             them; ``None`` turns compression off.
         extensions: more server extension factories.
+        auto_pong: ``False`` leaves pings unanswered, against RFC 6455 section
+            5.5.2: a knob for testing clients' keepalive, never for production.
         process_request: a hook ``(connection, request)`` that may answer with a
             :class:`Response` instead of upgrading.
         process_response: a hook ``(connection, request, response)`` that may
@@ -625,6 +646,7 @@ class serve:
         select_subprotocol: SelectSubprotocol | None = None,
         compression: str | ServerPerMessageDeflate | None = "deflate",
         extensions: Sequence[ServerExtensionFactory] = (),
+        auto_pong: bool = True,
         # HTTP
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
@@ -666,6 +688,7 @@ class serve:
                 max_header_bytes=max_header_bytes,
                 max_body_size=max_body_size,
                 server_header=server_header,
+                auto_pong=auto_pong,
             ),
             connection_options=dict(
                 ping_interval=ping_interval,

@@ -28,7 +28,15 @@ if TYPE_CHECKING:
     from ..core.http11 import Response
     from .server import ServerConnection
 
-__all__ = ["RTT_BUCKETS", "ServerStats", "Snapshot", "Traffic", "traffic_of"]
+__all__ = [
+    "RTT_BUCKETS",
+    "UNMATCHED",
+    "RouteSnapshot",
+    "ServerStats",
+    "Snapshot",
+    "Traffic",
+    "traffic_of",
+]
 
 logger = logging.getLogger("rapidws.server")
 
@@ -66,6 +74,37 @@ def traffic_of(connection: Any) -> Traffic:
 #: The upper bounds, in seconds, of the ping round-trip-time histogram.
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _DEFLATE = "permessage-deflate"
+#: The route of an upgrade request that no App route took (404, 426...): one
+#: label for them all, as the metrics' ``route`` must stay few (no raw paths).
+UNMATCHED = "unmatched"
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteSnapshot:
+    """The counts of the connections of one App route; see :attr:`Snapshot.routes`.
+
+    Attributes:
+        opened: connections that completed the opening handshake.
+        open: of those, the ones not closed yet.
+        handshakes: answers to upgrade requests by status (101: accepted).
+        traffic: the sum of the route's connections' :class:`Traffic`.
+    """
+
+    opened: int
+    open: int
+    handshakes: dict[int, int]
+    traffic: Traffic
+
+
+class _RouteCounts:
+    # What ServerStats keeps per route, for the connections an App routed.
+    __slots__ = ("closed", "opened", "refused", "traffic")
+
+    def __init__(self) -> None:
+        self.opened = self.closed = 0
+        self.refused: collections.Counter[int] = collections.Counter()
+        # The closed connections' counts, in COUNTS order.
+        self.traffic = [0] * len(COUNTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +129,9 @@ class Snapshot:
         write_buffer_max: the largest of those write buffers.
         receive_queue: messages received and not yet taken by ``recv()``.
         receive_queue_max: the longest of those queues.
+        routes: the part of ``opened``, ``open``, ``handshakes`` and
+            ``traffic`` of each App route, by template (``/ws/{user}``), and
+            of :data:`UNMATCHED`; empty for a server without an App.
     """
 
     opened: int
@@ -104,6 +146,7 @@ class Snapshot:
     write_buffer_max: int
     receive_queue: int
     receive_queue_max: int
+    routes: dict[str, RouteSnapshot] = dataclasses.field(default_factory=dict)
 
 
 class ServerStats:
@@ -115,16 +158,30 @@ class ServerStats:
         self._opened = 0
         self._closed: collections.Counter[tuple[int, str]] = collections.Counter()
         self._handshakes: collections.Counter[int] = collections.Counter()
-        # The closed connections' counts, in COUNTS order.
+        # The closed connections' counts, in COUNTS order: those without a
+        # route (the routes' are in _routes, summed when read: a routed close
+        # folds once, as an unrouted one does).
         self._traffic = [0] * len(COUNTS)
         self._deflate = [0, 0, 0, 0]
         self._rtt = [0] * (len(RTT_BUCKETS) + 1)
         self._rtt_sum = 0.0
+        # Only for connections with a route (ServerConnection.route, set by
+        # an App): none on a server without an App.
+        self._routes: dict[str, _RouteCounts] = {}
 
     def handshake(self, connection: ServerConnection, response: Response) -> None:
         """Count the answer to an upgrade request; log a refusal."""
         status = response.status
         self._handshakes[status] += 1
+        route = connection.route
+        if route is not None:
+            part = self._routes.get(route)
+            if part is None:
+                part = self._routes[route] = _RouteCounts()
+            if status == 101:
+                part.opened += 1
+            else:
+                part.refused[status] += 1
         if status == 101:
             self._opened += 1
         elif logger.isEnabledFor(logging.INFO):
@@ -153,7 +210,13 @@ class ServerStats:
     def connection_closed(self, connection: ServerConnection, duration: float) -> None:
         """Fold the counts of a connection that was open into the totals; log its end."""
         counts = _read_counts(connection)
-        self._traffic = list(map(operator.add, self._traffic, counts))
+        route = connection.route
+        if route is None:
+            self._traffic = list(map(operator.add, self._traffic, counts))
+        else:
+            part = self._routes[route]  # made by its handshake
+            part.closed += 1
+            part.traffic = list(map(operator.add, part.traffic, counts))
         protocol = connection.protocol
         if _deflated(protocol.extensions):
             _add_deflate(self._deflate, counts)
@@ -206,7 +269,10 @@ class ServerStats:
         <rapidws.asyncio.server.Server.connections>`); their write buffers and
         receive queues are sampled too.
         """
+        routes = {route: list(part.traffic) for route, part in self._routes.items()}
         totals = list(self._traffic)
+        for traffic in routes.values():
+            totals = list(map(operator.add, totals, traffic))
         deflate = list(self._deflate)
         write_buffer = write_buffer_max = queue = queue_max = 0
         for connection in list(connections):
@@ -215,6 +281,8 @@ class ServerStats:
                 continue  # not open yet, or folded into the totals already
             counts = _read_counts(connection)
             totals = list(map(operator.add, totals, counts))
+            if connection.route is not None:
+                routes[connection.route] = list(map(operator.add, routes[connection.route], counts))
             if _deflated(connection.protocol.extensions):
                 _add_deflate(deflate, counts)
             if connection.transport is not None:
@@ -238,6 +306,17 @@ class ServerStats:
             write_buffer_max=write_buffer_max,
             receive_queue=queue,
             receive_queue_max=queue_max,
+            routes={
+                route: RouteSnapshot(
+                    opened=part.opened,
+                    open=part.opened - part.closed,
+                    handshakes={101: part.opened, **part.refused}
+                    if part.opened
+                    else dict(part.refused),
+                    traffic=Traffic(*routes[route]),
+                )
+                for route, part in self._routes.items()
+            },
         )
 
 

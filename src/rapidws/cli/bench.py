@@ -12,9 +12,8 @@ A terminal gets a live display (rich); a pipe gets a line a second on
 stderr. The summary goes to stdout. Exit statuses: 0, 1 when a ``--fail-if``
 threshold is crossed or no connection opened, 2 for a usage error.
 
-The flags for headers, TLS and subprotocols are this module's own until the
-shared flag groups of ``rapidws.cli.options`` exist (issue 15: the same flags
-in connect, serve and bench); then they should come from there.
+The request, TLS, proxy and compression flags are those of ``rapidws
+connect`` (:mod:`rapidws.cli.options`), with compression off by default.
 """
 
 from __future__ import annotations
@@ -31,6 +30,8 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TextIO
+
+from .options import ClientFlags, UsageError, add_client_options, client_options
 
 if TYPE_CHECKING:
     from .loadgen import LoadConfig, ProcessResult, Snapshot
@@ -77,13 +78,6 @@ def _processes(text: str) -> int:
     return count
 
 
-def _header(text: str) -> tuple[str, str]:
-    name, colon, value = text.partition(":")
-    if not colon or not name.strip():
-        raise argparse.ArgumentTypeError(f"invalid header {text!r}: expected 'Name: value'")
-    return name.strip(), value.strip()
-
-
 def add_bench_command(commands: Any) -> None:
     """Add the ``bench`` command to the subcommands of the ``rapidws`` parser."""
     parser = commands.add_parser(
@@ -115,7 +109,7 @@ def add_bench_command(commands: Any) -> None:
         "--warmup", type=parse_seconds, default=0.0, help="leave out the first seconds"
     )
     load.add_argument("-n", "--messages", type=int, help="stop after this many messages")
-    load.add_argument("-s", "--size", type=int, default=16, help="message size (default: 16)")
+    load.add_argument("--size", type=int, default=16, help="message size (default: 16)")
     load.add_argument("--text", action="store_true", help="text messages (default: binary)")
     load.add_argument(
         "-r",
@@ -146,22 +140,8 @@ def add_bench_command(commands: Any) -> None:
         "--source", metavar="IP,IP", help="source addresses, taken in turn by connections"
     )
     load.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
-    conn = parser.add_argument_group("connection")
-    conn.add_argument(
-        "--compression",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="offer permessage-deflate (default: off)",
-    )
-    conn.add_argument(
-        "-H", "--header", type=_header, action="append", default=[], metavar="'NAME: VALUE'"
-    )
-    conn.add_argument("--subprotocol", action="append", default=[], metavar="NAME")
-    conn.add_argument("--origin")
-    conn.add_argument("-k", "--insecure", action="store_true", help="skip certificate checks")
-    conn.add_argument("--ca", metavar="FILE", help="CA certificates (PEM) to trust")
-    conn.add_argument("--cert", metavar="FILE", help="client certificate (PEM)")
-    conn.add_argument("--key", metavar="FILE", help="private key of --cert")
+    # The request, TLS, proxy and compression flags of ``rapidws connect``.
+    add_client_options(parser, compression=False)
     out = parser.add_argument_group("output")
     out.add_argument("--json", metavar="FILE", help="write the report as JSON")
     out.add_argument("--csv", metavar="FILE", help="write the timeline as CSV")
@@ -208,14 +188,7 @@ def run(args: argparse.Namespace) -> int:
             publishers=args.publishers,
             ramp_up=args.ramp_up,
             timeout=args.timeout,
-            compression=args.compression,
-            headers=args.header,
-            subprotocols=args.subprotocol,
-            origin=args.origin,
-            insecure=args.insecure,
-            ca=args.ca,
-            cert=args.cert,
-            key=args.key,
+            client=ClientFlags.from_args(args),
             sources=args.source.split(",") if args.source else [],
             scenario=args.scenario,
         )
@@ -224,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             from .loadgen import load_scenario  # noqa: PLC0415
 
             load_scenario(config.scenario)  # fail now, not in every VU
-    except ValueError as exc:
+    except (ValueError, UsageError) as exc:
         print(f"rapidws bench: {exc}", file=sys.stderr)
         return 2
     for warning in preflight(config, args.processes):
@@ -265,6 +238,11 @@ def _check(config: LoadConfig) -> None:
             raise ValueError(f"--{name} must be positive")
     if config.duration <= 0:
         raise ValueError("--duration must be positive")
+    # Invalid headers, TLS files or cookie jar (the result is built again in
+    # each process: an SSL context does not pickle).
+    client_options(config.client, config.url)
+    if config.sources and config.client.proxy is not None:
+        raise ValueError("--source and --proxy exclude each other")
 
 
 def _write_outputs(result: Report, args: argparse.Namespace) -> None:

@@ -50,12 +50,14 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from ..asyncio.client import ClientConnection, connect
-from ..core.uri import parse_uri
+from ..core.proxy import proxy_from_environment
+from ..core.uri import WebSocketURI, parse_uri
 from ..exceptions import (
     ConnectionClosed,
     InvalidHandshake,
     InvalidStatus,
 )
+from .options import ClientFlags, client_options
 
 __all__ = [
     "HIGHEST_US",
@@ -160,14 +162,9 @@ class LoadConfig:
     ramp_up: float | None = None
     #: Seconds for a handshake, a reply or a request before it counts as a timeout.
     timeout: float = 10.0
-    compression: bool = False
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    subprotocols: list[str] = field(default_factory=list)
-    origin: str | None = None
-    insecure: bool = False
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
+    #: The flags shared with ``rapidws connect``: headers, TLS, proxy...
+    #: (compression off unless asked: it would measure zlib, not the server).
+    client: ClientFlags = field(default_factory=lambda: ClientFlags(compression=False))
     sources: list[str] = field(default_factory=list)
     #: ``path.py`` or ``path.py:function`` (scenario).
     scenario: str | None = None
@@ -290,7 +287,17 @@ class _Run:
         self.loop = asyncio.get_running_loop()
         uri = parse_uri(config.url)
         self.uri = uri
-        self.ssl = _client_context(config) if uri.secure else None
+        # Built here, in each process: an SSL context does not pickle.
+        self.options = client_options(config.client, config.url)
+        self.ssl: ssl.SSLContext | None = self.options.get("ssl")
+        self.proxy = _proxy(self.options.pop("proxy"), uri)
+        self.options.update(
+            open_timeout=config.timeout,
+            ping_interval=None,
+            max_size=None,
+            max_queue=None,
+            create_connection=LoadConnection,
+        )
         # The rate workload's messages are a stamp (hex in text) and padding.
         stamp = 0 if config.workload != "rate" else 2 * _STAMP.size if config.text else _STAMP.size
         size = max(config.size, stamp)
@@ -350,7 +357,9 @@ class _Run:
         self.budget = 0
 
     async def resolve(self) -> None:
-        """Resolve the server's address once, not per connection."""
+        """Resolve the server's address once, not per connection (a proxy resolves it)."""
+        if self.proxy is not None:
+            return
         host = self.uri.host.strip("[]")
         try:
             # An address needs no resolver thread.
@@ -364,6 +373,8 @@ class _Run:
 
     async def open_connection(self, index: int) -> LoadConnection:
         """Open one connection, timing TCP, TLS and the upgrade apart."""
+        if self.proxy is not None:
+            return await self._open_through_proxy()
         config = self.config
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
@@ -377,20 +388,7 @@ class _Run:
             await asyncio.wait_for(self.loop.sock_connect(sock, self.address), config.timeout)
             connected = time.perf_counter()
             clock_offset = self.clock() - connected
-            ws = await connect(
-                config.url,
-                sock=sock,
-                ssl=self.ssl,
-                origin=config.origin,
-                subprotocols=config.subprotocols or None,
-                compression="deflate" if config.compression else None,
-                additional_headers=config.headers,
-                open_timeout=config.timeout,
-                ping_interval=None,
-                max_size=None,
-                max_queue=None,
-                create_connection=LoadConnection,
-            )
+            ws = await connect(config.url, sock=sock, proxy=None, **self.options)
         except BaseException:
             sock.close()
             raise
@@ -402,6 +400,16 @@ class _Run:
             self.tls.record(made - connected - clock_offset)
         self.upgrade.record(opened - made)
         self.handshake.record(opened - start)
+        self.handshakes += 1
+        return ws
+
+    async def _open_through_proxy(self) -> LoadConnection:
+        # The proxy opens the TCP connection and TLS runs inside its tunnel:
+        # only the whole handshake can be timed.
+        start = self.clock()
+        ws = await connect(self.config.url, proxy=self.proxy, **self.options)
+        assert isinstance(ws, LoadConnection)
+        self.handshake.record(self.clock() - start)
         self.handshakes += 1
         return ws
 
@@ -435,14 +443,11 @@ class _Run:
                 ws.transport.abort()
 
 
-def _client_context(config: LoadConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=config.ca)
-    if config.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if config.cert is not None:
-        context.load_cert_chain(config.cert, config.key)
-    return context
+def _proxy(setting: str | bool | None, uri: WebSocketURI) -> str | None:
+    # The proxy of --proxy, or by default the environment's, as connect() does.
+    if setting is True:
+        return proxy_from_environment(uri, os.environ)
+    return setting or None
 
 
 # ---- workloads: each returns when the connection ended or the run did ----

@@ -12,6 +12,10 @@ arguments into keyword arguments::
     except UsageError as exc:
         ...  # print it, exit with status 2
 
+A program that needs the flags in another process (``bench``'s workers) keeps
+them as a picklable :class:`ClientFlags` (``ClientFlags.from_args(args)``) and
+calls :func:`client_options` there: an SSL context does not pickle.
+
 Long names are the contract. Short ones follow wscat where wscat and websocat
 disagree: ``-s`` is a subprotocol, ``-k`` skips the certificate check, ``-H``
 adds a header, ``-o`` sets the origin.
@@ -25,12 +29,14 @@ import http.cookiejar
 import math
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from ..core.headers import Headers
 
 __all__ = [
+    "ClientFlags",
     "UsageError",
     "add_client_options",
     "add_server_options",
@@ -57,17 +63,29 @@ def _add_subprotocol(group: argparse._ArgumentGroup, help: str) -> None:
     )
 
 
-def _add_compression(parser: argparse.ArgumentParser) -> None:
+def _add_compression(parser: argparse.ArgumentParser, default: bool = True) -> None:
     parser.add_argument(
         "--compression",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="negotiate permessage-deflate (default: on)",
+        default=default,
+        help=f"negotiate permessage-deflate (default: {'on' if default else 'off'})",
     )
 
 
-def add_client_options(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of a WebSocket client: request, TLS, network and compression."""
+def _add_no_pong(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-pong",
+        action="store_true",
+        help="do not answer pings, against RFC 6455 (section 5.5.2): to test the peer's keepalive",
+    )
+
+
+def add_client_options(parser: argparse.ArgumentParser, *, compression: bool = True) -> None:
+    """Add the flags of a WebSocket client: request, TLS, network and compression.
+
+    ``compression`` is the default of ``--compression`` (``bench`` measures
+    without it unless asked).
+    """
     request = parser.add_argument_group("request")
     request.add_argument(
         "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
@@ -110,14 +128,48 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
         help="send the cookies of FILE (Netscape format, as curl writes) and save "
         "those the server sets back into it",
     )
-    _add_compression(parser)
+    _add_compression(parser, compression)
+    _add_no_pong(parser)
 
 
-def client_options(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ClientFlags:
+    """The flags of :func:`add_client_options` as parsed: plain values, picklable.
+
+    Each field is the ``dest`` of one flag, with the flag's default.
+    """
+
+    header: tuple[str, ...] = ()
+    subprotocol: tuple[str, ...] = ()
+    origin: str | None = None
+    auth: str | None = None
+    insecure: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    proxy: str | None = None
+    no_proxy: bool = False
+    max_redirects: int | None = None
+    cookie_jar: str | None = None
+    compression: bool = True
+    no_pong: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ClientFlags:
+        """Take the client flags out of parsed arguments."""
+        values = {field.name: getattr(args, field.name) for field in fields(cls)}
+        values["header"] = tuple(values["header"])
+        values["subprotocol"] = tuple(values["subprotocol"])
+        return cls(**values)
+
+
+def client_options(
+    args: argparse.Namespace | ClientFlags, url: str | None = None
+) -> dict[str, Any]:
     """Turn the flags of :func:`add_client_options` into ``connect()`` keyword arguments.
 
-    ``ssl`` is set only for a ``wss://`` URL (``args.url``) or when a TLS
-    flag asks for it.
+    ``ssl`` is set only for a ``wss://`` URL (``url``, by default
+    ``args.url``) or when a TLS flag asks for it.
 
     Raises:
         UsageError: for an invalid header or ``--auth``, or TLS files that
@@ -131,14 +183,17 @@ def client_options(args: argparse.Namespace) -> dict[str, Any]:
         headers.add("Authorization", f"Basic {token}")
     kwargs: dict[str, Any] = {
         "additional_headers": headers,
-        "subprotocols": args.subprotocol or None,
+        "subprotocols": list(args.subprotocol) or None,
         "origin": args.origin,
         "compression": "deflate" if args.compression else None,
         "proxy": None if args.no_proxy else (args.proxy or True),
+        "auto_pong": not args.no_pong,
     }
     if args.max_redirects is not None:
         kwargs["max_redirects"] = args.max_redirects
-    wss = str(getattr(args, "url", "")).lower().startswith("wss:")
+    if url is None:
+        url = str(getattr(args, "url", ""))
+    wss = url.lower().startswith("wss:")
     if wss or args.ca or args.cert:
         kwargs["ssl"] = _client_context(args)
     if args.cookie_jar is not None:
@@ -170,6 +225,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         "--ca", metavar="FILE", help="require client certificates signed by the CAs in FILE (PEM)"
     )
     _add_compression(parser)
+    _add_no_pong(parser)
 
 
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,6 +251,7 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         "ssl": context,
         "subprotocols": args.subprotocol or None,
         "compression": "deflate" if args.compression else None,
+        "auto_pong": not args.no_pong,
     }
 
 
@@ -223,7 +280,7 @@ count = bounded(int, lambda value: value >= 0, "a count")
 positive = bounded(int, lambda value: value > 0, "a positive count")
 
 
-def _headers(specs: list[str]) -> Headers:
+def _headers(specs: Iterable[str]) -> Headers:
     headers = Headers()
     for spec in specs:
         name, colon, value = spec.partition(":")
@@ -236,7 +293,7 @@ def _headers(specs: list[str]) -> Headers:
     return headers
 
 
-def _client_context(args: argparse.Namespace) -> ssl.SSLContext:
+def _client_context(args: argparse.Namespace | ClientFlags) -> ssl.SSLContext:
     if args.key and not args.cert:
         raise UsageError("--key goes with --cert")
     try:

@@ -161,6 +161,8 @@ class Report:
         """Return the report as a JSON-serializable document."""
         config = asdict(self.config)
         del config["process"]
+        if self.config.client.auth is not None:
+            config["client"]["auth"] = "(hidden)"  # a report is shared; a password is not
         return {
             "rapidws_bench": 1,
             "config": config,

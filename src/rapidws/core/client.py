@@ -40,6 +40,7 @@ class ClientProtocol(Protocol):
         user_agent: the ``User-Agent`` header; ``None`` omits it.
         max_message_size: see :class:`~rapidws.core.protocol.Protocol`.
         max_frame_size: see :class:`~rapidws.core.protocol.Protocol`.
+        auto_pong: see :class:`~rapidws.core.protocol.Protocol` (a testing knob).
         max_line: the longest status or header line of the response, in bytes.
         max_headers: the most header fields in the response.
         max_header_bytes: the largest response head, in bytes.
@@ -71,6 +72,7 @@ class ClientProtocol(Protocol):
         user_agent: str | None = USER_AGENT,
         max_message_size: int | None = MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
+        auto_pong: bool = True,
         max_line: int | None = MAX_LINE,
         max_headers: int | None = MAX_HEADERS,
         max_header_bytes: int | None = MAX_HEADER_BYTES,
@@ -81,6 +83,7 @@ class ClientProtocol(Protocol):
             state=State.CONNECTING,
             max_message_size=max_message_size,
             max_frame_size=max_frame_size,
+            auto_pong=auto_pong,
         )
         self.uri = uri
         self.origin = origin

@@ -44,17 +44,20 @@ class Request:
     """
 
     # Slots (a server keeps every connection's request), with a __dict__ for
-    # the application's attributes, made on first use; the path is computed
-    # when the target is set: a callback that routes on it reads it for every
-    # message.
+    # the application's attributes, made on first use. The target is a plain
+    # attribute (a router reads it once per request) and the path is computed
+    # on first read and kept with the target it came from: a callback that
+    # routes on it reads it for every message, and a hook may rewrite the
+    # target.
     __slots__ = (
         "__dict__",
         "__weakref__",
         "_path",
-        "_target",
+        "_path_of",
         "body",
         "headers",
         "method",
+        "target",
         "version",
     )
     __match_args__ = ("method", "target", "headers", "version")
@@ -69,23 +72,12 @@ class Request:
     ) -> None:
         self.method = method
         self.target = target
+        self._path_of: str | None = None
+        self._path = ""
         self.headers = headers
         self.version = version
         #: The request body (a plain HTTP request's; a handshake has none).
         self.body = body
-
-    @property
-    def target(self) -> str:
-        """The request target as sent, path and query (``/chat?room=1``)."""
-        return self._target
-
-    @target.setter
-    def target(self, target: str) -> None:
-        self._target = target
-        # Not urlsplit() for the origin form: it reads "//host/x" as an authority.
-        self._path = (
-            target.partition("?")[0] if target.startswith("/") else urlsplit(target).path or "/"
-        )
 
     @property
     def path(self) -> str:
@@ -94,6 +86,13 @@ class Request:
         It stays percent-encoded, as sent. For an absolute-form target
         (``ws://host/chat``) it is the path part.
         """
+        target = self.target
+        if target is not self._path_of:
+            # Not urlsplit() for the origin form: it reads "//host/x" as an authority.
+            self._path = (
+                target.partition("?")[0] if target.startswith("/") else urlsplit(target).path or "/"
+            )
+            self._path_of = target
         return self._path
 
     def __repr__(self) -> str:

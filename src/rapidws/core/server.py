@@ -71,6 +71,7 @@ class ServerProtocol(Protocol):
         extensions: the extension factories, in order of preference.
         max_message_size: see :class:`~rapidws.core.protocol.Protocol`.
         max_frame_size: see :class:`~rapidws.core.protocol.Protocol`.
+        auto_pong: see :class:`~rapidws.core.protocol.Protocol` (a testing knob).
         max_line: the longest request or header line, in bytes.
         max_headers: the most header fields.
         max_header_bytes: the largest request head, in bytes.
@@ -100,6 +101,7 @@ class ServerProtocol(Protocol):
         extensions: Sequence[ServerExtensionFactory] = (),
         max_message_size: int | None = MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
+        auto_pong: bool = True,
         max_line: int | None = MAX_LINE,
         max_headers: int | None = MAX_HEADERS,
         max_header_bytes: int | None = MAX_HEADER_BYTES,
@@ -111,6 +113,7 @@ class ServerProtocol(Protocol):
             state=CONNECTING,
             max_message_size=max_message_size,
             max_frame_size=max_frame_size,
+            auto_pong=auto_pong,
         )
         self._origins = None if origins is None else [_origin_matcher(o) for o in origins]
         self.available_subprotocols = tuple(subprotocols or ())
@@ -196,18 +199,29 @@ class ServerProtocol(Protocol):
             key = self._check_request(request)
             items = self._negotiate(request)
         except InvalidRequest as exc:
-            self.handshake_exc = exc
-            response = self.reject(exc.status, str(exc))
+            response = self._refusal(exc, upgrade=True)
             if exc.status == 405:
                 response.headers["Allow"] = "GET"
-            elif exc.status == 426:
-                response.headers["Upgrade"] = "websocket"
-                response.headers["Sec-WebSocket-Version"] = "13"
             return response
         items += _UPGRADE_FIELDS
         items += ("Sec-WebSocket-Accept", accept_key(key))
         # Checked as they were added; indexed when first read (rarely).
         return Response(101, headers=Headers._from_fields(items, None))
+
+    def _refusal(self, exc: InvalidRequest, *, upgrade: bool) -> Response:
+        """Keep why the handshake failed and build the refusal that says it.
+
+        A 426 names what to upgrade to (RFC 9110 section 15.5.22): the
+        version, and ``Upgrade: websocket`` when ``upgrade`` (HTTP/1.1; an
+        HTTP/2 extended CONNECT has no Upgrade field, RFC 8441 section 4).
+        """
+        self.handshake_exc = exc
+        response = self.reject(exc.status, str(exc))
+        if exc.status == 426:
+            if upgrade:
+                response.headers["Upgrade"] = "websocket"
+            response.headers["Sec-WebSocket-Version"] = "13"
+        return response
 
     def reject(self, status: int, text: str, headers: Headers | None = None) -> Response:
         """Build a response that refuses the handshake with a plain-text reason."""
@@ -372,8 +386,13 @@ def wants_upgrade(request: Request) -> bool:
     ``Upgrade`` tokens); :meth:`ServerProtocol.accept` then checks the rest.
     A malformed ``Upgrade`` list counts as an upgrade, for ``accept`` to refuse.
     """
+    headers = request.headers
+    index = headers._index if headers._index is not None else headers._rebuild_index()
+    value = index.get("upgrade")
+    if type(value) is str and value.lower() == "websocket":
+        return True  # what nearly every client sends: the App asks once per request
     try:
-        return _has_token(index_of(request.headers), "upgrade", "websocket")
+        return _has_token(index, "upgrade", "websocket")
     except InvalidRequest:
         return True
 

@@ -13,13 +13,15 @@ PORT`` does.
 
 The metrics (every name starts with ``rapidws_``):
 
-- ``connections_open`` (gauge), ``connections_opened_total``,
+- ``connections_open{route}`` (gauge), ``connections_opened_total{route}``,
   ``connections_closed_total{code, closed_by}`` (``client``, ``server``, or
   ``none``: no closing handshake);
-- ``handshakes_total{status}``: answers to upgrade requests (101: accepted);
-- ``messages_received_total{type}``, ``messages_sent_total{type}``,
-  ``message_bytes_received_total{type}``, ``message_bytes_sent_total{type}``
-  (``type`` is ``text`` or ``binary``; bytes of payload, UTF-8 for text);
+- ``handshakes_total{route, status}``: answers to upgrade requests (101:
+  accepted);
+- ``messages_received_total{route, type}``, ``messages_sent_total{route, type}``,
+  ``message_bytes_received_total{route, type}``,
+  ``message_bytes_sent_total{route, type}`` (``type`` is ``text`` or
+  ``binary``; bytes of payload, UTF-8 for text);
 - ``wire_bytes_received_total``, ``wire_bytes_sent_total``: on the socket;
 - ``deflate_payload_bytes_total{direction}`` and
   ``deflate_wire_bytes_total{direction}``: the connections with
@@ -30,6 +32,11 @@ The metrics (every name starts with ``rapidws_``):
   scraped;
 - with a hub: ``hub_published_total``, ``hub_delivered_total``,
   ``hub_dropped_total``, ``hub_coalesced_total``, ``hub_subscribers``.
+
+``route`` is the template of the App route that took the upgrade
+(``/ws/{user}``, never the path: one series per route, not per user), or
+``unmatched`` for the upgrade requests that no route took (404, 426...) and
+any refused before routing. A server without an App has no ``route`` label.
 
 OpenTelemetry: an OpenTelemetry Collector (or Grafana Alloy) scrapes the
 same endpoint with its ``prometheus`` receiver and exports OTLP wherever the
@@ -42,8 +49,9 @@ histogram.
 
 from __future__ import annotations
 
+import operator
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -57,7 +65,7 @@ from prometheus_client.registry import Collector as _Collector
 from prometheus_client.registry import CollectorRegistry
 
 from ..app import App, connection_of
-from ..asyncio.stats import RTT_BUCKETS, Snapshot
+from ..asyncio.stats import RTT_BUCKETS, UNMATCHED, RouteSnapshot, Snapshot, Traffic
 from ..core.http11 import Request, Response
 
 if TYPE_CHECKING:
@@ -104,14 +112,17 @@ def _server_metrics(snapshots: list[Snapshot]) -> Iterator[Metric]:
     def traffic(field: str) -> int:
         return int(total(lambda snapshot: getattr(snapshot.traffic, field)))
 
-    yield GaugeMetricFamily(
-        "rapidws_connections_open", "WebSocket connections open.", total(lambda s: s.open)
+    parts = _route_parts(snapshots)
+    route = ("route",) if parts[0][0] else ()
+    connections = (
+        (GaugeMetricFamily, "open", "WebSocket connections open."),
+        (CounterMetricFamily, "opened", "WebSocket connections opened (handshake accepted)."),
     )
-    yield CounterMetricFamily(
-        "rapidws_connections_opened",
-        "WebSocket connections opened (handshake accepted).",
-        total(lambda s: s.opened),
-    )
+    for family, field, text in connections:
+        metric = family(f"rapidws_connections_{field}", text, labels=route)
+        for labels, part in parts:
+            metric.add_metric(labels, getattr(part, field))
+        yield metric
     closed = CounterMetricFamily(
         "rapidws_connections_closed",
         "WebSocket connections closed, by close code and by who closed.",
@@ -123,23 +134,27 @@ def _server_metrics(snapshots: list[Snapshot]) -> Iterator[Metric]:
     handshakes = CounterMetricFamily(
         "rapidws_handshakes",
         "Answers to WebSocket upgrade requests, by HTTP status (101: accepted).",
-        labels=("status",),
+        labels=(*route, "status"),
     )
-    for status, count in _merged(s.handshakes for s in snapshots).items():
-        handshakes.add_metric((str(status),), count)
+    for labels, part in parts:
+        for status, count in part.handshakes.items():
+            handshakes.add_metric((*labels, str(status)), count)
     yield handshakes
     for direction, way in (("received", "in"), ("sent", "out")):
         messages = CounterMetricFamily(
-            f"rapidws_messages_{direction}", f"Messages {direction}, by type.", labels=("type",)
+            f"rapidws_messages_{direction}",
+            f"Messages {direction}, by type.",
+            labels=(*route, "type"),
         )
         sizes = CounterMetricFamily(
             f"rapidws_message_bytes_{direction}",
             f"Payload bytes of the messages {direction} (UTF-8 for text), by type.",
-            labels=("type",),
+            labels=(*route, "type"),
         )
-        for kind in ("text", "binary"):
-            messages.add_metric((kind,), traffic(f"{kind}_{way}"))
-            sizes.add_metric((kind,), traffic(f"{kind}_{way}_bytes"))
+        for labels, part in parts:
+            for kind in ("text", "binary"):
+                messages.add_metric((*labels, kind), getattr(part.traffic, f"{kind}_{way}"))
+                sizes.add_metric((*labels, kind), getattr(part.traffic, f"{kind}_{way}_bytes"))
         yield messages
         yield sizes
     yield CounterMetricFamily(
@@ -189,7 +204,52 @@ def _server_metrics(snapshots: list[Snapshot]) -> Iterator[Metric]:
         yield GaugeMetricFamily(f"rapidws_{name}", f"{text} Sampled when scraped.", value)
 
 
-def _merged(counters: Iterator[dict[Any, int]]) -> dict[Any, int]:
+def _route_parts(snapshots: list[Snapshot]) -> list[tuple[tuple[str, ...], RouteSnapshot]]:
+    """Split the servers' counts by route: ``(label values, counts)`` pairs.
+
+    Without routes (no App), one part with no label. Otherwise one per route,
+    what no route counted (refused before routing) going to ``unmatched``.
+    """
+    whole = _sum_parts(RouteSnapshot(s.opened, s.open, s.handshakes, s.traffic) for s in snapshots)
+    routes: dict[str, list[RouteSnapshot]] = {}
+    for snapshot in snapshots:
+        for name, part in snapshot.routes.items():
+            routes.setdefault(name, []).append(part)
+    if not routes:
+        return [((), whole)]
+    parts = {name: _sum_parts(part) for name, part in routes.items()}
+    routed = _sum_parts(parts.values())
+    rest = RouteSnapshot(
+        whole.opened - routed.opened,
+        whole.open - routed.open,
+        {
+            status: count - routed.handshakes.get(status, 0)
+            for status, count in whole.handshakes.items()
+            if count > routed.handshakes.get(status, 0)
+        },
+        Traffic(*map(operator.sub, whole.traffic, routed.traffic)),
+    )
+    if rest.opened or rest.handshakes:
+        parts[UNMATCHED] = _sum_parts((parts.get(UNMATCHED, _EMPTY), rest))
+    return [((name,), part) for name, part in sorted(parts.items())]
+
+
+def _sum_parts(parts: Iterable[RouteSnapshot]) -> RouteSnapshot:
+    total = _EMPTY
+    for part in parts:
+        total = RouteSnapshot(
+            total.opened + part.opened,
+            total.open + part.open,
+            _merged((total.handshakes, part.handshakes)),
+            Traffic(*map(operator.add, total.traffic, part.traffic)),
+        )
+    return total
+
+
+_EMPTY = RouteSnapshot(0, 0, {}, Traffic(*[0] * len(Traffic._fields)))
+
+
+def _merged(counters: Iterable[dict[Any, int]]) -> dict[Any, int]:
     merged: dict[Any, int] = {}
     for counter in counters:
         for key, count in counter.items():
