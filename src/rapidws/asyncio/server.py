@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from typing_extensions import TypeIs  # for mypy only: no dependency at run time
 
+    from .http2 import Http2Connection
+
 from ..core.extensions.base import ServerExtensionFactory
 from ..core.extensions.permessage_deflate import ServerPerMessageDeflate, with_compression
 from ..core.headers import Headers
@@ -477,6 +479,9 @@ class Server:
         # Checked and prepared once for every connection.
         self._settings = connection_settings(**connection_options)
         self.connections: set[ServerConnection] = set()
+        #: The HTTP/2 connections (``http2=True``); their streams are in
+        #: :attr:`connections`.
+        self.http2_connections: set[Http2Connection] = set()
         #: What the connections did (handshakes, opens and closes, messages
         #: and bytes): read by :mod:`rapidws.metrics`.
         self.stats = ServerStats()
@@ -535,6 +540,8 @@ class Server:
                 connection._write_pending()
             elif connection.protocol.state is CONNECTING and connection.transport is not None:
                 connection.transport.abort()
+        for http2_connection in list(self.http2_connections):
+            http2_connection.shutdown()  # GOAWAY once its streams have closed
         await self.server.wait_closed()
         # Each connection ends within its close timeout, and handlers then see
         # ConnectionClosed and return; one that does not is cancelled after
@@ -627,6 +634,11 @@ class serve:
         max_header_bytes: the largest request head (431 above it).
         max_body_size: the largest body of a plain HTTP request, for hooks and
             routes that answer one (413 above it).
+        http2: also speak HTTP/2 (needs ``rapidws[http2]``): with ``ssl``, to
+            clients that choose ``h2`` by ALPN (the context is set to offer
+            ``h2`` and ``http/1.1``); in cleartext, to clients that start
+            with the HTTP/2 preface (prior knowledge). WebSockets then open
+            as streams (RFC 8441); see :mod:`rapidws.asyncio.http2`.
     """
 
     def __init__(
@@ -651,6 +663,7 @@ class serve:
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
         server_header: str | None = SERVER,
+        http2: bool = False,
         # Timeouts
         open_timeout: float | None = OPEN_TIMEOUT,
         ping_interval: float | None = PING_INTERVAL,
@@ -702,11 +715,20 @@ class serve:
             host=host, port=port, sock=sock, path=path, ssl=ssl,
             reuse_port=reuse_port, backlog=backlog,
         )  # fmt: skip
+        self._factory: Callable[[], asyncio.BaseProtocol] = self._server._new_connection
+        if http2:
+            # Here, not at the top: h2 is an optional dependency, and the
+            # http2 module builds on this one.
+            from .http2 import connection_factory  # noqa: PLC0415
+
+            self._factory = connection_factory(self._server)
+            if ssl is not None:
+                ssl.set_alpn_protocols(["h2", "http/1.1"])
 
     async def _start(self) -> Server:
         loop = self._server.loop = asyncio.get_running_loop()
         options = self._listen
-        factory = self._server._new_connection
+        factory = self._factory
         common: dict[str, Any] = dict(ssl=options["ssl"], backlog=options["backlog"])
         if options["ssl"] is not None:
             # The TLS handshake happens before the connection object exists:

@@ -1,0 +1,662 @@
+"""HTTP/2 for the asyncio server: WebSockets as streams of one connection (RFC 8441).
+
+With ``serve(..., http2=True)``, a connection that negotiates ``h2`` by TLS
+ALPN, or that opens with the HTTP/2 preface in cleartext (h2c with prior
+knowledge), is an :class:`Http2Connection`; any other is HTTP/1.1, as
+without the option. It needs the ``h2`` package (``rapidws[http2]``).
+
+Each stream is served by a :class:`StreamConnection`: the server's own
+connection class, with its hooks, handler, timeouts and engine (an
+:class:`~rapidws.core.http2.Http2ServerProtocol`), whose transport is the
+stream (:class:`StreamTransport`). Its writes become DATA frames, its end of
+output END_STREAM, an abort RST_STREAM; the stream's DATA is its input.
+Extended CONNECT streams carry WebSockets; other requests get plain HTTP
+answers (the App's pages and health checks).
+
+Flow control keeps the streams independent:
+
+- Received DATA is acknowledged (``WINDOW_UPDATE``) as the stream's
+  connection takes it. A connection that stops reading (its message queue is
+  full) leaves its DATA unacknowledged and buffered, at most the stream's
+  window, until it reads again. The connection's window is opened wide
+  enough for every stream's window at once, so that stalled streams never
+  hold back the others.
+- Sent data goes out as the peer's windows allow, a frame at a time, and
+  only while the TCP write buffer is below its high-water mark; what waits is
+  sent stream by stream, a frame each in turn, so that a large message does
+  not starve the small ones of other streams. A stream's waiting data above
+  its connection's ``write_limit`` pauses that connection's ``send()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes, Settings
+
+from ..core.http2 import Http2ServerProtocol, request_from_fields, response_fields
+from ..core.http11 import Request, Response
+from ..core.limits import MAX_HEADER_BYTES, MAX_HEADERS
+from ..core.server import wants_upgrade
+from ..exceptions import InvalidRequest
+from .server import ServerConnection
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["MAX_STREAMS", "STREAM_WINDOW", "Http2Connection", "StreamConnection", "StreamTransport"]
+
+#: The most streams a client may have open at once on a connection
+#: (``SETTINGS_MAX_CONCURRENT_STREAMS``).
+MAX_STREAMS = 100
+#: The receive window of each stream, in bytes (``SETTINGS_INITIAL_WINDOW_SIZE``):
+#: what a stream whose reader stalls may buffer.
+STREAM_WINDOW = 256 * 1024
+
+# RFC 9113 section 3.4: how a client with prior knowledge starts.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def connection_factory(server: Server) -> Callable[[], asyncio.Protocol]:
+    """Return the protocol factory of a server that speaks HTTP/2 beside HTTP/1.1."""
+    return lambda: _VersionChooser(server)
+
+
+class _VersionChooser(asyncio.Protocol):
+    """A connection's first protocol: it hands the transport to HTTP/2 or HTTP/1.1.
+
+    With TLS, ALPN has decided when the connection is made; in cleartext,
+    the first bytes tell (the preface, or anything else).
+    """
+
+    __slots__ = ("_buf", "_server", "_transport")
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Choose at once with TLS, else wait for the first bytes (called by asyncio)."""
+        self._transport = transport  # type: ignore[assignment]
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._hand_over(ssl_object.selected_alpn_protocol() == "h2", b"")
+        elif self._server.open_timeout is not None:
+            # A client that sends nothing is dropped, as by ServerConnection.
+            self._server._deadlines_for(_VersionChooser._timed_out, self._server.open_timeout).add(
+                self
+            )
+
+    def data_received(self, data: bytes) -> None:
+        """Choose from the first bytes (called by asyncio)."""
+        data = self._buf + data
+        if len(data) < len(PREFACE) and PREFACE.startswith(data):
+            self._buf = data  # perhaps the preface, in pieces
+            return
+        self._hand_over(data.startswith(PREFACE), data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the deadline of a client that left before choosing (called by asyncio)."""
+        self._forget()
+
+    def _hand_over(self, http2: bool, data: bytes) -> None:
+        self._forget()
+        transport = self._transport
+        assert transport is not None
+        protocol: asyncio.Protocol
+        protocol = Http2Connection(self._server) if http2 else self._server._new_connection()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if data and not transport.is_closing():
+            protocol.data_received(data)
+
+    def _forget(self) -> None:
+        timeout = self._server.open_timeout
+        if timeout is not None:
+            self._server._deadlines_for(_VersionChooser._timed_out, timeout).discard(self)
+
+    def _timed_out(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class Http2Connection(asyncio.Protocol):
+    """A server's HTTP/2 connection: each stream is a WebSocket or a plain HTTP request.
+
+    Made by a server with ``http2=True`` when a client speaks HTTP/2.
+    It sends ``SETTINGS_ENABLE_CONNECT_PROTOCOL = 1`` (RFC 8441 section 3)
+    and serves each stream with a :class:`StreamConnection`. Malformed
+    requests are answered on their stream (400); HTTP/2 protocol errors end
+    the connection with GOAWAY. Idle (no stream open) for the server's
+    ``open_timeout``, and at the server's shutdown once its streams have
+    closed (each WebSocket with 1001), it ends with GOAWAY.
+    """
+
+    __slots__ = (
+        "_draining",
+        "_h2",
+        "_idle",
+        "_paused",
+        "_server",
+        "_streams",
+        "_waiting",
+        "loop",
+        "transport",
+    )
+
+    def __init__(self, server: Server) -> None:
+        assert server.loop is not None  # set when the server starts
+        self._server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        # Headers are checked by request_from_fields(): a malformed request
+        # is refused on its stream, not with the whole connection.
+        config = H2Configuration(client_side=False, validate_inbound_headers=False)
+        self._h2 = H2Connection(config)
+        options = server._protocol_options
+        max_header_bytes = options.get("max_header_bytes", MAX_HEADER_BYTES)
+        settings: dict[SettingCodes, int] = {
+            SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
+            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+        }
+        if max_header_bytes is not None:
+            # HPACK bombs: the decoder refuses a larger header list.
+            settings[SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_bytes
+            self._h2.decoder.max_header_list_size = max_header_bytes
+        self._h2.local_settings = Settings(client=False, initial_values=settings)
+        #: The open streams, by id.
+        self._streams: dict[int, StreamTransport] = {}
+        # The streams whose data waits for a window or for the TCP buffer.
+        self._waiting: dict[int, StreamTransport] = {}
+        self._paused = False  # the TCP write buffer is above its high-water mark
+        self._draining = False  # the server is shutting down
+        self._idle = (
+            None
+            if server.open_timeout is None
+            else server._deadlines_for(Http2Connection._idle_timed_out, server.open_timeout)
+        )
+
+    @property
+    def streams(self) -> int:
+        """How many streams are open."""
+        return len(self._streams)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the server's SETTINGS (called by asyncio)."""
+        self.transport = transport  # type: ignore[assignment]
+        if self._server._closing is not None:
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self._server.http2_connections.add(self)
+        h2 = self._h2
+        h2.initiate_connection()
+        # The connection's window holds every stream's at once: streams that
+        # stall never leave the others without window (RFC 9113 section 5.2).
+        h2.increment_flow_control_window(MAX_STREAMS * STREAM_WINDOW)
+        self._flush()
+        if self._idle is not None:
+            self._idle.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        """Handle the frames received (called by asyncio)."""
+        try:
+            events = self._h2.receive_data(data)
+        except ProtocolError:
+            self._close(goaway=False)  # h2 has queued the GOAWAY with the error
+            return
+        streams = self._streams
+        for event in events:
+            if isinstance(event, DataReceived):
+                stream = streams.get(event.stream_id)
+                if stream is None:
+                    # A stream that we closed: its bytes still count against
+                    # the connection's window.
+                    self._acknowledge(event.flow_controlled_length, event.stream_id)
+                else:
+                    stream._data_received(event.data, event.flow_controlled_length)
+            elif isinstance(event, RequestReceived):
+                self._request_received(event)
+            elif isinstance(event, (StreamEnded, StreamReset)):
+                stream = streams.get(event.stream_id)
+                if stream is None:
+                    pass
+                elif isinstance(event, StreamEnded):
+                    stream._eof_received()
+                else:
+                    stream._lose()
+            elif isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
+                self._send_waiting()
+            elif isinstance(event, ConnectionTerminated):
+                # The client's GOAWAY: h2 sends nothing more, the streams end.
+                self._close()
+                return
+        self._flush()
+
+    def eof_received(self) -> None:
+        """Close on the client's EOF (called by asyncio)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """End every stream (called by asyncio)."""
+        self._server.http2_connections.discard(self)
+        if self._idle is not None:
+            self._idle.discard(self)
+        for stream in list(self._streams.values()):
+            stream._lose()
+
+    def pause_writing(self) -> None:
+        """Hold the streams' data back (called by asyncio)."""
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        """Send what the streams hold back (called by asyncio)."""
+        self._paused = False
+        self._send_waiting()
+
+    def shutdown(self) -> None:
+        """Refuse new streams, and close with GOAWAY once the open ones have ended."""
+        self._draining = True
+        if not self._streams:
+            self._close()
+
+    # Streams.
+
+    def _request_received(self, event: RequestReceived) -> None:
+        stream_id = event.stream_id
+        if self._draining:
+            self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if self._idle is not None:
+            self._idle.discard(self)
+        server = self._server
+        stream = StreamTransport(self, stream_id)
+        self._streams[stream_id] = stream
+        connection = StreamConnection(server, Http2ServerProtocol(**server._protocol_options))
+        stream._protocol = connection
+        connection.connection_made(stream)
+        if stream._lost:
+            return  # refused: the server is closing
+        try:
+            request = request_from_fields(
+                event.headers,  # bytes: no header_encoding
+                max_headers=server._protocol_options.get("max_headers", MAX_HEADERS),
+            )
+        except InvalidRequest as exc:
+            connection.refuse(exc)
+            return
+        stream._websocket = wants_upgrade(request)  # only an extended CONNECT does
+        # Its StreamEnded event comes next, maybe after the response.
+        stream._remote_ended = event.stream_ended is not None
+        if not stream._remote_ended and not stream._websocket:
+            # A plain request with a body: handed over at its end.
+            stream._request = request
+            stream._body = bytearray()
+        else:
+            connection.request_received(request)
+
+    def _stream_closed(self, stream: StreamTransport) -> None:
+        del self._streams[stream.stream_id]
+        self._waiting.pop(stream.stream_id, None)
+        if not self._streams:
+            if self._draining:
+                self._close()
+            elif self._idle is not None and self.transport is not None:
+                self._idle.add(self)
+
+    def _acknowledge(self, size: int, stream_id: int) -> None:
+        if size:
+            self._h2.acknowledge_received_data(size, stream_id)
+
+    def _send(self, stream: StreamTransport, frames: int | None = None) -> bool:
+        """Send the stream's data as far as the windows and the TCP buffer allow.
+
+        At most ``frames`` frames, when given. Returns whether a frame went out.
+        """
+        h2 = self._h2
+        stream_id = stream.stream_id
+        out = stream._out
+        sent = False
+        while out and not self._paused and frames != 0:
+            size = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
+            if size <= 0:
+                break
+            data = out[0]
+            if len(data) > size:
+                view = memoryview(data)
+                out[0] = view[size:]
+                data = view[:size]
+            else:
+                out.popleft()
+            stream._out_size -= len(data)
+            h2.send_data(stream_id, data)
+            self._flush()
+            sent = True
+            if frames is not None:
+                frames -= 1
+        if out:
+            self._waiting[stream_id] = stream
+        else:
+            self._waiting.pop(stream_id, None)
+            if stream._eof and not stream._ended:
+                stream._end()
+        stream._sent()
+        return sent
+
+    def _send_waiting(self) -> None:
+        # A frame per stream in turn, while any goes out.
+        while self._waiting and not self._paused:
+            sent = False
+            for stream in list(self._waiting.values()):
+                sent = self._send(stream, 1) or sent
+            if not sent:
+                break
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self._h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _close(self, *, goaway: bool = True) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if goaway:
+            self._h2.close_connection()
+        self._flush()
+        transport.close()
+        # h2 sends nothing more after a GOAWAY: the streams end now, and
+        # their writes from now on go nowhere.
+        for stream in list(self._streams.values()):
+            stream._lose()
+
+    def _idle_timed_out(self) -> None:
+        if not self._streams:
+            self._close()
+
+
+class StreamConnection(ServerConnection):
+    """A server connection over one HTTP/2 stream: its response goes out as HEADERS.
+
+    Otherwise it is a :class:`~rapidws.asyncio.server.ServerConnection`,
+    handed to the same handler (``ws.transport.get_extra_info("http2_stream_id")``
+    tells the stream).
+    """
+
+    __slots__ = ()
+
+    def request_received(self, request: Request) -> None:
+        """Handle the stream's request, as a request read from the transport."""
+        self.protocol.receive_request(request)  # type: ignore[attr-defined]
+        self._process_events()
+
+    def refuse(self, exc: InvalidRequest) -> None:
+        """Answer a request that cannot be read, with the status of ``exc``."""
+        self.protocol.handshake_exc = exc
+        self._send_response(self.protocol.reject(exc.status, str(exc)))
+
+    def _send_response(self, response: Response) -> None:
+        stream = self.transport
+        if isinstance(stream, StreamTransport):
+            request = self.protocol.request
+            head_only = request is not None and request.method == "HEAD"
+            stream._send_headers(response_fields(response, head_only=head_only))
+            stream._accepted = response.status == 101
+        super()._send_response(response)
+
+
+class StreamTransport(asyncio.Transport):
+    """One HTTP/2 stream, as the transport of the connection it carries.
+
+    ``write()`` sends DATA, ``write_eof()`` END_STREAM, ``abort()``
+    RST_STREAM; ``close()`` ends the stream after what is buffered (and
+    resets it, without error, if the client has not ended its side).
+    ``get_extra_info()`` answers for the TCP connection, and
+    ``"http2_stream_id"`` gives the stream's id.
+    """
+
+    __slots__ = (
+        "_accepted",
+        "_body",
+        "_closing",
+        "_connection",
+        "_ended",
+        "_eof",
+        "_high",
+        "_in",
+        "_in_eof",
+        "_lost",
+        "_low",
+        "_out",
+        "_out_size",
+        "_protocol",
+        "_reading_paused",
+        "_remote_ended",
+        "_request",
+        "_websocket",
+        "_writing_paused",
+        "stream_id",
+    )
+
+    def __init__(self, connection: Http2Connection, stream_id: int) -> None:
+        super().__init__()
+        self._connection = connection
+        #: The stream's id on its HTTP/2 connection.
+        self.stream_id = stream_id
+        self._protocol: Any = None
+        self._websocket = False  # the request is an extended CONNECT
+        self._accepted = False  # a WebSocket is open on it
+        # A plain request waiting for its body.
+        self._request: Request | None = None
+        self._body: bytearray | None = None
+        # Input held back while reading is paused: (data, flow-controlled size).
+        self._in: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._in_eof = False  # END_STREAM came after the held input
+        self._reading_paused = False
+        self._out: collections.deque[bytes | memoryview] = collections.deque()
+        self._out_size = 0
+        self._high = 65536
+        self._low = 16384
+        self._writing_paused = False
+        self._eof = False  # write_eof() was called: END_STREAM after _out
+        self._closing = False  # close() was called
+        self._ended = False  # END_STREAM sent
+        self._remote_ended = False  # END_STREAM received
+        self._lost = False
+
+    # asyncio.Transport.
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Return the stream's id for ``"http2_stream_id"``, else the TCP connection's info."""
+        if name == "http2_stream_id":
+            return self.stream_id
+        transport = self._connection.transport
+        return default if transport is None else transport.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Hand what comes in to ``protocol``."""
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        """Return the protocol that gets what comes in."""
+        return cast(asyncio.BaseProtocol, self._protocol)
+
+    def is_closing(self) -> bool:
+        """Tell whether the stream is ending or ended on our side."""
+        return self._eof or self._lost
+
+    def is_reading(self) -> bool:
+        """Tell whether received data is handed over."""
+        return not self._reading_paused
+
+    def pause_reading(self) -> None:
+        """Hold received data back, unacknowledged: the client's window closes."""
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        """Hand over the data held back, and acknowledge it."""
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._in or self._in_eof:
+                self._connection.loop.call_soon(self._resume)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set when the protocol's writing pauses (above ``high``) and resumes (at ``low``)."""
+        self._high = 65536 if high is None else high
+        self._low = self._high // 4 if low is None else low
+
+    def get_write_buffer_size(self) -> int:
+        """Return how many bytes wait for a window."""
+        return self._out_size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """Return the low and high water marks."""
+        return self._low, self._high
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` in DATA frames, as the windows allow."""
+        if self._eof or self._lost or not data:
+            return
+        self._out.append(data if isinstance(data, bytes) else bytes(data))
+        self._out_size += len(data)
+        self._connection._send(self)
+        if not self._writing_paused and self._out_size > self._high:
+            self._writing_paused = True
+            self._protocol.pause_writing()
+
+    def can_write_eof(self) -> bool:
+        """Return ``True``: END_STREAM half-closes a stream."""
+        return True
+
+    def write_eof(self) -> None:
+        """End the stream on our side (END_STREAM) once the buffered data is sent."""
+        if self._eof or self._lost:
+            return
+        self._eof = True
+        self._connection._send(self)
+        self._connection._flush()
+
+    def close(self) -> None:
+        """End the stream after the buffered data; reset it if the client's side is open."""
+        if self._lost:
+            return
+        self._closing = True
+        if self._ended:
+            self._end()  # the client's side is still open: reset
+        else:
+            self.write_eof()
+
+    def abort(self) -> None:
+        """Reset the stream at once (RST_STREAM ``CANCEL``), dropping buffered data."""
+        if self._lost:
+            return
+        self._connection._h2.reset_stream(self.stream_id, ErrorCodes.CANCEL)
+        self._connection._flush()
+        self._lose()
+
+    # From the HTTP/2 connection.
+
+    def _send_headers(self, fields: list[tuple[str, str]]) -> None:
+        if not self._lost:
+            self._connection._h2.send_headers(self.stream_id, fields)
+            self._connection._flush()
+
+    def _data_received(self, data: bytes, size: int) -> None:
+        body = self._body
+        if body is not None:
+            self._body_received(body, data, size)
+        elif self._reading_paused or self._in:
+            self._in.append((data, size))
+        else:
+            self._protocol.data_received(data)
+            self._connection._acknowledge(size, self.stream_id)
+
+    def _body_received(self, body: bytearray, data: bytes, size: int) -> None:
+        self._connection._acknowledge(size, self.stream_id)
+        body += data
+        connection = self._protocol
+        limit = connection.protocol.max_body_size
+        if limit is not None and len(body) > limit:
+            self._body = None
+            connection.refuse(InvalidRequest(f"body over {limit} bytes", 413))
+
+    def _eof_received(self) -> None:
+        self._remote_ended = True
+        request, body = self._request, self._body
+        if request is not None and body is not None:
+            self._request = self._body = None
+            request.body = bytes(body)
+            self._protocol.request_received(request)
+        elif self._in:
+            self._in_eof = True  # after the input held back
+            return
+        elif not self._websocket:
+            pass  # a plain request: the response ends the stream
+        elif not self._protocol.eof_received():
+            self.close()
+        if self._ended and not self._lost:
+            self._lose()
+
+    def _resume(self) -> None:
+        # What came while reading was paused, in order, until it pauses again.
+        held = self._in
+        while held and not self._reading_paused and not self._lost:
+            data, size = held.popleft()
+            self._protocol.data_received(data)
+            self._connection._acknowledge(size, self.stream_id)
+        if not held and self._in_eof and not self._lost:
+            self._in_eof = False
+            self._eof_received()
+        self._connection._flush()
+
+    def _sent(self) -> None:
+        # After data left the buffer: writing may go on.
+        if self._writing_paused and self._out_size <= self._low:
+            self._writing_paused = False
+            self._protocol.resume_writing()
+
+    def _end(self) -> None:
+        h2 = self._connection._h2
+        if not self._ended:
+            self._ended = True
+            h2.end_stream(self.stream_id)
+        if not self._remote_ended and (self._closing or not self._accepted):
+            # RFC 9113 section 8.1: a complete answer before the client's
+            # end; or close() of a WebSocket the client keeps open.
+            h2.reset_stream(self.stream_id, ErrorCodes.NO_ERROR)
+            self._lose()
+        elif self._remote_ended:
+            self._lose()
+
+    def _lose(self) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        for _, size in self._in:
+            self._connection._acknowledge(size, self.stream_id)
+        self._in.clear()
+        self._out.clear()
+        self._out_size = 0
+        self._connection._stream_closed(self)
+        # As asyncio does: connection_lost() runs in a step of its own.
+        self._connection.loop.call_soon(self._connection_lost)
+
+    def _connection_lost(self) -> None:
+        self._protocol.connection_lost(None)

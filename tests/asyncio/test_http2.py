@@ -1,0 +1,701 @@
+"""WebSockets over HTTP/2 (RFC 8441): the server, against an h2 client on real sockets.
+
+The client below is written with the ``h2`` package (client side) over an
+asyncio stream, in cleartext with prior knowledge (h2c) or over TLS with ALPN;
+its WebSockets frame and unframe with rapidws's engine on the client side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    RemoteSettingsChanged,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+
+import rapidws
+from rapidws import Response
+from rapidws.asyncio.http2 import MAX_STREAMS, STREAM_WINDOW, StreamTransport
+from rapidws.core.extensions.permessage_deflate import ClientPerMessageDeflate
+from rapidws.core.headers import parse_extensions
+from rapidws.core.protocol import Close, Protocol
+
+from .utils import TIMEOUT, echo, until, wait
+
+
+class H2Client:
+    """An HTTP/2 client connection: requests on streams, and WebSockets over them."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        # No checks of what it sends: it sends malformed requests on purpose.
+        config = H2Configuration(
+            client_side=True, header_encoding="utf-8", validate_outbound_headers=False
+        )
+        self.h2 = H2Connection(config)
+        self.h2.initiate_connection()
+        # Room for stalled streams' data, as the server makes (a browser too).
+        self.h2.increment_flow_control_window(2**24)
+        self.flush()
+        self.events: dict[int, asyncio.Queue[Event]] = collections.defaultdict(asyncio.Queue)
+        self.settings = asyncio.Event()  # the server's SETTINGS arrived
+        self.window = asyncio.Event()  # set at each WINDOW_UPDATE
+        self.terminated: ConnectionTerminated | None = None
+        self.closed = asyncio.Event()
+        self.closing = False
+        # Streams whose DATA is not acknowledged: their window closes.
+        self.stalled: set[int] = set()
+        self.unacknowledged: dict[int, int] = collections.Counter()
+        self.task = asyncio.get_running_loop().create_task(self.read())
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def read(self) -> None:
+        try:
+            while data := await self.reader.read(65536):
+                if self.closing:
+                    continue  # h2 takes nothing after our GOAWAY
+                for event in self.h2.receive_data(data):
+                    self.dispatch(event)
+                self.flush()
+        except (ConnectionError, ssl.SSLError):
+            pass  # the server is gone
+        finally:
+            self.closed.set()
+            for queue in self.events.values():
+                queue.put_nowait(ConnectionTerminated())
+
+    def dispatch(self, event: Event) -> None:
+        if isinstance(event, RemoteSettingsChanged):
+            self.settings.set()
+        elif isinstance(event, WindowUpdated):
+            self.window.set()
+        elif isinstance(event, ConnectionTerminated):
+            self.terminated = event
+        elif isinstance(event, DataReceived):
+            if event.stream_id in self.stalled:
+                self.unacknowledged[event.stream_id] += event.flow_controlled_length
+            else:
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        stream_id = getattr(event, "stream_id", None)
+        if stream_id:
+            self.events[stream_id].put_nowait(event)
+
+    def resume(self, stream_id: int) -> None:
+        """Acknowledge a stalled stream's data, and go on acknowledging."""
+        self.stalled.discard(stream_id)
+        size = self.unacknowledged.pop(stream_id, 0)
+        if size:
+            self.h2.acknowledge_received_data(size, stream_id)
+            self.flush()
+
+    def request(self, headers: Sequence[tuple[str, str]], *, end_stream: bool = False) -> int:
+        stream_id = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream_id, headers, end_stream=end_stream)
+        self.flush()
+        return stream_id
+
+    async def next_event(self, stream_id: int) -> Event:
+        return await wait(self.events[stream_id].get())  # type: ignore[no-any-return]
+
+    async def response(self, stream_id: int) -> dict[str, str]:
+        event = await self.next_event(stream_id)
+        assert isinstance(event, ResponseReceived), event
+        return dict(event.headers)  # type: ignore[arg-type]
+
+    async def body(self, stream_id: int) -> bytes:
+        """Read DATA until END_STREAM."""
+        data = b""
+        while True:
+            event = await self.next_event(stream_id)
+            if isinstance(event, StreamEnded):
+                return data
+            assert isinstance(event, DataReceived), event
+            data += event.data
+
+    async def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
+        """Send ``data``, waiting for window when needed."""
+        view = memoryview(data)
+        while view:
+            window = min(self.h2.local_flow_control_window(stream_id), 16384)
+            if window <= 0:
+                self.window.clear()
+                await wait(self.window.wait())
+                continue
+            self.h2.send_data(stream_id, view[:window].tobytes())
+            view = view[window:]
+            self.flush()
+        if end_stream:
+            self.h2.end_stream(stream_id)
+            self.flush()
+
+    def reset(self, stream_id: int) -> None:
+        self.h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+        self.flush()
+
+    async def websocket(
+        self, path: str = "/", headers: Sequence[tuple[str, str]] = ()
+    ) -> H2WebSocket:
+        """Open a WebSocket with an extended CONNECT; fail unless the server accepts it."""
+        stream_id = self.request(connect(path, headers))
+        response = await self.response(stream_id)
+        assert response[":status"] == "200", response
+        extensions = []
+        if "sec-websocket-extensions" in response:
+            ((_, params),) = parse_extensions([response["sec-websocket-extensions"]])
+            extensions.append(ClientPerMessageDeflate().accept(params))
+        return H2WebSocket(self, stream_id, response, extensions)
+
+    async def close(self) -> None:
+        # GOAWAY; the server then closes the connection.
+        if not self.writer.is_closing():
+            self.closing = True
+            self.h2.close_connection()
+            self.flush()
+        await wait(self.task)
+        self.writer.close()
+
+
+class H2WebSocket:
+    """A WebSocket over one stream of an :class:`H2Client`."""
+
+    def __init__(
+        self, client: H2Client, stream_id: int, response: dict[str, str], extensions: list[Any]
+    ) -> None:
+        self.client, self.stream_id, self.response = client, stream_id, response
+        self.protocol = Protocol(is_client=True, extensions=extensions)
+        self.ended = False  # the server ended the stream
+
+    async def send(self, message: str | bytes) -> None:
+        self.protocol.send_message(message)
+        await self.client.send_data(self.stream_id, b"".join(self.protocol.data_to_send()))
+
+    async def recv(self) -> str | bytes | Close:
+        """Return the next message, or the close frame."""
+        while True:
+            for event in self.protocol.events_received():
+                if isinstance(event, (str, bytes)):
+                    return event
+            if self.protocol.close_rcvd is not None:
+                return self.protocol.close_rcvd
+            event = await self.client.next_event(self.stream_id)
+            if isinstance(event, DataReceived):
+                self.protocol.receive_data(event.data)
+            elif isinstance(event, StreamEnded):
+                self.ended = True
+                self.protocol.receive_eof()
+            else:
+                raise AssertionError(f"unexpected {event!r}")
+
+    async def close(self, code: int = 1000) -> Close:
+        """Close with a closing handshake; return the server's close frame.
+
+        The server then ends the stream (as it closes TCP first, RFC 6455
+        section 7.1.1), and so does the client.
+        """
+        self.protocol.send_close(code)
+        await self.client.send_data(self.stream_id, b"".join(self.protocol.data_to_send()))
+        close = await self.recv()
+        assert isinstance(close, Close), close
+        await self.end()
+        return close
+
+    async def end(self) -> None:
+        """Wait for the server's END_STREAM, and end the stream too."""
+        event = await self.client.next_event(self.stream_id)
+        while isinstance(event, DataReceived) and not event.data:
+            event = await self.client.next_event(self.stream_id)  # END_STREAM's frame
+        assert isinstance(event, StreamEnded), event
+        self.ended = True
+        await self.client.send_data(self.stream_id, b"", end_stream=True)
+
+
+def connect(path: str, headers: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """The fields of an extended CONNECT for a WebSocket (RFC 8441 section 4)."""
+    return [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("sec-websocket-version", "13"),
+        *headers,
+    ]
+
+
+@asynccontextmanager
+async def h2_client(
+    server: rapidws.Server, context: ssl.SSLContext | None = None
+) -> AsyncIterator[H2Client]:
+    if context is not None:
+        context.set_alpn_protocols(["h2"])
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1",
+        server.port,
+        ssl=context,
+        server_hostname=None if context is None else "localhost",
+    )
+    client = H2Client(reader, writer)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def serve(handler: Any, **options: Any) -> rapidws.serve:
+    return rapidws.serve(handler, "127.0.0.1", 0, http2=True, **options)
+
+
+# Streams: many WebSockets on one connection.
+
+
+async def test_server_advertises_extended_connect() -> None:
+    async with serve(echo) as server, h2_client(server) as client:
+        await wait(client.settings.wait())
+        settings = client.h2.remote_settings
+        assert settings.enable_connect_protocol == 1
+        assert settings.max_concurrent_streams == MAX_STREAMS
+        assert settings.initial_window_size == STREAM_WINDOW
+
+
+async def test_websockets_echo_concurrently_on_one_connection() -> None:
+    peers: list[tuple[Any, int]] = []
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        peers.append((ws.remote_address, ws.transport.get_extra_info("http2_stream_id")))  # type: ignore[union-attr]
+        await echo(ws)
+
+    async def talk(ws: H2WebSocket, tag: str) -> None:
+        for i in range(20):
+            await ws.send(f"{tag}{i}")
+            await ws.send(f"{tag}{i}".encode())
+        for i in range(20):
+            assert await ws.recv() == f"{tag}{i}"
+            assert await ws.recv() == f"{tag}{i}".encode()
+
+    async with serve(handler) as server, h2_client(server) as client:
+        sockets = [await client.websocket(f"/{n}") for n in range(5)]
+        assert all(ws.response.get("sec-websocket-accept") is None for ws in sockets)
+        await asyncio.gather(*(talk(ws, f"{n}:") for n, ws in enumerate(sockets)))
+        # One TCP connection, a stream each.
+        assert len({address for address, _ in peers}) == 1
+        assert sorted(stream for _, stream in peers) == [ws.stream_id for ws in sockets]
+        for ws in sockets:
+            assert (await ws.close()).code == 1000
+
+
+async def test_tls_alpn_h2_and_http11_on_one_port(
+    ca: Any, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async with serve(echo, ssl=server_context) as server:
+        async with h2_client(server, client_context) as client:
+            assert client.writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+            ws = await client.websocket()
+            await ws.send("over h2")
+            assert await ws.recv() == "over h2"
+        # A client that offers no ALPN speaks HTTP/1.1 on the same port.
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        async with rapidws.connect(f"wss://localhost:{server.port}/", ssl=context) as http11:
+            await http11.send("over http/1.1")
+            assert await wait(http11.recv()) == "over http/1.1"
+
+
+async def test_http11_client_on_cleartext_http2_server() -> None:
+    async with serve(echo) as server, rapidws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        await ws.send("hello")
+        assert await wait(ws.recv()) == "hello"
+
+
+# Negotiation, with the code of the HTTP/1.1 handshake.
+
+
+async def test_subprotocol_and_compression_are_negotiated() -> None:
+    received: list[Any] = []
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        received.append((ws.subprotocol, ws.request.version))  # type: ignore[union-attr]
+        await echo(ws)
+
+    serving = serve(handler, subprotocols=["chat", "superchat"])
+    async with serving as server, h2_client(server) as client:
+        offer = [
+            ("sec-websocket-protocol", "superchat, chat"),
+            ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+        ]
+        ws = await client.websocket("/", offer)
+        assert ws.response["sec-websocket-protocol"] == "chat"
+        assert ws.response["sec-websocket-extensions"].startswith("permessage-deflate")
+        message = "compressible " * 1000
+        await ws.send(message)
+        assert await ws.recv() == message
+    assert received == [("chat", (2, 0))]
+
+
+# Refusals: a status on the stream, the connection goes on.
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        # An extended CONNECT that lost its :protocol.
+        ([f for f in connect("/") if f[0] != ":protocol"], "400"),
+        ([*connect("/")[:-1], ("sec-websocket-version", "8")], "426"),
+        ([f for f in connect("/") if f[0] != "sec-websocket-version"], "426"),
+        ([(":method", "CONNECT"), (":protocol", "chat"), *connect("/")[2:]], "400"),
+        # A plain GET to a WebSocket server without routes.
+        ([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "x")], "400"),
+    ],
+)
+async def test_bad_request_gets_status(fields: list[tuple[str, str]], status: str) -> None:
+    async with serve(echo) as server, h2_client(server) as client:
+        stream_id = client.request(fields, end_stream=fields[0][1] != "CONNECT")
+        response = await client.response(stream_id)
+        assert response[":status"] == status
+        if status == "426":
+            assert response["sec-websocket-version"] == "13"
+        assert "connection" not in response and "upgrade" not in response
+        assert b"Failed to open a WebSocket connection" in await client.body(stream_id)
+        ws = await client.websocket()  # the connection goes on
+        await ws.send("still here")
+        assert await ws.recv() == "still here"
+
+
+async def test_refused_origin_gets_403() -> None:
+    async with serve(echo, origins=["https://good.example"]) as server, h2_client(server) as client:
+        stream_id = client.request(connect("/", [("origin", "https://evil.example")]))
+        assert (await client.response(stream_id))[":status"] == "403"
+        ws = await client.websocket("/", [("origin", "https://good.example")])
+        await ws.send("ok")
+        assert await ws.recv() == "ok"
+
+
+async def test_oversized_header_list_ends_the_connection() -> None:
+    async with serve(echo, max_header_bytes=4096) as server, h2_client(server) as client:
+        await wait(client.settings.wait())
+        assert client.h2.remote_settings.max_header_list_size == 4096
+        # The client's h2 checks nothing: an HPACK bomb, as far as we know.
+        client.request(connect("/", [("x-big", "a" * 8000)]))
+        await wait(client.closed.wait())
+        assert client.terminated is not None
+        assert client.terminated.error_code != ErrorCodes.NO_ERROR
+
+
+# Closing one stream leaves the others alone.
+
+
+async def test_stream_closes_normally_and_by_reset_while_others_go_on() -> None:
+    codes: dict[int, int | None] = {}
+    done = asyncio.Event()
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        with contextlib.suppress(rapidws.ConnectionClosed):
+            await echo(ws)
+        await ws.wait_closed()
+        codes[ws.transport.get_extra_info("http2_stream_id")] = ws.close_code  # type: ignore[union-attr]
+        if len(codes) == 2:
+            done.set()
+
+    async with serve(handler) as server, h2_client(server) as client:
+        normal, reset, other = [await client.websocket() for _ in range(3)]
+        assert (await normal.close()).code == 1000
+        assert normal.ended  # after the closing handshake
+        client.reset(reset.stream_id)
+        await wait(done.wait())
+        assert codes == {normal.stream_id: 1000, reset.stream_id: 1006}
+        await other.send("unaffected")
+        assert await other.recv() == "unaffected"
+
+
+async def test_server_closing_a_websocket_ends_its_stream() -> None:
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        await ws.close(4000, "bye")
+
+    async with serve(handler) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        close = await ws.recv()
+        assert isinstance(close, Close) and close.code == 4000
+        # The client's engine answered; the server then ends the stream.
+        await client.send_data(ws.stream_id, b"".join(ws.protocol.data_to_send()))
+        await ws.end()
+
+
+async def test_abort_resets_the_stream() -> None:
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        ws.transport.abort()  # type: ignore[union-attr]
+
+    async with serve(handler) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        event = await client.next_event(ws.stream_id)
+        assert isinstance(event, StreamReset)
+        assert event.error_code == ErrorCodes.CANCEL
+
+
+# Flow control: a stalled stream does not block the others.
+
+
+async def test_stalled_server_reader_does_not_block_other_streams() -> None:
+    release = asyncio.Event()
+    got: list[int] = []
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        if ws.request.path == "/stall":  # type: ignore[union-attr]
+            await release.wait()
+            async for message in ws:
+                got.append(len(message))
+        else:
+            await echo(ws)
+
+    async with serve(handler, max_queue=4) as server, h2_client(server) as client:
+        stalled = await client.websocket("/stall")
+        other = await client.websocket("/echo")
+        block = b"x" * 65536
+        # More than the stalled stream's queue (4 messages) and window
+        # (256 KiB) hold: sending cannot end before the handler reads.
+        sender = asyncio.create_task(_send_all(stalled, [block] * 12))
+        for i in range(10):
+            await other.send(f"m{i}")
+            assert await other.recv() == f"m{i}"
+        assert not sender.done()
+        assert client.h2.outbound_flow_control_window > STREAM_WINDOW
+        release.set()
+        await wait(sender)
+        await until(lambda: len(got) == 12)
+
+
+async def _send_all(ws: H2WebSocket, messages: list[bytes]) -> None:
+    for message in messages:
+        await ws.send(message)
+
+
+async def test_stalled_client_reader_does_not_block_other_streams() -> None:
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        if ws.request.path == "/flood":  # type: ignore[union-attr]
+            await ws.recv()  # the client is ready
+            for _ in range(16):
+                await ws.send(b"y" * 65536)  # waits while the stream's window is shut
+            await ws.send("end")
+        else:
+            await echo(ws)
+
+    async with serve(handler) as server, h2_client(server) as client:
+        await wait(client.settings.wait())
+        flood = await client.websocket("/flood")
+        client.stalled.add(flood.stream_id)
+        await flood.send("go")
+        other = await client.websocket("/echo")
+        await until(lambda: client.h2.remote_flow_control_window(flood.stream_id) == 0)
+        for i in range(10):
+            await other.send(f"m{i}")
+            assert await other.recv() == f"m{i}"
+        client.resume(flood.stream_id)
+        for _ in range(16):
+            assert await flood.recv() == b"y" * 65536
+        assert await flood.recv() == "end"
+
+
+async def test_send_waits_for_the_window() -> None:
+    # send() pauses while the stream's window is shut: the buffer does not grow.
+    buffered: list[int] = []
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        transport = ws.transport
+        assert isinstance(transport, StreamTransport)
+        await ws.recv()  # the client is ready
+        for _ in range(8):
+            await ws.send(b"z" * 65536)
+            buffered.append(transport.get_write_buffer_size())
+        await ws.wait_closed()
+
+    async with serve(handler, write_limit=65536) as server, h2_client(server) as client:
+        await wait(client.settings.wait())
+        ws = await client.websocket()
+        client.stalled.add(ws.stream_id)
+        await ws.send("go")
+        await until(lambda: client.h2.remote_flow_control_window(ws.stream_id) == 0)
+        await asyncio.sleep(0.05)
+        assert len(buffered) < 8
+        assert max(buffered, default=0) <= 2 * 65536 + 16
+        client.resume(ws.stream_id)
+        for _ in range(8):
+            assert await ws.recv() == b"z" * 65536
+
+
+# The App over HTTP/2: WebSocket routes with interceptors, plain HTTP routes.
+
+
+async def test_app_routes_over_http2() -> None:
+    app = rapidws.App()
+    seen: list[str] = []
+
+    @app.interceptor
+    def check(ws: rapidws.ServerConnection, request: rapidws.Request) -> Response | None:
+        seen.append(request.path)
+        if request.headers.get("authorization") != "Bearer s3cret":
+            return Response(401, "unauthorized\n")
+        return None
+
+    @app.websocket("/chat/{room}", subprotocols=["chat"])
+    async def chat(ws: rapidws.ServerConnection, room: str) -> None:
+        async for message in ws:
+            await ws.send(f"{room}: {message}")
+
+    @app.get("/healthz")
+    def health(request: rapidws.Request) -> str:
+        return "ok\n"
+
+    @app.post("/echo")
+    def echo_body(request: rapidws.Request) -> bytes:
+        return request.body
+
+    async with app.serve("127.0.0.1", 0, http2=True) as server, h2_client(server) as client:
+        get = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost")]
+        stream_id = client.request([*get, (":path", "/healthz")], end_stream=True)
+        response = await client.response(stream_id)
+        assert response[":status"] == "200"
+        assert response["content-length"] == "3"
+        assert await client.body(stream_id) == b"ok\n"
+
+        post = [(":method", "POST"), *get[1:], (":path", "/echo")]
+        stream_id = client.request(post)
+        await client.send_data(stream_id, b"a body", end_stream=True)
+        assert (await client.response(stream_id))[":status"] == "200"
+        assert await client.body(stream_id) == b"a body"
+
+        head = [(":method", "HEAD"), *get[1:], (":path", "/healthz")]
+        stream_id = client.request(head, end_stream=True)
+        assert (await client.response(stream_id))["content-length"] == "3"
+        assert await client.body(stream_id) == b""
+
+        stream_id = client.request(connect("/chat/lobby"))
+        assert (await client.response(stream_id))[":status"] == "401"
+
+        auth = [("authorization", "Bearer s3cret"), ("sec-websocket-protocol", "chat")]
+        ws = await client.websocket("/chat/lobby", auth)
+        assert ws.response["sec-websocket-protocol"] == "chat"
+        await ws.send("hi")
+        assert await ws.recv() == "lobby: hi"
+
+        stream_id = client.request([*get, (":path", "/missing")], end_stream=True)
+        assert (await client.response(stream_id))[":status"] == "404"
+    assert seen == ["/chat/lobby", "/chat/lobby"]
+
+
+async def test_request_body_over_the_limit_gets_413() -> None:
+    app = rapidws.App()
+
+    @app.post("/upload")
+    def upload(request: rapidws.Request) -> str:
+        return "stored\n"
+
+    serving = app.serve("127.0.0.1", 0, http2=True, max_body_size=1000)
+    async with serving as server, h2_client(server) as client:
+        post = [(":method", "POST"), (":scheme", "http"), (":authority", "x")]
+        stream_id = client.request([*post, (":path", "/upload")])
+        await client.send_data(stream_id, b"x" * 2000)
+        assert (await client.response(stream_id))[":status"] == "413"
+        await client.body(stream_id)
+        event = await client.next_event(stream_id)
+        assert isinstance(event, StreamReset)  # the rest is not wanted
+        assert event.error_code == ErrorCodes.NO_ERROR
+
+
+# Shutdown and timeouts.
+
+
+async def test_shutdown_closes_websockets_then_sends_goaway() -> None:
+    async with h2_client_and_server() as (server, client):
+        ws = await client.websocket()
+        server.close()
+        close = await ws.recv()
+        assert isinstance(close, Close) and close.code == 1001
+        await client.send_data(ws.stream_id, b"".join(ws.protocol.data_to_send()))
+        await ws.end()
+        await wait(client.closed.wait())
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.NO_ERROR
+        await wait(server.wait_closed())
+
+
+@asynccontextmanager
+async def h2_client_and_server() -> AsyncIterator[tuple[rapidws.Server, H2Client]]:
+    server = await serve(echo)
+    try:
+        async with h2_client(server) as client:
+            yield server, client
+    finally:
+        server.close()
+        await wait(server.wait_closed())
+
+
+async def test_idle_connection_is_closed_after_open_timeout() -> None:
+    async with serve(echo, open_timeout=0.1) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        await asyncio.sleep(0.2)  # a stream open: the connection stays
+        await ws.send("still open")
+        assert await ws.recv() == "still open"
+        await ws.close()
+        await wait(client.closed.wait(), TIMEOUT)
+        assert client.terminated is not None
+
+
+async def test_silent_cleartext_client_is_dropped() -> None:
+    async with serve(echo, open_timeout=0.1) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"PRI * HTTP/2.0\r\n")  # a part of the preface, then nothing
+        assert await wait(reader.read()) == b""
+        writer.close()
+
+
+async def test_client_goaway_closes_websockets_that_are_sending(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ended: list[BaseException] = []
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        try:
+            for i in range(10_000):
+                await ws.send(f"tick {i}")
+                await asyncio.sleep(0.001)
+        except rapidws.ConnectionClosed as exc:
+            ended.append(exc)
+
+    async with serve(handler) as server:
+        async with h2_client(server) as client:
+            ws = await client.websocket()
+            assert await ws.recv() == "tick 0"
+        await until(lambda: len(ended) == 1)
+    assert isinstance(ended[0], rapidws.ConnectionClosedError)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_http11_request_starting_like_the_preface() -> None:
+    # "P" may start the HTTP/2 preface: a PUT is told apart at its second byte.
+    async with serve(echo) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"P")
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(b"UT / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await wait(reader.readline())).startswith(b"HTTP/1.1 405")
+        writer.close()
