@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 
-def chromium() -> Any:
-    """Headless Chromium under selenium, driven through chromedriver."""
+def chromium(*arguments: str) -> Any:
+    """Headless Chromium under selenium, driven through chromedriver, with more ``arguments``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -24,6 +24,6 @@ def chromium() -> Any:
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", *arguments):
         options.add_argument(argument)
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
