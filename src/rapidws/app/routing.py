@@ -513,7 +513,7 @@ class _Branch:
 class _Lookup:
     """The routes of one kind: a dict of static paths, a trie of regexes for the rest."""
 
-    __slots__ = ("branches", "depth", "root", "static")
+    __slots__ = ("branches", "depth", "root", "static", "tails")
 
     def __init__(self, entries: Iterable[_Entry]) -> None:
         nodes: dict[str, _Node] = {}  # by pattern, in registration order
@@ -548,6 +548,11 @@ class _Lookup:
                 self.branches["/".join(segments[:depth]) + "/"] = branch
             branch.nodes.append((rank, node))
         self.root.compile("", [])
+        # The branches that end in one str parameter, by the same key: the
+        # common dynamic route (/ws/{user}) found with one lookup.
+        self.tails: dict[str, _Node] = {
+            key: branch.tail[0] for key, branch in self.branches.items() if branch.tail is not None
+        }
 
     def find(self, path: str) -> tuple[_Node, tuple[str, ...]] | None:
         """Return the node whose template matches ``path`` first, and its parameters' text."""
@@ -558,7 +563,13 @@ class _Lookup:
         # match it: those of the deepest branch the path reaches, and above.
         # That is the path up to its last slash when it has a branch (a
         # parameter in the last segment, the common case); else walk.
-        branch = self.branches.get(path[: path.rfind("/") + 1])
+        cut = path.rfind("/") + 1
+        prefix = path[:cut]
+        node = self.tails.get(prefix)
+        if node is not None:
+            text = path[cut:]  # after the last slash: it has none
+            return (node, (text,)) if text else None
+        branch = self.branches.get(prefix)
         if branch is None:
             branch = self.root
             for segment in path.split("/", self.depth):

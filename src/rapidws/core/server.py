@@ -389,7 +389,7 @@ def wants_upgrade(request: Request) -> bool:
     headers = request.headers
     index = headers._index if headers._index is not None else headers._rebuild_index()
     value = index.get("upgrade")
-    if type(value) is str and value.lower() == "websocket":
+    if value == "websocket" or (type(value) is str and value.lower() == "websocket"):
         return True  # what nearly every client sends: the App asks once per request
     try:
         return _has_token(index, "upgrade", "websocket")
@@ -414,7 +414,7 @@ def _joined(values: str | list[str]) -> str:
 def _has_token(index: Mapping[str, str | list[str]], key: str, token: str) -> bool:
     """Tell whether the token lists of header ``key`` hold ``token`` (both lower case)."""
     values = index.get(key)
-    if type(values) is str and values.lower() == token:
+    if values == token or (type(values) is str and values.lower() == token):
         return True  # what nearly every client sends: no list to parse
     try:
         return token in parse_token_list(values_of(values), lower=True)
