@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from rapidws.core.extensions.permessage_deflate import ServerPerMessageDeflate
-from rapidws.core.http2 import Http2ServerProtocol, request_from_fields, response_fields
+from rapidws.core.extensions.permessage_deflate import (
+    ClientPerMessageDeflate,
+    ServerPerMessageDeflate,
+)
+from rapidws.core.http2 import (
+    Http2ClientProtocol,
+    Http2ServerProtocol,
+    request_fields,
+    request_from_fields,
+    response_fields,
+    response_from_fields,
+)
 from rapidws.core.http11 import Request, Response
 from rapidws.core.protocol import CLOSED, CONNECTING, OPEN
 from rapidws.core.server import wants_upgrade
-from rapidws.exceptions import InvalidRequest
+from rapidws.core.uri import parse_uri
+from rapidws.exceptions import InvalidRequest, InvalidResponse, InvalidStatus
 
 
 def fields(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:
@@ -280,3 +293,216 @@ def test_one_request_and_one_response_per_stream() -> None:
     protocol.send_response(Response(204))
     with pytest.raises(ValueError, match="sent already"):
         protocol.send_response(Response(204))
+
+
+# The client: its request as fields.
+
+
+def make_client(uri: str = "wss://server.example.com/chat", **kwargs: Any) -> Http2ClientProtocol:
+    return Http2ClientProtocol(parse_uri(uri), user_agent=None, **kwargs)
+
+
+def test_client_request_is_rfc_8441_example() -> None:
+    client = make_client(
+        origin="http://www.example.com",
+        subprotocols=["chat", "superchat"],
+        extensions=[ClientPerMessageDeflate()],
+    )
+    request = client.connect()
+    client.send_request(request)
+    assert client.request is request
+    assert client.data_to_send() == []  # the request is HEADERS, not bytes
+    assert (request.method, request.target, request.version) == ("GET", "/chat", (2, 0))
+    assert "Sec-WebSocket-Key" not in request.headers
+    assert request_fields(request, scheme="https") == [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "https"),
+        (":path", "/chat"),
+        (":authority", "server.example.com"),
+        ("sec-websocket-version", "13"),
+        ("origin", "http://www.example.com"),
+        ("sec-websocket-protocol", "chat, superchat"),
+        ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+    ]
+
+
+def test_client_request_carries_additional_headers_and_credentials() -> None:
+    client = make_client(
+        "ws://user:pw@localhost:8080/a?b=1",
+        additional_headers=[("Cookie", "id=1"), ("X-Trace", "t")],
+    )
+    assert request_fields(client.connect(), scheme="http") == [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "http"),
+        (":path", "/a?b=1"),
+        (":authority", "localhost:8080"),
+        ("sec-websocket-version", "13"),
+        ("cookie", "id=1"),
+        ("x-trace", "t"),
+        ("authorization", "Basic dXNlcjpwdw=="),
+    ]
+
+
+def test_client_request_reads_as_the_server_sees_it() -> None:
+    client = make_client(subprotocols=["chat"])
+    request = client.connect()
+    encoded = [(n.encode(), v.encode()) for n, v in request_fields(request, scheme="https")]
+    assert request_from_fields(encoded) == request
+
+
+# The client: the response from fields.
+
+
+def test_response_from_fields() -> None:
+    response = response_from_fields(fields((":status", "200"), ("sec-websocket-protocol", "c")))
+    assert (response.status, response.body) == (200, b"")
+    assert response.headers.items() == [("sec-websocket-protocol", "c")]
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        ([("server", "x")], "missing :status pseudo-header field"),
+        ([(":status", "2000")], "invalid :status '2000'"),
+        ([(":status", "\uff12\uff10\uff10")], "invalid :status"),  # fullwidth digits
+        ([(":status", "200"), (":status", "200")], "invalid or misplaced pseudo-header field"),
+        ([("server", "x"), (":status", "200")], "invalid or misplaced pseudo-header field"),
+        ([(":status", "200"), (":path", "/")], "invalid or misplaced pseudo-header field :path"),
+        ([(":status", "200"), ("upgrade", "websocket")], "header field 'upgrade' is not allowed"),
+        ([(":status", "200"), ("Server", "x")], "header field 'Server' is not allowed"),
+        ([(":status", "200"), ("x", "a\nb")], "invalid value for header x"),
+    ],
+)
+def test_malformed_responses_are_refused(pairs: list[tuple[str, str]], message: str) -> None:
+    with pytest.raises(InvalidResponse, match=message):
+        response_from_fields(fields(*pairs))
+
+
+def test_too_many_response_fields_are_refused() -> None:
+    pairs = [(":status", "200"), *[(f"x-{i}", "v") for i in range(3)]]
+    response_from_fields(fields(*pairs), max_headers=3)
+    with pytest.raises(InvalidResponse, match="more than 2 header fields"):
+        response_from_fields(fields(*pairs), max_headers=2)
+
+
+# The client: the engine of a stream.
+
+
+def opened_client(*pairs: tuple[str, str], **kwargs: Any) -> Http2ClientProtocol:
+    client = make_client(**kwargs)
+    client.send_request(client.connect())
+    client.receive_response(fields(*pairs))
+    return client
+
+
+def test_client_accepts_200_and_negotiates_like_http11() -> None:
+    client = opened_client(
+        (":status", "200"),
+        ("sec-websocket-protocol", "superchat"),
+        ("sec-websocket-extensions", "permessage-deflate; server_no_context_takeover"),
+        subprotocols=["chat", "superchat"],
+        extensions=[ClientPerMessageDeflate()],
+    )
+    assert client.state is OPEN
+    assert client.handshake_exc is None
+    [response] = client.events_received()
+    assert isinstance(response, Response) and response.status == 200
+    assert client.subprotocol == "superchat"
+    assert [type(e).__name__ for e in client.extensions] == ["PerMessageDeflate"]
+    # An unmasked text frame "Hello", from RFC 6455 section 5.7.
+    client.receive_data(b"\x81\x05Hello")
+    assert client.events_received() == ["Hello"]
+    client.send_text("Hi " * 100)
+    [frame] = client.data_to_send()
+    assert frame[0] == 0xC1 and frame[1] & 0x80  # compressed (RSV1) and masked
+
+
+def test_client_accepts_any_2xx() -> None:
+    assert opened_client((":status", "204")).state is OPEN
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (
+            [(":status", "200"), ("sec-websocket-protocol", "other")],
+            "server chose subprotocol 'other', which was not offered",
+        ),
+        (
+            [(":status", "200"), ("sec-websocket-extensions", "permessage-deflate")],
+            "server accepted extension 'permessage-deflate', not offered",
+        ),
+        ([(":status", "200"), (":status", "200")], "invalid or misplaced pseudo-header field"),
+    ],
+)
+def test_client_refuses_invalid_200(pairs: list[tuple[str, str]], message: str) -> None:
+    client = opened_client(*pairs, subprotocols=["chat"])
+    assert isinstance(client.handshake_exc, InvalidResponse)
+    assert message in str(client.handshake_exc)
+    assert client.state is CLOSED
+    assert client.data_to_send() == [b""]  # END_STREAM
+
+
+def test_client_refusal_is_invalid_status_with_body_at_end_of_stream() -> None:
+    client = opened_client((":status", "403"), ("content-type", "text/plain"))
+    assert client.handshake_exc is None
+    client.receive_data(b"go ")
+    client.receive_data(b"away")
+    assert client.handshake_exc is None  # the body ends with the stream
+    client.receive_eof()
+    exc = client.handshake_exc
+    assert isinstance(exc, InvalidStatus)
+    assert (exc.response.status, exc.response.body) == (403, b"go away")
+    assert str(exc) == "server rejected WebSocket connection: HTTP 403"
+
+
+def test_client_refusal_with_content_length_ends_with_its_body() -> None:
+    client = opened_client((":status", "404"), ("content-length", "2"))
+    client.receive_data(b"no")
+    assert isinstance(client.handshake_exc, InvalidStatus)
+    assert client.handshake_exc.response.body == b"no"
+
+
+def test_client_refuses_data_before_the_response() -> None:
+    client = make_client()
+    client.send_request(client.connect())
+    client.receive_data(b"\x81\x05Hello")
+    assert isinstance(client.handshake_exc, InvalidResponse)
+    assert str(client.handshake_exc) == "data before the response"
+
+
+def test_client_end_of_stream_before_the_response() -> None:
+    client = make_client()
+    client.send_request(client.connect())
+    client.receive_eof()
+    assert isinstance(client.handshake_exc, InvalidResponse)
+
+
+def test_client_takes_one_response() -> None:
+    client = opened_client((":status", "200"))
+    with pytest.raises(ValueError, match="one response"):
+        client.receive_response(fields((":status", "200")))
+
+
+def test_client_and_server_engines_talk() -> None:
+    # Both ends of one stream, the header fields as h2 hands them over.
+    client = make_client(subprotocols=["chat"], extensions=[ClientPerMessageDeflate()])
+    server = Http2ServerProtocol(subprotocols=["chat"], extensions=[ServerPerMessageDeflate()])
+    request = client.connect()
+    client.send_request(request)
+    sent = request_fields(request, scheme="https")
+    server.receive_request(request_from_fields(fields(*sent)))
+    server_request = server.events_received()[0]
+    assert isinstance(server_request, Request)
+    server.send_response(server.accept(server_request))
+    assert server.response is not None
+    client.receive_response(fields(*response_fields(server.response)))
+    assert client.state is OPEN and client.subprotocol == "chat"
+    client.send_text("ping " * 100)
+    server.receive_data(b"".join(client.data_to_send()))
+    assert server.events_received() == ["ping " * 100]
+    server.send_close(1001)
+    client.receive_data(b"".join(server.data_to_send()))
+    assert client.close_rcvd is not None and client.close_rcvd.code == 1001

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import http.cookiejar
 import logging
 import os
@@ -20,6 +21,7 @@ from ..core.client import USER_AGENT, ClientProtocol
 from ..core.extensions.base import ClientExtensionFactory
 from ..core.extensions.permessage_deflate import ClientPerMessageDeflate, with_compression
 from ..core.headers import Headers, HeadersLike
+from ..core.http2 import Http2ClientProtocol
 from ..core.http11 import Request, Response
 from ..core.limits import (
     CLOSE_TIMEOUT,
@@ -149,6 +151,15 @@ class connect:
             set, as curl, requests and httpx read them; ``None`` for none.
         proxy_ssl: for an ``https://`` proxy, the :class:`ssl.SSLContext` for
             TLS to the proxy; by default the system's trust store.
+        http2: open the WebSocket as a stream of an HTTP/2 connection (RFC
+            8441; needs ``rapidws[http2]``), shared with the other WebSockets
+            of the event loop to the same origin and TLS settings: for
+            ``wss://``, by TLS ALPN (an ``ssl`` context given gets the ALPN
+            protocols ``h2`` and ``http/1.1``); for ``ws://``, in cleartext
+            with prior knowledge. It falls back to HTTP/1.1 when the server
+            does not take WebSockets over HTTP/2. Redirects are followed
+            as over HTTP/1.1. Not through a proxy, nor with ``sock`` or
+            ``path``. See :mod:`rapidws.asyncio.http2_client`.
         open_timeout: seconds for the TCP, TLS and WebSocket handshakes,
             through the proxy and redirects included.
         ping_interval: seconds between keepalive pings; ``None`` disables them.
@@ -210,6 +221,7 @@ class connect:
         path: str | None = None,
         proxy: str | Literal[True] | None = True,
         proxy_ssl: ssl_module.SSLContext | None = None,
+        http2: bool = False,
         # Timeouts
         open_timeout: float | None = OPEN_TIMEOUT,
         ping_interval: float | None = PING_INTERVAL,
@@ -262,6 +274,10 @@ class connect:
         direct = sock is not None or path is not None
         if direct and isinstance(proxy, str):
             raise InvalidHandshake("a proxy cannot be used with sock or path")
+        if http2 and (direct or isinstance(proxy, str)):
+            raise InvalidHandshake("http2=True cannot be used with a proxy, sock or path")
+        #: Whether the WebSocket is a stream of a shared HTTP/2 connection.
+        self.http2 = http2
         self.proxy: Proxy | Literal[True] | None = (
             parse_proxy(proxy) if isinstance(proxy, str) else None if direct else proxy
         )
@@ -275,12 +291,12 @@ class connect:
         self._create_connection = create_connection
         self._connection: ClientConnection | None = None
 
-    def _factory(self) -> ClientConnection:
+    def _factory(self, engine: type[ClientProtocol] = ClientProtocol) -> ClientConnection:
         options = self._protocol_options
         if self.cookies is not None:
             headers = _with_cookies(self.cookies, self.uri, options["additional_headers"])
             options = {**options, "additional_headers": headers}
-        protocol = ClientProtocol(self.uri, **options)
+        protocol = engine(self.uri, **options)
         return self._create_connection(protocol, **self._connection_options)
 
     async def _open(self) -> ClientConnection:
@@ -325,17 +341,20 @@ class connect:
 
     async def _open_uri(self) -> ClientConnection:
         loop = asyncio.get_running_loop()
+        proxy = self._proxy_for(self.uri)
+        opened = None if not self.http2 else await self._open_http2(proxy)
         context: ssl_module.SSLContext | None = None
         hostname: str | None = None
-        if self.uri.secure:
+        if self.uri.secure and opened is None:
             # Verify the certificate and host name against the system's trust
             # store unless the caller gave a context.
             context = self._ssl or ssl_module.create_default_context()
             hostname = self._server_hostname or self.uri.host
         transport: Any
         unix = self._sock is not None and self._sock.family == socket.AF_UNIX
-        proxy = self._proxy_for(self.uri)
-        if proxy is not None:
+        if opened is not None:
+            transport, connection = opened
+        elif proxy is not None:
             transport, connection = await connect_via_proxy(
                 proxy,
                 self._factory,
@@ -370,6 +389,25 @@ class connect:
         if connection.response is not None:
             self._store_cookies(connection.response)
         return connection
+
+    async def _open_http2(self, proxy: Proxy | None) -> tuple[Any, ClientConnection] | None:
+        # A stream of a pooled HTTP/2 connection; None to use HTTP/1.1.
+        if proxy is not None:
+            raise InvalidHandshake(
+                "http2=True cannot be used with a proxy (from the environment: "
+                f"{proxy.scheme}://{proxy.host}:{proxy.port}); pass proxy=None"
+            )
+        # Imported here: h2 is an optional dependency.
+        from .http2_client import open_stream  # noqa: PLC0415
+
+        return await open_stream(
+            self.uri,
+            functools.partial(self._factory, Http2ClientProtocol),
+            ssl=self._ssl,  # the key of the pool: None for the default context
+            server_hostname=self._server_hostname,
+            max_header_bytes=self._protocol_options["max_header_bytes"],
+            timeout=self.open_timeout,
+        )
 
     def _proxy_for(self, uri: WebSocketURI) -> Proxy | None:
         if self.proxy is not True:

@@ -11,7 +11,9 @@ connection class, with its hooks, handler, timeouts and engine (an
 stream (:class:`StreamTransport`). Its writes become DATA frames, its end of
 output END_STREAM, an abort RST_STREAM; the stream's DATA is its input.
 Extended CONNECT streams carry WebSockets; other requests get plain HTTP
-answers (the App's pages and health checks).
+answers (the App's pages and health checks). The client's side
+(``connect(..., http2=True)``, :mod:`rapidws.asyncio.http2_client`) runs on
+the same streams and flow control (:class:`BaseHttp2Connection`).
 
 Flow control keeps the streams independent:
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,13 +44,14 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    Event,
     RemoteSettingsChanged,
     RequestReceived,
     StreamEnded,
     StreamReset,
     WindowUpdated,
 )
-from h2.exceptions import ProtocolError
+from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 
 from ..core.http2 import Http2ServerProtocol, request_from_fields, response_fields
@@ -60,7 +64,14 @@ from .server import ServerConnection
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["MAX_STREAMS", "STREAM_WINDOW", "Http2Connection", "StreamConnection", "StreamTransport"]
+__all__ = [
+    "MAX_STREAMS",
+    "STREAM_WINDOW",
+    "BaseHttp2Connection",
+    "Http2Connection",
+    "StreamConnection",
+    "StreamTransport",
+]
 
 #: The most streams a client may have open at once on a connection
 #: (``SETTINGS_MAX_CONCURRENT_STREAMS``).
@@ -137,83 +148,41 @@ class _VersionChooser(asyncio.Protocol):
             self._transport.abort()
 
 
-class Http2Connection(asyncio.Protocol):
-    """A server's HTTP/2 connection: each stream is a WebSocket or a plain HTTP request.
+class BaseHttp2Connection(asyncio.Protocol):
+    """An HTTP/2 connection whose streams carry connections: what servers and clients share.
 
-    Made by a server with ``http2=True`` when a client speaks HTTP/2.
-    It sends ``SETTINGS_ENABLE_CONNECT_PROTOCOL = 1`` (RFC 8441 section 3)
-    and serves each stream with a :class:`StreamConnection`. Malformed
-    requests are answered on their stream (400); HTTP/2 protocol errors end
-    the connection with GOAWAY. Idle (no stream open) for the server's
-    ``open_timeout``, and at the server's shutdown once its streams have
-    closed (each WebSocket with 1001), it ends with GOAWAY.
+    It reads frames (with the ``h2`` package) and hands each stream's DATA,
+    END_STREAM and RST_STREAM to its :class:`StreamTransport`, and sends the
+    streams' data as the flow-control windows and the TCP write buffer allow
+    (see the module's docstring). A side handles the other events (requests,
+    responses, settings) in :meth:`_event`.
     """
 
-    __slots__ = (
-        "_draining",
-        "_h2",
-        "_idle",
-        "_paused",
-        "_server",
-        "_streams",
-        "_waiting",
-        "loop",
-        "transport",
-    )
+    __slots__ = ("_h2", "_paused", "_streams", "_waiting", "loop", "transport")
 
-    def __init__(self, server: Server) -> None:
-        assert server.loop is not None  # set when the server starts
-        self._server = server
-        self.loop = server.loop
+    def __init__(self, loop: asyncio.AbstractEventLoop, h2: H2Connection) -> None:
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
-        # Headers are checked by request_from_fields(): a malformed request
-        # is refused on its stream, not with the whole connection.
-        config = H2Configuration(client_side=False, validate_inbound_headers=False)
-        self._h2 = H2Connection(config)
-        options = server._protocol_options
-        max_header_bytes = options.get("max_header_bytes", MAX_HEADER_BYTES)
-        settings: dict[SettingCodes, int] = {
-            SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
-            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-        }
-        if max_header_bytes is not None:
-            # HPACK bombs: the decoder refuses a larger header list.
-            settings[SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_bytes
-            self._h2.decoder.max_header_list_size = max_header_bytes
-        self._h2.local_settings = Settings(client=False, initial_values=settings)
+        self._h2 = h2
         #: The open streams, by id.
         self._streams: dict[int, StreamTransport] = {}
         # The streams whose data waits for a window or for the TCP buffer.
         self._waiting: dict[int, StreamTransport] = {}
         self._paused = False  # the TCP write buffer is above its high-water mark
-        self._draining = False  # the server is shutting down
-        self._idle = (
-            None
-            if server.open_timeout is None
-            else server._deadlines_for(Http2Connection._idle_timed_out, server.open_timeout)
-        )
 
     @property
     def streams(self) -> int:
         """How many streams are open."""
         return len(self._streams)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Send the server's SETTINGS (called by asyncio)."""
-        self.transport = transport  # type: ignore[assignment]
-        if self._server._closing is not None:
-            transport.abort()  # type: ignore[attr-defined]
-            return
-        self._server.http2_connections.add(self)
+    def _start(self) -> None:
+        # The preface (a client's) and the SETTINGS frame.
         h2 = self._h2
         h2.initiate_connection()
         # The connection's window holds every stream's at once: streams that
         # stall never leave the others without window (RFC 9113 section 5.2).
         h2.increment_flow_control_window(MAX_STREAMS * STREAM_WINDOW)
         self._flush()
-        if self._idle is not None:
-            self._idle.add(self)
 
     def data_received(self, data: bytes) -> None:
         """Handle the frames received (called by asyncio)."""
@@ -232,8 +201,6 @@ class Http2Connection(asyncio.Protocol):
                     self._acknowledge(event.flow_controlled_length, event.stream_id)
                 else:
                     stream._data_received(event.data, event.flow_controlled_length)
-            elif isinstance(event, RequestReceived):
-                self._request_received(event)
             elif isinstance(event, (StreamEnded, StreamReset)):
                 stream = streams.get(event.stream_id)
                 if stream is None:
@@ -242,22 +209,24 @@ class Http2Connection(asyncio.Protocol):
                     stream._eof_received()
                 else:
                     stream._lose()
-            elif isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
-                self._send_waiting()
             elif isinstance(event, ConnectionTerminated):
-                # The client's GOAWAY: h2 sends nothing more, the streams end.
+                # The peer's GOAWAY: h2 sends nothing more, the streams end.
                 self._close()
                 return
+            else:
+                if isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
+                    self._send_waiting()  # windows opened or resized
+                self._event(event)
         self._flush()
 
+    def _event(self, event: Event) -> None:
+        """Handle an event that is not about a stream's data or end."""
+
     def eof_received(self) -> None:
-        """Close on the client's EOF (called by asyncio)."""
+        """Close on the peer's EOF (called by asyncio)."""
 
     def connection_lost(self, exc: Exception | None) -> None:
         """End every stream (called by asyncio)."""
-        self._server.http2_connections.discard(self)
-        if self._idle is not None:
-            self._idle.discard(self)
         for stream in list(self._streams.values()):
             stream._lose()
 
@@ -269,6 +238,149 @@ class Http2Connection(asyncio.Protocol):
         """Send what the streams hold back (called by asyncio)."""
         self._paused = False
         self._send_waiting()
+
+    def _stream_closed(self, stream: StreamTransport) -> None:
+        del self._streams[stream.stream_id]
+        self._waiting.pop(stream.stream_id, None)
+        if not self._streams:
+            self._no_streams()
+
+    def _no_streams(self) -> None:
+        """React to the last open stream's end."""
+
+    def _acknowledge(self, size: int, stream_id: int) -> None:
+        if size:
+            self._h2.acknowledge_received_data(size, stream_id)
+
+    def _send(self, stream: StreamTransport, frames: int | None = None) -> bool:
+        """Send the stream's data as far as the windows and the TCP buffer allow.
+
+        At most ``frames`` frames, when given. Returns whether a frame went out.
+        """
+        h2 = self._h2
+        stream_id = stream.stream_id
+        out = stream._out
+        sent = False
+        try:
+            while out and not self._paused and frames != 0:
+                size = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
+                if size <= 0:
+                    break
+                data = out[0]
+                if len(data) > size:
+                    view = memoryview(data)
+                    out[0] = view[size:]
+                    data = view[:size]
+                else:
+                    out.popleft()
+                stream._out_size -= len(data)
+                h2.send_data(stream_id, data)
+                self._flush()
+                sent = True
+                if frames is not None:
+                    frames -= 1
+        except StreamClosedError:
+            stream._reset_meanwhile()
+            return sent
+        if out:
+            self._waiting[stream_id] = stream
+        else:
+            self._waiting.pop(stream_id, None)
+            if stream._eof and not stream._ended:
+                stream._end()
+        stream._sent()
+        return sent
+
+    def _send_waiting(self) -> None:
+        # A frame per stream in turn, while any goes out.
+        while self._waiting and not self._paused:
+            sent = False
+            for stream in list(self._waiting.values()):
+                sent = self._send(stream, 1) or sent
+            if not sent:
+                break
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self._h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _close(self, *, goaway: bool = True) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if goaway:
+            self._h2.close_connection()
+        self._flush()
+        transport.close()
+        # h2 sends nothing more after a GOAWAY: the streams end now, and
+        # their writes from now on go nowhere.
+        for stream in list(self._streams.values()):
+            stream._lose()
+
+
+class Http2Connection(BaseHttp2Connection):
+    """A server's HTTP/2 connection: each stream is a WebSocket or a plain HTTP request.
+
+    Made by a server with ``http2=True`` when a client speaks HTTP/2.
+    It sends ``SETTINGS_ENABLE_CONNECT_PROTOCOL = 1`` (RFC 8441 section 3)
+    and serves each stream with a :class:`StreamConnection`. Malformed
+    requests are answered on their stream (400); HTTP/2 protocol errors end
+    the connection with GOAWAY. Idle (no stream open) for the server's
+    ``open_timeout``, and at the server's shutdown once its streams have
+    closed (each WebSocket with 1001), it ends with GOAWAY.
+    """
+
+    __slots__ = ("_draining", "_idle", "_server")
+
+    def __init__(self, server: Server) -> None:
+        assert server.loop is not None  # set when the server starts
+        # Headers are checked by request_from_fields(): a malformed request
+        # is refused on its stream, not with the whole connection.
+        config = H2Configuration(client_side=False, validate_inbound_headers=False)
+        super().__init__(server.loop, H2Connection(config))
+        self._server = server
+        options = server._protocol_options
+        max_header_bytes = options.get("max_header_bytes", MAX_HEADER_BYTES)
+        settings: dict[SettingCodes, int] = {
+            SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
+            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+        }
+        if max_header_bytes is not None:
+            # HPACK bombs: the decoder refuses a larger header list.
+            settings[SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_bytes
+            self._h2.decoder.max_header_list_size = max_header_bytes
+        self._h2.local_settings = Settings(client=False, initial_values=settings)
+        self._draining = False  # the server is shutting down
+        self._idle = (
+            None
+            if server.open_timeout is None
+            else server._deadlines_for(Http2Connection._idle_timed_out, server.open_timeout)
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the server's SETTINGS (called by asyncio)."""
+        self.transport = transport  # type: ignore[assignment]
+        if self._server._closing is not None:
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self._server.http2_connections.add(self)
+        self._start()
+        if self._idle is not None:
+            self._idle.add(self)
+
+    def _event(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            self._request_received(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """End every stream (called by asyncio)."""
+        self._server.http2_connections.discard(self)
+        if self._idle is not None:
+            self._idle.discard(self)
+        super().connection_lost(exc)
 
     def shutdown(self) -> None:
         """Refuse new streams, and close with GOAWAY once the open ones have ended."""
@@ -311,81 +423,11 @@ class Http2Connection(asyncio.Protocol):
         else:
             connection.request_received(request)
 
-    def _stream_closed(self, stream: StreamTransport) -> None:
-        del self._streams[stream.stream_id]
-        self._waiting.pop(stream.stream_id, None)
-        if not self._streams:
-            if self._draining:
-                self._close()
-            elif self._idle is not None and self.transport is not None:
-                self._idle.add(self)
-
-    def _acknowledge(self, size: int, stream_id: int) -> None:
-        if size:
-            self._h2.acknowledge_received_data(size, stream_id)
-
-    def _send(self, stream: StreamTransport, frames: int | None = None) -> bool:
-        """Send the stream's data as far as the windows and the TCP buffer allow.
-
-        At most ``frames`` frames, when given. Returns whether a frame went out.
-        """
-        h2 = self._h2
-        stream_id = stream.stream_id
-        out = stream._out
-        sent = False
-        while out and not self._paused and frames != 0:
-            size = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
-            if size <= 0:
-                break
-            data = out[0]
-            if len(data) > size:
-                view = memoryview(data)
-                out[0] = view[size:]
-                data = view[:size]
-            else:
-                out.popleft()
-            stream._out_size -= len(data)
-            h2.send_data(stream_id, data)
-            self._flush()
-            sent = True
-            if frames is not None:
-                frames -= 1
-        if out:
-            self._waiting[stream_id] = stream
-        else:
-            self._waiting.pop(stream_id, None)
-            if stream._eof and not stream._ended:
-                stream._end()
-        stream._sent()
-        return sent
-
-    def _send_waiting(self) -> None:
-        # A frame per stream in turn, while any goes out.
-        while self._waiting and not self._paused:
-            sent = False
-            for stream in list(self._waiting.values()):
-                sent = self._send(stream, 1) or sent
-            if not sent:
-                break
-        self._flush()
-
-    def _flush(self) -> None:
-        data = self._h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def _close(self, *, goaway: bool = True) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if goaway:
-            self._h2.close_connection()
-        self._flush()
-        transport.close()
-        # h2 sends nothing more after a GOAWAY: the streams end now, and
-        # their writes from now on go nowhere.
-        for stream in list(self._streams.values()):
-            stream._lose()
+    def _no_streams(self) -> None:
+        if self._draining:
+            self._close()
+        elif self._idle is not None and self.transport is not None:
+            self._idle.add(self)
 
     def _idle_timed_out(self) -> None:
         if not self._streams:
@@ -455,7 +497,7 @@ class StreamTransport(asyncio.Transport):
         "stream_id",
     )
 
-    def __init__(self, connection: Http2Connection, stream_id: int) -> None:
+    def __init__(self, connection: BaseHttp2Connection, stream_id: int) -> None:
         super().__init__()
         self._connection = connection
         #: The stream's id on its HTTP/2 connection.
@@ -567,7 +609,8 @@ class StreamTransport(asyncio.Transport):
         """Reset the stream at once (RST_STREAM ``CANCEL``), dropping buffered data."""
         if self._lost:
             return
-        self._connection._h2.reset_stream(self.stream_id, ErrorCodes.CANCEL)
+        with contextlib.suppress(StreamClosedError):  # see _reset_meanwhile()
+            self._connection._h2.reset_stream(self.stream_id, ErrorCodes.CANCEL)
         self._connection._flush()
         self._lose()
 
@@ -634,16 +677,25 @@ class StreamTransport(asyncio.Transport):
 
     def _end(self) -> None:
         h2 = self._connection._h2
-        if not self._ended:
-            self._ended = True
-            h2.end_stream(self.stream_id)
-        if not self._remote_ended and (self._closing or not self._accepted):
-            # RFC 9113 section 8.1: a complete answer before the client's
-            # end; or close() of a WebSocket the client keeps open.
-            h2.reset_stream(self.stream_id, ErrorCodes.NO_ERROR)
-            self._lose()
-        elif self._remote_ended:
-            self._lose()
+        try:
+            if not self._ended:
+                self._ended = True
+                h2.end_stream(self.stream_id)
+            if not self._remote_ended and (self._closing or not self._accepted):
+                # RFC 9113 section 8.1: a complete answer before the peer's
+                # end; or close() of a WebSocket the peer keeps open.
+                h2.reset_stream(self.stream_id, ErrorCodes.NO_ERROR)
+                self._lose()
+            elif self._remote_ended:
+                self._lose()
+        except StreamClosedError:
+            self._reset_meanwhile()
+
+    def _reset_meanwhile(self) -> None:
+        # h2 read the peer's RST_STREAM (or END_STREAM after ours) in the
+        # frames whose events are being handled: the stream is over, and
+        # its event, which comes next, finds it gone.
+        self._lose()
 
     def _lose(self) -> None:
         if self._lost:

@@ -152,11 +152,20 @@ class ClientProtocol(Protocol):
         if len(parts) < 2 or parse_version(parts[0]) is None or not _is_status(parts[1]):
             self._handshake_failed(InvalidResponse(f"invalid status line: {status_line[:100]!r}"))
             return
-        response = Response(int(parts[1]), b"", headers, parts[2] if len(parts) == 3 else "")
-        self.response = response
         self._buf += rest
-        if response.status != 101:
-            length = headers.get("Content-Length") or ""
+        self._response_received(
+            Response(int(parts[1]), b"", headers, parts[2] if len(parts) == 3 else "")
+        )
+
+    def _accepts(self, status: int) -> bool:
+        """Tell whether ``status`` accepts the handshake (RFC 6455 section 4.1: 101)."""
+        return status == 101
+
+    def _response_received(self, response: Response) -> None:
+        # The response's head: a WebSocket opens, or a refusal's body follows.
+        self.response = response
+        if not self._accepts(response.status):
+            length = response.headers.get("Content-Length") or ""
             self._body_expected = int(length) if length.isascii() and length.isdigit() else None
             self._finish_refusal(eof=False)
             return
@@ -187,7 +196,7 @@ class ClientProtocol(Protocol):
     def _receive_eof_hook(self) -> None:
         if self.handshake_exc is not None:
             return
-        if self.response is not None and self.response.status != 101:
+        if self.response is not None and not self._accepts(self.response.status):
             self._finish_refusal(eof=True)
         elif self.response is None:
             self.handshake_exc = InvalidResponse("connection closed during the opening handshake")
@@ -207,8 +216,6 @@ class ClientProtocol(Protocol):
         try:
             upgrade = parse_token_list(headers.get_all("Upgrade"), lower=True)
             connection = parse_token_list(headers.get_all("Connection"), lower=True)
-            chosen = parse_token_list(headers.get_all("Sec-WebSocket-Protocol"))
-            answers = parse_extensions(headers.get_all("Sec-WebSocket-Extensions"))
         except InvalidHandshake as exc:
             raise InvalidResponse(str(exc), response) from None
         if "websocket" not in upgrade:
@@ -218,6 +225,16 @@ class ClientProtocol(Protocol):
         accept = headers.get("Sec-WebSocket-Accept")
         if accept != accept_key(self._key):
             raise InvalidResponse(f"wrong Sec-WebSocket-Accept header {accept!r}", response)
+        self._negotiate(response)
+
+    def _negotiate(self, response: Response) -> None:
+        """Take the subprotocol and extensions that the server chose among the offers."""
+        headers = response.headers
+        try:
+            chosen = parse_token_list(headers.get_all("Sec-WebSocket-Protocol"))
+            answers = parse_extensions(headers.get_all("Sec-WebSocket-Extensions"))
+        except InvalidHandshake as exc:
+            raise InvalidResponse(str(exc), response) from None
         if len(chosen) > 1:
             raise InvalidResponse("server chose more than one subprotocol", response)
         if chosen:

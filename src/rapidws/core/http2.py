@@ -1,11 +1,16 @@
 """WebSockets over HTTP/2 (RFC 8441), the sans-I/O part: one stream's request and response.
 
-An HTTP/2 stream carries one request. The I/O layer decodes its header block
-(HPACK, with the ``h2`` package) and hands the fields to
+An HTTP/2 stream carries one request. On a server, the I/O layer decodes its
+header block (HPACK, with the ``h2`` package) and hands the fields to
 :func:`request_from_fields`; the stream's engine is an
 :class:`Http2ServerProtocol`, fed the request with
 :meth:`~Http2ServerProtocol.receive_request` and then the stream's DATA as
 bytes; :func:`response_fields` turns its answer back into header fields.
+
+On a client, the stream's engine is an :class:`Http2ClientProtocol`: the I/O
+layer sends its request as the fields of :func:`request_fields`, feeds it the
+response's fields with :meth:`~Http2ClientProtocol.receive_response`, then
+the stream's DATA as bytes (and END_STREAM as EOF).
 
 Two translations keep one request model for both HTTP versions, so that
 hooks, interceptors and App routes written for HTTP/1.1 serve HTTP/2 unchanged
@@ -20,20 +25,36 @@ hooks, interceptors and App routes written for HTTP/1.1 serve HTTP/2 unchanged
 - The engine's accepted response keeps status 101, which is what hooks, the
   App and the metrics know as "accepted"; it goes out as ``:status 200``
   (RFC 8441 section 5), without the fields HTTP/2 forbids.
+
+A client's request is built the same way, as the handshake that the server
+reads (``GET`` with ``Upgrade: websocket``, version ``(2, 0)``, no key), and
+goes out as the extended CONNECT. Its response keeps the status received (a
+2xx accepts), and is checked for the subprotocol and extensions with the code
+of the HTTP/1.1 client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from ..exceptions import InvalidRequest
+from ..exceptions import InvalidRequest, InvalidResponse
+from .client import ClientProtocol
 from .headers import Headers, index_of
 from .http11 import Request, Response
 from .limits import MAX_HEADERS
 from .protocol import CLOSED, CONNECTING, OPEN
 from .server import ServerProtocol, wants_upgrade
+from .uri import WebSocketURI
 
-__all__ = ["Http2ServerProtocol", "request_from_fields", "response_fields"]
+__all__ = [
+    "Http2ClientProtocol",
+    "Http2ServerProtocol",
+    "request_fields",
+    "request_from_fields",
+    "response_fields",
+    "response_from_fields",
+]
 
 #: The HTTP version of the requests that come over HTTP/2.
 HTTP2 = (2, 0)
@@ -214,3 +235,138 @@ class Http2ServerProtocol(ServerProtocol):
         self.state = CLOSED
         self._discard = True
         self._buf.clear()
+
+
+# The client side.
+
+
+def request_fields(request: Request, *, scheme: str) -> list[tuple[str, str]]:
+    """Return the HTTP/2 header fields of a WebSocket handshake: an extended CONNECT.
+
+    ``request`` is the handshake as :meth:`Http2ClientProtocol.connect` builds
+    it; ``scheme`` is ``"https"`` for ``wss://``, ``"http"`` for ``ws://``
+    (RFC 8441 section 5). ``Host`` becomes ``:authority``; the fields HTTP/2
+    forbids (``Connection``, ``Upgrade``) and a ``Sec-WebSocket-Key`` are left
+    out, and names are lower-cased (RFC 9113 section 8.2.1).
+    """
+    fields = [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", scheme),
+        (":path", request.target),
+        (":authority", request.headers["Host"]),
+    ]
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower not in _CONNECTION_FIELDS and lower not in _NOT_SENT:
+            fields.append((lower, value))
+    return fields
+
+
+# Sent as :authority; no key nor accept over HTTP/2 (RFC 8441 section 5).
+_NOT_SENT = frozenset(("host", "sec-websocket-key"))
+
+
+def response_from_fields(
+    fields: Iterable[tuple[bytes, bytes]], *, max_headers: int | None = MAX_HEADERS
+) -> Response:
+    """Make the response of an HTTP/2 stream from its decoded header fields.
+
+    Raises:
+        InvalidResponse: a malformed response (RFC 9113 section 8.3.2: one
+            ``:status`` of three digits, first), or one with more than
+            ``max_headers`` fields.
+    """
+    status: int | None = None
+    regular: list[tuple[str, str]] = []
+    for raw_name, raw_value in fields:
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        if name.startswith(":"):
+            if name != ":status" or status is not None or regular:
+                raise InvalidResponse(f"invalid or misplaced pseudo-header field {name}")
+            if not (len(value) == 3 and value.isascii() and value.isdigit()):
+                raise InvalidResponse(f"invalid :status {value[:20]!r}")
+            status = int(value)
+        elif name in _CONNECTION_FIELDS or name != name.lower():
+            raise InvalidResponse(f"header field {name!r} is not allowed in HTTP/2")
+        else:
+            regular.append((name, value))
+    if status is None:
+        raise InvalidResponse("missing :status pseudo-header field")
+    if max_headers is not None and len(regular) > max_headers:
+        raise InvalidResponse(f"more than {max_headers} header fields")
+    try:
+        headers = Headers(regular)
+    except ValueError as exc:
+        raise InvalidResponse(str(exc)) from None
+    return Response(status, b"", headers)
+
+
+class Http2ClientProtocol(ClientProtocol):
+    """The client side of a WebSocket over one HTTP/2 stream (RFC 8441).
+
+    It takes the same arguments as :class:`~rapidws.core.client.ClientProtocol`
+    and offers and negotiates subprotocols and extensions with the same code;
+    only the request (no key), the accepting status (2xx instead of 101) and
+    the checks of the response (no ``Upgrade`` nor ``Sec-WebSocket-Accept``)
+    differ. The I/O layer sends the request's fields (:func:`request_fields`)
+    as the stream's HEADERS; the engine's output is the stream's DATA, and the
+    end of its output (``b""``) is END_STREAM. A refusal's body is the DATA
+    that follows a response other than 2xx, until END_STREAM (EOF). The
+    client ends the stream once the closing handshake is done.
+    """
+
+    __slots__ = ("max_headers",)
+
+    def __init__(
+        self, uri: WebSocketURI, *, max_headers: int | None = MAX_HEADERS, **kwargs: Any
+    ) -> None:
+        super().__init__(uri, max_headers=max_headers, **kwargs)
+        #: The most header fields in the response.
+        self.max_headers = max_headers
+
+    def connect(self) -> Request:
+        """Build the handshake request, as the server reads it (see the module's docstring)."""
+        request = super().connect()
+        del request.headers["Sec-WebSocket-Key"]
+        request.version = HTTP2
+        return request
+
+    def send_request(self, request: Request) -> None:
+        """Take the request, whose fields the I/O layer sends as the stream's HEADERS."""
+        self.request = request
+
+    def receive_response(self, fields: Iterable[tuple[bytes, bytes]]) -> None:
+        """Take the response's header fields, decoded by the I/O layer.
+
+        A 2xx opens the WebSocket (a Response event comes out, as over
+        HTTP/1.1); any other status waits for its body, until EOF.
+        """
+        if self.response is not None or self.handshake_exc is not None:
+            raise ValueError("a stream carries one response")
+        try:
+            response = response_from_fields(fields, max_headers=self.max_headers)
+        except InvalidResponse as exc:
+            self._handshake_failed(exc)
+            return
+        self._response_received(response)
+
+    def _receive_handshake(self, data: bytes) -> None:
+        if self.response is None:
+            # h2 refuses DATA before HEADERS; another I/O layer might not.
+            self._handshake_failed(InvalidResponse("data before the response"))
+        else:
+            super()._receive_handshake(data)  # a refusal's body
+
+    def _accepts(self, status: int) -> bool:
+        # RFC 8441 section 5 and RFC 9113 section 8.5: a 2xx accepts a CONNECT.
+        return 200 <= status < 300
+
+    def _check_response(self, response: Response) -> None:
+        self._negotiate(response)
+
+    def _close_handshake_done(self) -> None:
+        # Both close frames have crossed: the stream ends. RFC 6455 section
+        # 7.1.1 has the server close TCP first, for its TIME_WAIT state; a
+        # stream has none, and some servers never end theirs (hypercorn 0.18).
+        self.send_eof()
