@@ -165,6 +165,26 @@ async def test_server_and_date_headers_follow_uvicorn_settings() -> None:
         assert headers["X-Site"] == "a"
 
 
+async def test_default_headers_are_uvicorn_s_current_ones() -> None:
+    # Decoded once per list, and uvicorn makes a new list each second (Date):
+    # a connection after the change gets the new one.
+    async with serve(echo_app) as served:
+        state = served.server.server_state
+        async with rapidws.connect(served.uri()) as ws:
+            assert ws.response is not None and ws.response.headers["Server"] == "uvicorn"
+        mine = [(b"date", b"Tue, 01 Dec 2026 00:00:00 GMT"), (b"x-new", b"1")]
+        for _ in range(5):  # uvicorn's tick may put its own list back in between
+            state.default_headers = mine
+            async with rapidws.connect(served.uri()) as ws:
+                assert ws.response is not None
+                headers = ws.response.headers
+            if state.default_headers is mine:
+                break
+        assert headers["Date"] == "Tue, 01 Dec 2026 00:00:00 GMT"
+        assert headers["X-New"] == "1"
+        assert "Server" not in headers
+
+
 # Closing.
 
 

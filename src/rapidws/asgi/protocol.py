@@ -135,6 +135,19 @@ class _Shared:
         )
         self.heartbeats: dict[float, Heartbeat] = {}
         self.deadlines: dict[float, Deadlines[Any]] = {}
+        self._encoded: list[tuple[bytes, bytes]] | None = None
+        self._headers = Headers()
+
+    def default_headers(self, encoded: list[tuple[bytes, bytes]]) -> Headers:
+        """Return uvicorn's default headers (Server, Date, ``--header``) decoded and checked.
+
+        Once per list: uvicorn makes a new one when the date changes, every
+        second. Shared: a caller copies it or update()s from it, never changes it.
+        """
+        if encoded is not self._encoded:
+            self._headers = Headers(_headers_of(encoded))
+            self._encoded = encoded
+        return self._headers
 
 
 # One _Shared per uvicorn server: its ServerState is the one object that every
@@ -372,12 +385,13 @@ class UvicornProtocol(Connection[ServerProtocol]):
             },
         }
 
-    def _default_headers(self) -> list[tuple[str, str]]:
-        # Server and Date, refreshed by uvicorn every second, and --header ones.
-        return _headers_of(self.server_state.default_headers)
+    def _default_headers(self) -> Headers:
+        # Server and Date, refreshed by uvicorn every second, and --header ones:
+        # shared by the connections, to update() from or copy, never to change.
+        return self._shared.default_headers(self.server_state.default_headers)
 
     def _plain_response(self, status: int, text: str) -> Response:
-        response = Response(status, text, self._default_headers())
+        response = Response(status, text, Headers(self._default_headers()))
         response.headers["Connection"] = "close"
         return response
 
@@ -607,7 +621,9 @@ class UvicornProtocol(Connection[ServerProtocol]):
         assert response is not None
         self._log_outcome("[accepted]")
         response.headers.update(self._default_headers())
-        response.headers.update(_headers_of(message.get("headers") or ()))
+        extra = message.get("headers")
+        if extra:
+            response.headers.update(_headers_of(extra))
         subprotocol = message.get("subprotocol")
         if subprotocol:
             response.headers["Sec-WebSocket-Protocol"] = subprotocol
