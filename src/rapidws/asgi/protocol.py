@@ -153,6 +153,7 @@ class _Shared:
 # One _Shared per uvicorn server: its ServerState is the one object that every
 # connection of a server gets and no other server does.
 _SHARED: weakref.WeakKeyDictionary[ServerState, _Shared] = weakref.WeakKeyDictionary()
+_LAST_SHARED: tuple[weakref.ref[ServerState], _Shared] | None = None
 
 
 class UvicornProtocol(Connection[ServerProtocol]):
@@ -212,9 +213,7 @@ class UvicornProtocol(Connection[ServerProtocol]):
     ) -> None:
         if not config.loaded:
             config.load()
-        shared = _SHARED.get(server_state)
-        if shared is None:
-            shared = _SHARED[server_state] = _Shared(config, self.compression)
+        shared = self._shared_of(config, server_state)
         protocol = ServerProtocol(
             extensions=shared.extensions,
             max_message_size=config.ws_max_size,
@@ -258,6 +257,19 @@ class UvicornProtocol(Connection[ServerProtocol]):
         self._asgi_writer: MessageWriter | None = None
 
     # Sharing timers with the server's other connections.
+
+    def _shared_of(self, config: Config, server_state: ServerState) -> _Shared:
+        # The last server's first: a WeakKeyDictionary lookup makes a weak
+        # reference each time, and a server's connections come in a row.
+        global _LAST_SHARED
+        last = _LAST_SHARED
+        if last is not None and last[0]() is server_state:
+            return last[1]
+        shared = _SHARED.get(server_state)
+        if shared is None:
+            shared = _SHARED[server_state] = _Shared(config, self.compression)
+        _LAST_SHARED = (weakref.ref(server_state), shared)
+        return shared
 
     def _join_heartbeat(self, interval: float) -> Heartbeat:
         beat = self._shared.heartbeats.get(interval)
@@ -370,11 +382,7 @@ class UvicornProtocol(Connection[ServerProtocol]):
             "path": root_path + unquote(raw_path),
             "raw_path": root_path.encode("ascii") + raw_path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
-            # Header fields were decoded from Latin-1: this gives back their bytes.
-            "headers": [
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in request.headers.items()
-            ],
+            "headers": _scope_headers(request.headers),
             "subprotocols": subprotocols,
             "state": self.app_state.copy(),
             "extensions": {
@@ -706,11 +714,31 @@ class UvicornProtocol(Connection[ServerProtocol]):
 
 def _address(info: Any) -> tuple[str, int | None] | None:
     # (host, port) from a socket address; a Unix socket's path with no port.
+    if type(info) is tuple and len(info) == 2 and type(info[0]) is str and type(info[1]) is int:
+        return info  # IPv4 as the loops give it: nothing to convert
     if isinstance(info, (tuple, list)) and len(info) >= 2:
         return str(info[0]), int(info[1])
     if isinstance(info, str):
         return info, None
     return None
+
+
+def _scope_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
+    # Header fields were decoded from Latin-1: this gives back their bytes,
+    # names lower-cased as ASGI has them. The usual names are encoded once.
+    names = _SCOPE_NAMES
+    fields = []
+    for name, value in headers.items():
+        key = names.get(name)
+        if key is None:
+            key = name.lower().encode("latin-1")
+            if len(names) < 256:  # not every name a client makes up
+                names[name] = key
+        fields.append((key, value.encode("latin-1")))
+    return fields
+
+
+_SCOPE_NAMES: dict[str, bytes] = {}
 
 
 def _phrase(status: int) -> str:
