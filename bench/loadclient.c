@@ -9,6 +9,7 @@
  *   loadclient -m handshake -P port [-c concurrency] [-w warmup] [-d duration]
  *   loadclient -m upload    -P port [-s size] [-w warmup] [-d duration]   (path /ack)
  *   loadclient -m idle      -P port [-c conns] [-H hold] [-R]
+ *   loadclient -m rate      -P port -r msgs_per_s [-c conns] [-s size] [-w warmup] [-d duration]
  *   common: [-p server_pid] [-u path] [-L open_limit]
  *
  * echo:      every connection keeps exactly one binary message of `size` bytes in
@@ -22,12 +23,22 @@
  *            each ack (the length, as text) before the next.
  *            -R: raw TCP; each message is an 8-byte big-endian length and the
  *            payload (a leading zero byte tells the raw server to ack, not echo).
+ * rate:      open model (as wrk2): once every connection is open, each sends `rate`
+ *            binary messages per second whatever the replies do, the connections in
+ *            turn, on a timerfd (ns precision, no timer slack). Each message starts
+ *            with its sequence number on the connection and its intended send time
+ *            (8 bytes each, native order; `size` >= 16); the latency of its echo is
+ *            measured from that intended time, so a late sender or a stalled server
+ *            counts in full (corrected for coordinated omission). The echo is checked
+ *            byte for byte against the message rebuilt from its sequence number.
  * idle:      opens 20 warm-up connections (one 16-byte echo each) and closes them,
  *            prints "base", waits 1 s, opens `conns` connections (one 16-byte echo
  *            each, at most `open_limit` handshakes at a time), prints
  *            "held <n> <seconds>", holds them for `hold` seconds (answering pings),
  *            then closes them all.
  *
+ * Latencies go to a log-linear histogram (exact below 2048 us, then 1024 buckets
+ * per power of two: 0.1% wide, as HdrHistogram's 3 significant digits; bounded).
  * Rates are counted over `duration` seconds after `warmup` seconds (the clock
  * starts once every connection is open). With -p, the server's CPU time (utime +
  * stime from /proc/PID/stat) is sampled at both ends of the measured window. The
@@ -46,13 +57,15 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
-enum { M_ECHO, M_HANDSHAKE, M_UPLOAD, M_IDLE };
+enum { M_ECHO, M_HANDSHAKE, M_UPLOAD, M_IDLE, M_RATE };
 enum { S_FREE, S_CONNECTING, S_HANDSHAKE, S_OPEN, S_CLOSING, S_WAIT_EOF };
 enum {
     E_CONNECT, E_HANDSHAKE, E_PROTOCOL, E_MISMATCH, E_EOF, E_SERVER_CLOSE,
@@ -65,7 +78,12 @@ static const char *ERROR_NAMES[E_COUNT] = {
 
 #define RBUF_SIZE (256 * 1024)
 #define HBUF_SIZE 4096
-#define HIST_US 100000
+/* the histogram: exact below 2^(SUB_BITS + 1) us, then 2^SUB_BITS buckets per power of two,
+   up to 2^41 us (25 days; longer values land in the last bucket) */
+#define SUB_BITS 10
+#define HIST_TOP ((1ULL << 41) - 1)
+#define HIST_BUCKETS ((42 - SUB_BITS) << SUB_BITS)
+#define STAMP 16 /* rate mode: sequence number and intended send time */
 #define OPEN_TIMEOUT 10.0
 #define CLOSE_TIMEOUT 3.0
 #define MESSAGE_TIMEOUT 30.0
@@ -89,15 +107,21 @@ typedef struct {
     int ctllen;
     char ack[32];
     int acklen;
-    int inflight, opened, idle_done, counted_open, restart;
+    int inflight, opened, idle_done, counted_open, restart; /* inflight: a count in rate mode */
+    uint64_t seq_recv; /* rate mode: the sequence number of the next echo */
     double sent, deadline;
 } conn_t;
+
+typedef struct {
+    uint64_t *bucket, n;
+    double max;
+} hist_t;
 
 /* configuration */
 static int mode = M_ECHO, raw = 0, port = 0, nconn = 1, open_limit = 100;
 static int ack_len; /* the length of an upload's ack: `size` in decimal */
 static size_t size = 16;
-static double warmup = 1.0, duration = 5.0, hold = 3.0;
+static double warmup = 1.0, duration = 5.0, hold = 3.0, send_rate = 0;
 static const char *path = "/";
 static int server_pid = 0;
 
@@ -113,9 +137,10 @@ static uint64_t done_count, errors[E_COUNT];
 static char first_error[200];
 static int n_active, n_opened, n_open_failed, n_idle_done, opening;
 static int open_next, open_end, n_restart;
-static uint32_t *hist;
-static uint64_t hist_over, hist_n;
-static double hist_max;
+static hist_t latency, lateness; /* lateness: how late the rate mode's sends left */
+static int tfd = -1;              /* rate mode: the timerfd of the next send */
+static double rate_start, rate_step; /* rate mode: the first send, the time between two */
+static uint64_t rate_slot;        /* rate mode: the next send, counted over all connections */
 
 static double now(void) {
     struct timespec ts;
@@ -236,22 +261,37 @@ static void snapshot(snap_t *s) {
     s->client_cpu = client_cpu_seconds();
 }
 
-static void record_latency(double seconds) {
-    double us = seconds * 1e6;
-    if (us > hist_max) hist_max = us;
-    hist_n++;
-    if (us < HIST_US) hist[(int)us]++;
-    else hist_over++;
+static void record(hist_t *h, double seconds) {
+    double us = seconds > 0 ? seconds * 1e6 : 0;
+    if (us > h->max) h->max = us;
+    h->n++;
+    uint64_t v = us < (double)HIST_TOP ? (uint64_t)us : HIST_TOP;
+    if (v < (1u << SUB_BITS)) {
+        h->bucket[v]++;
+    } else {
+        int e = 63 - __builtin_clzll(v) - SUB_BITS; /* v >> e has SUB_BITS + 1 bits */
+        h->bucket[((uint64_t)e << SUB_BITS) + (v >> e)]++;
+    }
 }
 
-static double percentile(double q) {
-    if (!hist_n) return 0;
-    uint64_t want = (uint64_t)(q * hist_n), seen = 0;
-    for (int i = 0; i < HIST_US; i++) {
-        seen += hist[i];
-        if (seen > want) return i + 0.5;
+/* The middle of the bucket holding the q-quantile, in us (never above the max). */
+static double percentile(const hist_t *h, double q) {
+    if (!h->n) return 0;
+    uint64_t want = (uint64_t)(q * h->n), seen = 0;
+    for (uint64_t b = 0; b < HIST_BUCKETS; b++) {
+        seen += h->bucket[b];
+        if (seen > want) {
+            double low = (double)b, width = 1;
+            if (b >= (2u << SUB_BITS)) {
+                int e = (int)(b >> SUB_BITS) - 1;
+                low = (double)((b - ((uint64_t)e << SUB_BITS)) << e);
+                width = (double)(1ULL << e);
+            }
+            double mid = low + width / 2;
+            return mid < h->max ? mid : h->max;
+        }
     }
-    return hist_max;
+    return h->max;
 }
 
 static void error_at(int kind, const char *what) {
@@ -392,6 +432,42 @@ static int send_message(conn_t *c) {
     return flush(c);
 }
 
+/* Rate mode: the intended send time of message `seq` of connection `c`. The connections
+   send in turn, so the sends of all of them are evenly spaced. */
+static double intended_at(const conn_t *c, uint64_t seq) {
+    return rate_start + (double)(seq * (uint64_t)nconn + (uint64_t)(c - conns)) * rate_step;
+}
+
+static void stamp_of(const conn_t *c, uint64_t seq, uint8_t out[STAMP]) {
+    double intended = intended_at(c, seq);
+    memcpy(out, &seq, 8);
+    memcpy(out + 8, &intended, 8);
+}
+
+/* Rate mode: send message `seq`; the first STAMP bytes of `payload` are scratch (the
+   echo's are checked against the stamp rebuilt from its sequence number). */
+static int send_stamped(conn_t *c, uint64_t seq) {
+    stamp_of(c, seq, payload);
+    if (!c->inflight) c->deadline = intended_at(c, seq) + MESSAGE_TIMEOUT;
+    c->inflight++;
+    append_frame(c, 2, payload, size);
+    return flush(c);
+}
+
+/* Whether `take` echoed bytes at `c->moff` are what was sent. */
+static int echo_matches(const conn_t *c, const uint8_t *p, size_t take) {
+    size_t off = (size_t)c->moff;
+    if (off + take > (mode == M_IDLE ? 16 : size)) return 0;
+    if (mode == M_RATE && off < STAMP) {
+        uint8_t stamp[STAMP];
+        stamp_of(c, c->seq_recv, stamp);
+        size_t head = take < STAMP - off ? take : STAMP - off;
+        if (memcmp(stamp + off, p, head)) return 0;
+        off += head, p += head, take -= head;
+    }
+    return !memcmp(payload + off, p, take);
+}
+
 static int start_close(conn_t *c) {
     if (raw) {
         conn_close(c, 0);
@@ -411,6 +487,7 @@ static void conn_open(conn_t *c) {
     c->mop = -1;
     c->moff = 0;
     c->inflight = c->opened = c->idle_done = 0;
+    c->seq_recv = 0;
     c->gen++;
     c->counted_open = 1;
     opening++;
@@ -547,12 +624,9 @@ static int feed(conn_t *c, const uint8_t *p, size_t n) {
             if (mode == M_UPLOAD) {
                 for (size_t i = 0; i < take; i++)
                     if (c->acklen < (int)sizeof c->ack - 1) c->ack[c->acklen++] = (char)p[i];
-            } else {
-                size_t want = mode == M_IDLE ? 16 : size;
-                if (c->moff + take > want || memcmp(payload + c->moff, p, take)) {
-                    conn_fail(c, E_MISMATCH, "echo differs from what was sent");
-                    return -1;
-                }
+            } else if (!echo_matches(c, p, take)) {
+                conn_fail(c, E_MISMATCH, "echo differs from what was sent");
+                return -1;
             }
             c->moff += take;
         }
@@ -703,12 +777,26 @@ static void on_event(conn_t *c, uint32_t ev) {
 static void app_open(conn_t *c) {
     n_opened++;
     if (mode == M_HANDSHAKE) start_close(c);
+    else if (mode == M_RATE && !stopping) return; /* pump_sends() sends */
     else if (!stopping) send_message(c);
     else start_close(c);
 }
 
 static int app_message(conn_t *c) {
     double t = now();
+    if (mode == M_RATE) {
+        if (c->moff != size) {
+            conn_fail(c, E_MISMATCH, "echo shorter than what was sent");
+            return -1;
+        }
+        if (in_window) record(&latency, t - intended_at(c, c->seq_recv));
+        done_count++;
+        c->seq_recv++;
+        c->moff = 0;
+        if (--c->inflight) c->deadline = intended_at(c, c->seq_recv) + MESSAGE_TIMEOUT;
+        else if (stopping) return start_close(c);
+        return 0;
+    }
     c->inflight = 0;
     if (mode == M_UPLOAD) {
         char want[32];
@@ -727,7 +815,7 @@ static int app_message(conn_t *c) {
         n_idle_done++;
         return 0;
     }
-    if (in_window) record_latency(t - c->sent);
+    if (in_window) record(&latency, t - c->sent);
     done_count++;
     if (stopping) return start_close(c);
     c->moff = 0;
@@ -777,6 +865,36 @@ static void check_deadlines(double t) {
     }
 }
 
+/* Rate mode: send every message that is due, then set the timer for the next one. A
+   late client (a busy core) sends what is due at once, each message with its own
+   intended time: its lateness then counts in the latencies. */
+static void pump_sends(double t) {
+    double due = rate_start + (double)rate_slot * rate_step;
+    while (due <= t) {
+        conn_t *c = &conns[rate_slot % (uint64_t)nconn];
+        if (c->state == S_OPEN) {
+            if (in_window) record(&lateness, t - due);
+            send_stamped(c, rate_slot / (uint64_t)nconn);
+        }
+        due = rate_start + (double)++rate_slot * rate_step;
+    }
+    struct itimerspec next = {0};
+    next.it_value.tv_sec = (time_t)due;
+    next.it_value.tv_nsec = (long)((due - (double)(time_t)due) * 1e9);
+    if (!next.it_value.tv_sec && !next.it_value.tv_nsec) next.it_value.tv_nsec = 1;
+    timerfd_settime(tfd, TFD_TIMER_ABSTIME, &next, NULL);
+}
+
+static void start_sending(void) {
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake up on time, not up to 50 us late */
+    tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev);
+    rate_step = 1.0 / (send_rate * nconn);
+    rate_start = now();
+    rate_slot = 0;
+}
+
 typedef int (*cond_fn)(void);
 static int cond_never(void) { return 0; }
 static int cond_all_settled(void) { return open_next >= open_end && opening == 0; }
@@ -792,6 +910,7 @@ static int run_until(cond_fn cond, double until) {
         pump_opens();
         if (cond()) return 1;
         double t = now();
+        if (tfd >= 0 && !stopping) pump_sends(t);
         if (t >= until) return 0;
         if (t - last_check > 0.1) {
             check_deadlines(t);
@@ -802,7 +921,14 @@ static int run_until(cond_fn cond, double until) {
         if (wait > 0.1) wait = 0.1;
         int ms = (int)(wait * 1000.0 + 0.999);
         int n = epoll_wait(ep, evs, 1024, ms);
-        for (int i = 0; i < n; i++) on_event((conn_t *)evs[i].data.ptr, evs[i].events);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr) {
+                on_event((conn_t *)evs[i].data.ptr, evs[i].events);
+            } else { /* the rate mode's timer: pump_sends() runs at the top of the loop */
+                uint64_t expirations;
+                if (read(tfd, &expirations, sizeof expirations) < 0 && errno != EAGAIN) abort();
+            }
+        }
     }
 }
 
@@ -830,7 +956,7 @@ static uint64_t total_errors(void) {
 }
 
 static void print_result(const snap_t *a, const snap_t *b, int opened) {
-    const char *names[] = {"echo", "handshake", "upload", "idle"};
+    const char *names[] = {"echo", "handshake", "upload", "idle", "rate"};
     double secs = b->t - a->t;
     uint64_t count = b->count - a->count;
     double rate = secs > 0 ? count / secs : 0;
@@ -838,13 +964,17 @@ static void print_result(const snap_t *a, const snap_t *b, int opened) {
     printf("result {\"mode\": \"%s\", \"raw\": %d, \"connections\": %d, \"size\": %zu, "
            "\"seconds\": %.4f, \"count\": %llu, \"rate\": %.2f, \"mb_per_s\": %.3f, "
            "\"server_cpu_s\": %.3f, \"server_cpu_pct\": %.1f, \"client_cpu_pct\": %.1f, "
-           "\"p50_us\": %.1f, \"p99_us\": %.1f, \"max_us\": %.1f, \"opened\": %d, \"errors\": %llu",
+           "\"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
+           "\"max_us\": %.1f, \"opened\": %d, \"errors\": %llu",
            names[mode], raw, nconn, size, secs, (unsigned long long)count, rate,
            mode == M_HANDSHAKE ? 0.0 : rate * (double)size / 1e6, scpu,
            scpu >= 0 && secs > 0 ? 100.0 * scpu / secs : -1.0,
            secs > 0 ? 100.0 * (b->client_cpu - a->client_cpu) / secs : -1.0,
-           percentile(0.50), percentile(0.99), hist_max, opened,
-           (unsigned long long)total_errors());
+           percentile(&latency, 0.50), percentile(&latency, 0.90), percentile(&latency, 0.99),
+           percentile(&latency, 0.999), latency.max, opened, (unsigned long long)total_errors());
+    if (mode == M_RATE)
+        printf(", \"rate_per_conn\": %.3f, \"late_p99_us\": %.1f, \"late_max_us\": %.1f", send_rate,
+               percentile(&lateness, 0.99), lateness.max);
     printf(", \"error_kinds\": {");
     int first = 1;
     for (int i = 0; i < E_COUNT; i++)
@@ -860,25 +990,28 @@ static void print_result(const snap_t *a, const snap_t *b, int opened) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: loadclient -m echo|handshake|upload|idle -P port [-c n] [-s size] "
-                    "[-w warmup] [-d duration] [-H hold] [-u path] [-p server_pid] [-L open_limit] [-R]\n");
+    fprintf(stderr, "usage: loadclient -m echo|handshake|upload|idle|rate -P port [-c n] [-s size] "
+                    "[-r rate] [-w warmup] [-d duration] [-H hold] [-u path] [-p server_pid] "
+                    "[-L open_limit] [-R]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     int opt;
-    while ((opt = getopt(argc, argv, "m:P:c:s:w:d:H:u:p:L:R")) != -1) {
+    while ((opt = getopt(argc, argv, "m:P:c:s:r:w:d:H:u:p:L:R")) != -1) {
         switch (opt) {
         case 'm':
             if (!strcmp(optarg, "echo")) mode = M_ECHO;
             else if (!strcmp(optarg, "handshake")) mode = M_HANDSHAKE;
             else if (!strcmp(optarg, "upload")) mode = M_UPLOAD;
             else if (!strcmp(optarg, "idle")) mode = M_IDLE;
+            else if (!strcmp(optarg, "rate")) mode = M_RATE;
             else usage();
             break;
         case 'P': port = atoi(optarg); break;
         case 'c': nconn = atoi(optarg); break;
         case 's': size = (size_t)strtoull(optarg, NULL, 10); break;
+        case 'r': send_rate = atof(optarg); break;
         case 'w': warmup = atof(optarg); break;
         case 'd': duration = atof(optarg); break;
         case 'H': hold = atof(optarg); break;
@@ -891,7 +1024,8 @@ int main(int argc, char **argv) {
     }
     if (port <= 0 || port > 65535 || nconn < 1 || nconn > 100000 || size > (256u << 20) ||
         warmup < 0 || duration <= 0 || duration > 3600 || hold < 0 || hold > 600 || open_limit < 1 ||
-        (raw && mode == M_HANDSHAKE))
+        (raw && mode == M_HANDSHAKE) ||
+        (mode == M_RATE && (raw || size < STAMP || !(send_rate > 0) || send_rate * nconn > 1e7)))
         usage();
     if (mode == M_UPLOAD && !strcmp(path, "/")) path = "/ack";
 
@@ -917,7 +1051,8 @@ int main(int argc, char **argv) {
     size_t psize = size > 16 ? size : 16;
     uint8_t *block = malloc(psize + 8);
     payload = block ? block + 8 : NULL; /* 8 bytes in front for a raw upload's length */
-    hist = calloc(HIST_US, sizeof *hist);
+    latency.bucket = calloc(HIST_BUCKETS, sizeof *latency.bucket);
+    lateness.bucket = calloc(HIST_BUCKETS, sizeof *lateness.bucket);
     for (size_t i = 0; payload && i < psize; i += 8) {
         uint64_t r = prng();
         memcpy(payload + i, &r, psize - i < 8 ? psize - i : 8);
@@ -929,7 +1064,7 @@ int main(int argc, char **argv) {
     ack_len = snprintf(NULL, 0, "%zu", size);
     nconns_alloc = mode == M_IDLE ? (nconn > 20 ? nconn : 20) : nconn;
     conns = calloc((size_t)nconns_alloc, sizeof *conns);
-    if (!payload || !hist || !conns) {
+    if (!payload || !latency.bucket || !lateness.bucket || !conns) {
         fprintf(stderr, "out of memory\n");
         return 2;
     }
@@ -978,6 +1113,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    if (mode == M_RATE) start_sending();
     run_until(cond_never, now() + warmup);
     snapshot(&a);
     in_window = 1;
