@@ -411,21 +411,31 @@ async def test_fallback_to_http11_without_http2_in_cleartext() -> None:
         assert await wait(ws.recv()) == "over http/1.1"
 
 
-async def test_fallback_to_http11_when_alpn_chooses_it(
+async def test_fallback_when_alpn_chooses_http11_reuses_the_tls_connection(
     server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
+    # One TLS handshake per WebSocket, counted on the server (its SNI callback
+    # runs once per ClientHello): the first one's TLS connection carries its
+    # HTTP/1.1 handshake; the next ones, remembered, offer no h2 at all.
+    handshakes: list[str] = []
+    server_context.sni_callback = lambda ssl_object, name, context: handshakes.append(name)
     async with rapidws.serve(echo, "127.0.0.1", 0, ssl=server_context) as server:
         uri = f"wss://localhost:{server.port}/"
-        async with rapidws.connect(uri, ssl=client_context, http2=True, proxy=None) as ws:
-            assert not isinstance(ws.transport, StreamTransport)
-            await ws.send("over http/1.1")
-            assert await wait(ws.recv()) == "over http/1.1"
+        for n in range(3):
+            async with rapidws.connect(uri, ssl=client_context, http2=True, proxy=None) as ws:
+                assert not isinstance(ws.transport, StreamTransport)
+                assert ws.response is not None and ws.response.status == 101
+                await ws.send(f"over http/1.1 {n}")
+                assert await wait(ws.recv()) == f"over http/1.1 {n}"
+            assert handshakes == ["localhost"] * (n + 1)
 
 
-async def test_fallback_to_http11_without_extended_connect() -> None:
-    # An HTTP/2 server that does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL,
-    # and speaks HTTP/1.1 WebSockets on other connections.
-    seen: list[str] = []
+def h2_without_websockets(seen: list[str]) -> Any:
+    """A raw server's handler: HTTP/2 without ``SETTINGS_ENABLE_CONNECT_PROTOCOL``.
+
+    HTTP/1.1 WebSockets on other connections. Records in ``seen`` what each
+    connection spoke (``"h2"``, ``"http/1.1"``) and the client's GOAWAYs.
+    """
 
     async def handler(peer: RawPeer) -> None:
         first = await peer.reader.readexactly(3)
@@ -454,12 +464,48 @@ async def test_fallback_to_http11_without_extended_connect() -> None:
             await peer.read_close()
             peer.send_close(1000, mask=None)
 
-    async with raw_server(handler) as port:
+    return handler
+
+
+async def test_fallback_to_http11_without_extended_connect() -> None:
+    seen: list[str] = []
+    async with raw_server(h2_without_websockets(seen)) as port:
         uri = f"ws://127.0.0.1:{port}/"
         async with rapidws.connect(uri, http2=True, proxy=None, compression=None) as ws:
             assert not isinstance(ws.transport, StreamTransport)
         await until(lambda: "goaway" in seen)
     assert seen in (["h2", "http/1.1", "goaway"], ["h2", "goaway", "http/1.1"])
+
+
+@pytest.mark.virtual_clock
+async def test_fallback_is_remembered_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shorter than the default, for the test's own time budget (30 s).
+    memory = http2_client.FALLBACK_MEMORY / 30
+    monkeypatch.setattr(http2_client, "FALLBACK_MEMORY", memory)
+    seen: list[str] = []
+    other: list[str] = []
+
+    async def open_and_close(port: int) -> None:
+        uri = f"ws://127.0.0.1:{port}/"
+        async with rapidws.connect(uri, http2=True, proxy=None, compression=None) as ws:
+            assert not isinstance(ws.transport, StreamTransport)
+
+    async with (
+        raw_server(h2_without_websockets(seen)) as port,
+        raw_server(h2_without_websockets(other)) as other_port,
+    ):
+        await open_and_close(port)
+        assert (seen.count("h2"), seen.count("http/1.1")) == (1, 1)
+        # Remembered: straight to HTTP/1.1; for that origin only.
+        await asyncio.sleep(memory - 1)
+        await open_and_close(port)
+        assert (seen.count("h2"), seen.count("http/1.1")) == (1, 2)
+        await open_and_close(other_port)
+        assert (other.count("h2"), other.count("http/1.1")) == (1, 1)
+        # Forgotten: HTTP/2 is tried again.
+        await asyncio.sleep(2)
+        await open_and_close(port)
+        assert (seen.count("h2"), seen.count("http/1.1")) == (2, 3)
 
 
 # What http2=True refuses.

@@ -414,3 +414,37 @@ def test_a_create_connection_subclass_is_kept() -> None:
         assert ws.recv(timeout=TIMEOUT) == "counted"
         assert Counting.received == 1
     assert threaded(Counting) is threaded(Counting)
+
+
+def test_http2_streams_share_one_connection_and_close() -> None:
+    # While they share the loop thread, the sync connections to one origin
+    # are streams of one HTTP/2 connection (h2c): the server sees one peer,
+    # one HTTP/2 connection and a stream each.
+    seen: list[tuple[Any, int, Any]] = []
+
+    async def handler(ws: Any) -> None:
+        transport = ws.transport
+        seen.append((ws.remote_address, transport.get_extra_info("http2_stream_id"), transport))
+        await echo(ws)
+
+    with ServerThread(handler, http2=True) as server:
+        sockets = [rapidws.sync.connect(server.uri, http2=True, proxy=None) for _ in range(3)]
+        for n, ws in enumerate(sockets):
+            assert ws.response is not None and ws.response.status == 200
+            ws.send(f"m{n}")
+            assert ws.recv(timeout=TIMEOUT) == f"m{n}"
+        assert len({peer for peer, _, _ in seen}) == 1
+        assert sorted(stream for _, stream, _ in seen) == [1, 3, 5]
+        (connection,) = {transport._connection for _, _, transport in seen}
+        # Closing one ends its stream only.
+        sockets[0].close()
+        assert sockets[0].close_code == 1000
+        sockets[1].send("still open")
+        assert sockets[1].recv(timeout=TIMEOUT) == "still open"
+        assert not connection.transport.is_closing()
+        # The last close ends the loop thread, and the HTTP/2 connection with it.
+        for ws in sockets[1:]:
+            ws.close()
+            assert ws.close_code == 1000
+        assert not loop_threads()
+        until(connection.transport.is_closing)

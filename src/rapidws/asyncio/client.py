@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import http.cookiejar
 import logging
 import os
@@ -21,7 +20,6 @@ from ..core.client import USER_AGENT, ClientProtocol
 from ..core.extensions.base import ClientExtensionFactory
 from ..core.extensions.permessage_deflate import ClientPerMessageDeflate, with_compression
 from ..core.headers import Headers, HeadersLike
-from ..core.http2 import Http2ClientProtocol
 from ..core.http11 import Request, Response
 from ..core.limits import (
     CLOSE_TIMEOUT,
@@ -157,7 +155,9 @@ class connect:
             ``wss://``, by TLS ALPN (an ``ssl`` context given gets the ALPN
             protocols ``h2`` and ``http/1.1``); for ``ws://``, in cleartext
             with prior knowledge. It falls back to HTTP/1.1 when the server
-            does not take WebSockets over HTTP/2. Redirects are followed
+            does not take WebSockets over HTTP/2 (on the same TLS connection
+            when ALPN chose ``http/1.1``), and goes straight to HTTP/1.1 for
+            that origin for the next 5 minutes. Redirects are followed
             as over HTTP/1.1. Not through a proxy, nor with ``sock`` or
             ``path``. See :mod:`rapidws.asyncio.http2_client`.
         open_timeout: seconds for the TCP, TLS and WebSocket handshakes,
@@ -391,7 +391,8 @@ class connect:
         return connection
 
     async def _open_http2(self, proxy: Proxy | None) -> tuple[Any, ClientConnection] | None:
-        # A stream of a pooled HTTP/2 connection; None to use HTTP/1.1.
+        # A stream of a pooled HTTP/2 connection, or the TLS connection on
+        # which ALPN chose HTTP/1.1; None to open one for HTTP/1.1.
         if proxy is not None:
             raise InvalidHandshake(
                 "http2=True cannot be used with a proxy (from the environment: "
@@ -402,7 +403,7 @@ class connect:
 
         return await open_stream(
             self.uri,
-            functools.partial(self._factory, Http2ClientProtocol),
+            self._factory,
             ssl=self._ssl,  # the key of the pool: None for the default context
             server_hostname=self._server_hostname,
             max_header_bytes=self._protocol_options["max_header_bytes"],

@@ -18,7 +18,12 @@ Before its first extended CONNECT, a client waits for the server's first
 SETTINGS (RFC 8441 section 3). The WebSocket opens over HTTP/1.1 instead, on
 a connection of its own, when the server does not speak HTTP/2 (ALPN chose
 ``http/1.1``; in cleartext, its first bytes are not HTTP/2) or does not
-advertise ``SETTINGS_ENABLE_CONNECT_PROTOCOL = 1``.
+advertise ``SETTINGS_ENABLE_CONNECT_PROTOCOL = 1``. When ALPN chose
+``http/1.1``, that TLS connection carries the HTTP/1.1 handshake: no second
+TLS handshake. The pool remembers such an origin for
+:data:`FALLBACK_MEMORY` seconds: the WebSockets opened to it meanwhile go
+straight to HTTP/1.1, without an HTTP/2 attempt each; then HTTP/2 is tried
+again, for a server that has gained it.
 
 Each stream is the transport (a :class:`~rapidws.asyncio.http2.StreamTransport`,
 with the server's flow control) of an ordinary
@@ -44,7 +49,8 @@ from h2.events import Event, RemoteSettingsChanged, ResponseReceived
 from h2.exceptions import StreamClosedError
 from h2.settings import SettingCodes, Settings
 
-from ..core.http2 import request_fields
+from ..core.client import ClientProtocol
+from ..core.http2 import Http2ClientProtocol, request_fields
 from ..core.protocol import OPEN
 from ..core.uri import WebSocketURI
 from .http2 import MAX_STREAMS, STREAM_WINDOW, BaseHttp2Connection, StreamTransport
@@ -52,10 +58,19 @@ from .http2 import MAX_STREAMS, STREAM_WINDOW, BaseHttp2Connection, StreamTransp
 if TYPE_CHECKING:
     from .client import ClientConnection
 
-__all__ = ["IDLE_TIMEOUT", "ClientStreamTransport", "Http2ClientConnection", "open_stream"]
+__all__ = [
+    "FALLBACK_MEMORY",
+    "IDLE_TIMEOUT",
+    "ClientStreamTransport",
+    "Http2ClientConnection",
+    "open_stream",
+]
 
 #: Seconds that a pooled connection without streams stays open for the next one.
 IDLE_TIMEOUT = 30.0
+#: Seconds that an origin found without WebSockets over HTTP/2 is reached
+#: over HTTP/1.1 directly, before HTTP/2 is tried again.
+FALLBACK_MEMORY = 300.0
 
 
 class _Key(NamedTuple):
@@ -74,10 +89,11 @@ class Http2ClientConnection(BaseHttp2Connection):
 
     :attr:`extended_connect` tells, once the server's first SETTINGS came,
     whether the server takes WebSockets (RFC 8441 section 3); ``False`` too
-    when the server chose HTTP/1.1 by ALPN or the connection ended first.
+    when the server chose HTTP/1.1 by ALPN (:meth:`take_http11` then hands
+    the TLS connection over) or the connection ended first.
     """
 
-    __slots__ = ("_idle_timer", "_key", "_pool", "extended_connect")
+    __slots__ = ("_http11", "_idle_timer", "_key", "_pool", "extended_connect")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, max_header_bytes: int | None) -> None:
         # Responses are checked by response_from_fields(), as requests on a
@@ -98,15 +114,20 @@ class Http2ClientConnection(BaseHttp2Connection):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._pool: _Pool | None = None
         self._key: _Key | None = None
+        # The TLS connection on which ALPN chose HTTP/1.1, until taken.
+        self._http11: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the preface and SETTINGS, unless ALPN chose HTTP/1.1 (called by asyncio)."""
-        self.transport = transport  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+            # Kept for a WebSocket over HTTP/1.1 (take_http11()); closed if
+            # none takes it, which happens only when its opener gave up.
+            self._http11 = transport  # type: ignore[assignment]
+            self._idle_timer = self.loop.call_later(IDLE_TIMEOUT, transport.close)
             self.extended_connect.set_result(False)
-            transport.close()
             return
+        self.transport = transport  # type: ignore[assignment]
         self._start()
         self._no_streams()  # idle until the first stream
 
@@ -129,6 +150,19 @@ class Http2ClientConnection(BaseHttp2Connection):
         h2 = self._h2
         limit = min(h2.remote_settings.max_concurrent_streams, MAX_STREAMS)
         return self.extended_connect.result() and h2.open_outbound_streams < limit
+
+    def take_http11(self) -> asyncio.Transport | None:
+        """Take the open TLS connection on which ALPN chose HTTP/1.1; ``None`` after the first call.
+
+        Whoever takes it sets its protocol.
+        """
+        transport, self._http11 = self._http11, None
+        if transport is None or transport.is_closing():
+            return None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        return transport
 
     def open_stream(self, connection: ClientConnection, scheme: str) -> StreamTransport:
         """Open a stream for ``connection``, and send its handshake as an extended CONNECT.
@@ -197,22 +231,25 @@ class ClientStreamTransport(StreamTransport):
 
 async def open_stream(
     uri: WebSocketURI,
-    factory: Callable[[], ClientConnection],
+    factory: Callable[[type[ClientProtocol]], ClientConnection],
     *,
     ssl: ssl_module.SSLContext | None,
     server_hostname: str | None,
     max_header_bytes: int | None,
     timeout: float | None,
-) -> tuple[StreamTransport, ClientConnection] | None:
+) -> tuple[asyncio.Transport, ClientConnection] | None:
     """Open a WebSocket as a stream of a pooled HTTP/2 connection to ``uri``'s origin.
 
-    ``factory`` makes the WebSocket's connection, whose engine is an
-    :class:`~rapidws.core.http2.Http2ClientProtocol`. A new HTTP/2 connection
-    opens when no pooled one has room, in at most ``timeout`` seconds, with
-    ``ssl`` (whose ALPN protocols become ``h2`` and ``http/1.1``) or the
-    system's trust store for ``wss://``. Returns the stream and the
-    connection, whose handshake is under way; ``None`` when the server does
-    not take WebSockets over HTTP/2.
+    ``factory(engine)`` makes the WebSocket's connection with that engine
+    class. A new HTTP/2 connection opens when no pooled one has room, in at
+    most ``timeout`` seconds, with ``ssl`` (whose ALPN protocols become
+    ``h2`` and ``http/1.1``) or the system's trust store for ``wss://``.
+    Returns the transport and the connection, whose handshake is under way:
+    a stream, or the TLS connection on which ALPN chose HTTP/1.1 (with a
+    :class:`~rapidws.core.client.ClientProtocol` engine). ``None`` when the
+    WebSocket is to open over HTTP/1.1 on a new connection: the server does
+    not take WebSockets over HTTP/2, or did not within the last
+    :data:`FALLBACK_MEMORY` seconds.
 
     Raises:
         OSError: when the TCP or TLS connection fails.
@@ -226,24 +263,34 @@ async def open_stream(
     while True:
         connection = pool._available(key)
         if connection is None:
+            if pool._without_http2(key):
+                return None
             connection = await pool._opened(key, timeout)
-            if connection is None or not (connection.has_room() or connection.streams):
+            transport = connection.take_http11()
+            if transport is not None:
+                websocket = factory(ClientProtocol)
+                transport.set_protocol(websocket)
+                websocket.connection_made(transport)  # sends the request
+                return transport, websocket
+            if not (connection.has_room() or connection.streams):
                 return None  # no HTTP/2, or a server that allows no stream
             if not connection.has_room():
                 continue  # filled by the others who waited for it
-        websocket = factory()
+        websocket = factory(Http2ClientProtocol)
         return connection.open_stream(websocket, "https" if uri.secure else "http"), websocket
 
 
 class _Pool:
     """The HTTP/2 connections of one event loop, by :data:`_Key`."""
 
-    __slots__ = ("_connections", "_emptied", "_keeper", "_opening")
+    __slots__ = ("_connections", "_emptied", "_keeper", "_opening", "_without_http2_until")
 
     def __init__(self) -> None:
         self._connections: dict[_Key, list[Http2ClientConnection]] = {}
         # A connection being opened for each key, that the callers share.
-        self._opening: dict[_Key, asyncio.Task[Http2ClientConnection | None]] = {}
+        self._opening: dict[_Key, asyncio.Task[Http2ClientConnection]] = {}
+        # The keys found without WebSockets over HTTP/2, until when (loop time).
+        self._without_http2_until: dict[_Key, float] = {}
         # A task alive while the pool has connections: cancelled when the
         # loop ends, it closes them.
         self._keeper: asyncio.Task[None] | None = None
@@ -255,7 +302,26 @@ class _Pool:
                 return connection
         return None
 
-    async def _opened(self, key: _Key, timeout: float | None) -> Http2ClientConnection | None:
+    def _without_http2(self, key: _Key) -> bool:
+        # Whether key was found without WebSockets over HTTP/2 lately.
+        until = self._without_http2_until.get(key)
+        if until is None:
+            return False
+        if asyncio.get_running_loop().time() < until:
+            return True
+        del self._without_http2_until[key]  # time to try again
+        return False
+
+    def _remember_without_http2(self, key: _Key) -> None:
+        now = asyncio.get_running_loop().time()
+        # The expired keys go too: the memory holds the origins of the
+        # last FALLBACK_MEMORY seconds, not every origin ever reached.
+        memory = self._without_http2_until
+        for expired in [k for k, until in memory.items() if until <= now]:
+            del memory[expired]
+        memory[key] = now + FALLBACK_MEMORY
+
+    async def _opened(self, key: _Key, timeout: float | None) -> Http2ClientConnection:
         # A task of the pool's, shielded: a caller that gives up (its
         # open_timeout) does not fail the others waiting for the connection.
         task = self._opening.get(key)
@@ -265,12 +331,12 @@ class _Pool:
             task.add_done_callback(functools.partial(self._open_done, key))
         return await asyncio.shield(task)
 
-    def _open_done(self, key: _Key, task: asyncio.Task[Http2ClientConnection | None]) -> None:
+    def _open_done(self, key: _Key, task: asyncio.Task[Http2ClientConnection]) -> None:
         del self._opening[key]
         if not task.cancelled():
             task.exception()  # raised to each caller: not "never retrieved"
 
-    async def _open(self, key: _Key, timeout: float | None) -> Http2ClientConnection | None:
+    async def _open(self, key: _Key, timeout: float | None) -> Http2ClientConnection:
         loop = asyncio.get_running_loop()
         context: ssl_module.SSLContext | None = None
         hostname: str | None = None
@@ -294,9 +360,13 @@ class _Pool:
             connection._close(goaway=False)
             raise
         if not enabled:
-            connection._close()  # a GOAWAY, if it speaks HTTP/2
-            return None
-        self._add(key, connection)
+            self._remember_without_http2(key)
+            # A GOAWAY, if it speaks HTTP/2. The TLS connection on which
+            # ALPN chose HTTP/1.1 stays open for take_http11(): it is not
+            # the connection's transport.
+            connection._close()
+        else:
+            self._add(key, connection)
         return connection
 
     def _add(self, key: _Key, connection: Http2ClientConnection) -> None:

@@ -42,7 +42,11 @@ def _blocking(
         ``open_timeout``, ``ping_interval``, ``max_size``, ...), with the same
         meaning and defaults. Works in any thread, whether an event loop runs
         there or not (a Jupyter kernel): the connection runs on a private
-        loop thread, shared by the process's sync connections.
+        loop thread, shared by the process's sync connections. With
+        ``http2=True``, the connections to one origin that are open at the
+        same time are streams of one HTTP/2 connection (the pool of the loop
+        thread's event loop); it ends at the latest with the thread, after
+        the last ``close()``.
 
         Returns:
             ClientConnection: the open connection; ``with connect(uri) as ws:``
