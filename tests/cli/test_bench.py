@@ -127,6 +127,17 @@ def test_refused_is_counted_without_traceback(capsys: pytest.CaptureFixture[str]
     assert "no connection opened" in err
 
 
+def test_connections_opened_during_warmup_count(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Opened during the warm-up, the connections are not "no connection opened".
+    argv = ["bench", url, "-w", "idle", "-c", "2", "--warmup", "0.3", "-d", "0.6"]
+    status = rapidws.cli.main([*argv, "--loop", "asyncio"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "2 connections (peak)" in out
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import json
 import socket
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from typing import Any
 import pytest
 
 import rapidws
+from rapidws.cli import loadgen
 from rapidws.cli.loadgen import (
     HIGHEST_US,
     LoadConfig,
@@ -174,6 +178,119 @@ async def test_rate_corrects_for_coordinated_omission() -> None:
         assert lag.get_count_at_value(value) == 1
     assert corrected.get_max_value() == corrected.get_highest_equivalent_value(450_000)
     assert uncorrected.get_max_value() < 1_000  # no time passes on the wire here
+
+
+@pytest.mark.virtual_clock
+async def test_rate_interleaves_connections() -> None:
+    # Two connections at 10/s: the second sends half a gap after the first,
+    # not at the same instants; no send is late on the virtual clock.
+    loop = asyncio.get_running_loop()
+    arrivals: list[float] = []
+
+    class Stamp(rapidws.Callbacks):
+        def on_message(self, connection: rapidws.ServerConnection, message: str | bytes) -> None:
+            arrivals.append(loop.time())
+            connection.send_nowait(message)
+
+    async with serving(Stamp()) as url:
+        result = await generate(
+            LoadConfig(url, workload="rate", connections=2, rate=10, messages=20, duration=5),
+            clock=loop.time,
+        )
+    assert result.sent == result.received == 20
+    assert result.errors == {}
+    gaps = [round(later - earlier, 6) for earlier, later in itertools.pairwise(arrivals)]
+    assert gaps == [0.05] * 19
+    assert histogram(result, "send_lag").get_max_value() == 1  # 0 µs, counted as the lowest
+
+
+async def test_rate_sends_on_a_timerfd_on_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    armed: list[float] = []
+    arm = loadgen._TimerFd.arm
+
+    def spy(self: loadgen._TimerFd, when: float) -> None:
+        armed.append(when)
+        arm(self, when)
+
+    monkeypatch.setattr(loadgen._TimerFd, "arm", spy)
+    async with serving(Echo()) as url:
+        result = await generate(
+            LoadConfig(url, workload="rate", connections=2, rate=100, duration=0.6)
+        )
+    # The real clock is CLOCK_MONOTONIC on Linux: the timerfd path; else the loop's timers.
+    assert bool(armed) == (sys.platform == "linux")
+    assert result.errors == {}
+    # At most every connection's sends due in the run, one more at its end.
+    assert 2 <= result.sent <= 2 * (100 * result.seconds + 2)
+    assert histogram(result, "send_lag").get_total_count() == result.sent
+
+
+async def test_sender_on_the_real_clock() -> None:
+    # One timer for two connections' schedules: each send in order of its
+    # intended time, never before it.
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    schedules = {"a": [0.02, 0.04], "b": [0.03]}
+    sent: list[tuple[str, float, float]] = []
+    intended = {"a": start + 0.01, "b": start + 0.01}
+    finished = loop.create_future()
+
+    def send_due(ws: Any, now: float) -> float | None:
+        sent.append((ws, intended[ws], now))
+        if not schedules[ws]:
+            if len(sent) == 5:
+                finished.set_result(None)
+            return None
+        intended[ws] = start + schedules[ws].pop(0)
+        return intended[ws]
+
+    sender = loadgen._Sender(loop, time.perf_counter, send_due)
+    assert (sender.timerfd is not None) == (sys.platform == "linux")
+    for ws, when in intended.items():
+        sender.add(ws, when)
+    await asyncio.wait_for(finished, 10)
+    sender.close()
+    assert sender.timerfd is None
+    assert [ws for ws, _, _ in sent] == ["a", "b", "a", "b", "a"]
+    assert all(now >= due - 1e-6 for _, due, now in sent)
+
+
+@pytest.mark.virtual_clock
+async def test_sender_schedule() -> None:
+    # Connections in order of their next send (ties in the order added), each
+    # dropped when it has nothing more to send or is closing; a late wake-up
+    # (the clock jumps 0.2 s at 0.12) sends everything due at once.
+    loop = asyncio.get_running_loop()
+    jump = [0.0]
+    loop.call_at(0.12, jump.__setitem__, 0, 0.2)
+    schedules = {"a": [0.2, 0.6], "b": [0.25], "c": [], "closing": []}
+    sent: list[tuple[str, float]] = []
+
+    def send_due(ws: Any, now: float) -> float | None:
+        sent.append((ws, round(now, 6)))
+        if ws == "closing":
+            raise ConnectionClosedError(None, None)
+        return schedules[ws].pop(0) if schedules[ws] else None
+
+    sender = loadgen._Sender(loop, lambda: loop.time() + jump[0], send_due)
+    assert sender.timerfd is None  # not CLOCK_MONOTONIC: the loop's timers
+    sender.add("a", 0.1)
+    sender.add("b", 0.1)
+    sender.add("closing", 0.15)
+    sender.add("c", 0.3)
+    await asyncio.sleep(1)
+    assert sent == [
+        ("a", 0.1),
+        ("b", 0.1),
+        # At 0.15 on the loop, 0.35 on the clock: four sends due.
+        ("closing", 0.35),
+        ("a", 0.35),
+        ("b", 0.35),
+        ("c", 0.35),
+        ("a", 0.6),
+    ]
+    assert sender.heap == []
+    sender.close()
 
 
 async def test_rpc_pipeline() -> None:
@@ -445,3 +562,22 @@ async def test_warmup_drops_early_measures() -> None:
     assert result.received <= 100
     assert result.seconds == pytest.approx(0.9, abs=0.2)
     assert len(result.timeline) <= 1
+
+
+@pytest.mark.virtual_clock
+async def test_connections_opened_during_warmup_count() -> None:
+    # Both connections open during the warm-up: their handshakes are left
+    # out of the measures, but they did open (rapidws bench's "no connection
+    # opened" looks at peak_open).
+    loop = asyncio.get_running_loop()
+    async with serving(Echo()) as url:
+        result = await generate(
+            LoadConfig(url, workload="rate", connections=2, rate=10, warmup=0.5, duration=1.5),
+            clock=loop.time,
+        )
+    assert result.handshakes == 0
+    assert "handshake" not in result.histograms
+    assert result.peak_open == 2
+    assert result.errors == {}
+    # 1 s measured, at 2 x 10/s.
+    assert 18 <= result.sent <= 22

@@ -213,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
     print(result.summary())
     _write_outputs(result, args)
     status = 0
-    if result.handshakes == 0:
+    # Not handshakes: those of the warm-up are dropped; peak_open is not.
+    if result.peak_open == 0:
         print("rapidws bench: no connection opened", file=sys.stderr)
         status = 1
     metrics = result.metrics()

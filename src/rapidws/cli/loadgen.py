@@ -11,7 +11,9 @@ run's end, opening a new connection after an error (each counted by kind):
   sequence number, its *intended* send time and its real one, so that the
   latency is measured from the intended time (corrected for coordinated
   omission, as wrk2 does) and from the real one (uncorrected), and the
-  sender's lateness is a histogram of its own;
+  sender's lateness is a histogram of its own. One timer per process sends
+  for every connection: on Linux a timerfd, precise to microseconds where
+  the loop's timers are to the millisecond;
 - ``rpc``: JSON requests with an ``id``, ``pipeline`` in flight per
   connection, replies matched by ``id``, each request with a timeout;
 - ``push``: subscribers record receive time minus the publisher's stamp
@@ -33,9 +35,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import errno
+import heapq
 import ipaddress
+import itertools
 import json
+import math
 import os
 import random
 import socket
@@ -90,6 +96,9 @@ _LAG_INTERVAL = 0.05
 _RETRY_DELAY = 0.1
 # Seconds given to the closing handshakes at the end of a run.
 _CLOSE_TIMEOUT = 1.0
+# A send due within this many seconds is due now: a timer may fire a hair
+# early (the loop's clock resolution, float rounding).
+_EARLY = 1e-6
 # Linux's IP_BIND_ADDRESS_NO_PORT: bind() to a source address without taking
 # a port; connect() picks one per destination, so that one source address
 # serves more than 64k connections to different servers.
@@ -201,7 +210,9 @@ class ProcessResult:
     received: int
     bytes_sent: int
     bytes_received: int
+    #: Handshakes completed after the warm-up.
     handshakes: int
+    #: The most connections open at once, warm-up included: 0 when none opened.
     peak_open: int
     errors: dict[str, int]
     #: Name to encoded histogram (microseconds).
@@ -212,7 +223,7 @@ class ProcessResult:
 class LoadConnection(ClientConnection):
     """A client connection with what the load generator keeps per connection."""
 
-    __slots__ = ("expect", "made_at", "pending", "sent_at", "seq", "timer")
+    __slots__ = ("expect", "made_at", "pending", "sent_at", "seq")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Note when TCP (and TLS) is done, then send the handshake request."""
@@ -221,7 +232,6 @@ class LoadConnection(ClientConnection):
         self.sent_at = 0.0
         self.seq = self.expect = 0
         self.pending: collections.deque[float] = collections.deque()
-        self.timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
 
     def deliver_to(self, on_message: Callable[[LoadConnection, Any], None]) -> None:
@@ -344,8 +354,9 @@ class _Run:
     def reset(self) -> None:
         """Drop what was measured so far (the end of the warm-up)."""
         self.sent = self.received = self.bytes_sent = self.bytes_received = 0
+        # The connections opened during the warm-up stay counted in
+        # peak_open: a run whose connections all opened then did open some.
         self.handshakes = 0
-        self.peak_open = self.open
         self.errors.clear()
         for recorder in self.recorders.values():
             recorder.reset()
@@ -450,6 +461,156 @@ def _proxy(setting: str | bool | None, uri: WebSocketURI) -> str | None:
     return setting or None
 
 
+# ---- the rate workload's timer: one per process, precise on Linux ----
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+# <sys/timerfd.h>: TFD_NONBLOCK and TFD_CLOEXEC are O_NONBLOCK and O_CLOEXEC.
+_CLOCK_MONOTONIC = 1
+_TFD_FLAGS = os.O_NONBLOCK | os.O_CLOEXEC
+_TFD_TIMER_ABSTIME = 1
+
+
+class _TimerFd:
+    """A Linux timerfd on CLOCK_MONOTONIC, armed for absolute times.
+
+    The event loop's own timers wake it to the millisecond (epoll's timeout
+    and libuv's are in milliseconds); a timerfd is an hrtimer, with no timer
+    slack, that makes its file descriptor readable when due, and the loop
+    watches it like a socket. Through ctypes: ``os.timerfd_create`` is only
+    on Python 3.13+.
+    """
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._settime = libc.timerfd_settime
+        self._settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.c_void_p,
+        ]
+        self.fd: int = libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_FLAGS)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self._spec = _Itimerspec()
+
+    def arm(self, when: float) -> None:
+        """Fire at ``when``, CLOCK_MONOTONIC seconds (at once if past)."""
+        value = self._spec.it_value
+        value.tv_sec = seconds = int(when)
+        value.tv_nsec = int((when - seconds) * 1e9)
+        if self._settime(self.fd, _TFD_TIMER_ABSTIME, self._spec, None) < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    def clear(self) -> None:
+        """Consume the expiry, else the descriptor stays readable (arm() does too)."""
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.fd, 8)
+
+    def close(self) -> None:
+        """Close the descriptor."""
+        os.close(self.fd)
+
+
+def _timerfd(clock: Callable[[], float]) -> _TimerFd | None:
+    """Return a timerfd for a clock that reads CLOCK_MONOTONIC; else None."""
+    if clock is time.perf_counter:
+        info = time.get_clock_info("perf_counter")
+    elif clock is time.monotonic:
+        info = time.get_clock_info("monotonic")
+    else:
+        return None  # another clock: the virtual one of tests
+    if sys.platform != "linux" or info.implementation != "clock_gettime(CLOCK_MONOTONIC)":
+        return None
+    try:
+        return _TimerFd()
+    except (OSError, AttributeError):  # no timerfd in this kernel or libc
+        return None
+
+
+class _Sender:
+    """Every connection's next send in one heap, on one timer for the process.
+
+    ``send_due(ws, now)`` sends what ``ws`` has due and returns its next
+    intended send time, or ``None`` when it is done. The timer is a timerfd
+    watched by the loop when :func:`_timerfd` gives one, else the loop's own.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        clock: Callable[[], float],
+        send_due: Callable[[LoadConnection, float], float | None],
+    ) -> None:
+        self.loop = loop
+        self.clock = clock
+        self.send_due = send_due
+        # (intended time, order of insertion, connection): ties in order.
+        self.heap: list[tuple[float, int, LoadConnection]] = []
+        self.order = itertools.count()
+        self.armed = math.inf
+        self.handle: asyncio.TimerHandle | None = None
+        self.timerfd = _timerfd(clock)
+        if self.timerfd is not None:
+            loop.add_reader(self.timerfd.fd, self.fire)
+
+    def add(self, ws: LoadConnection, when: float) -> None:
+        """Have ``ws`` send at ``when`` (the clock's time)."""
+        heapq.heappush(self.heap, (when, next(self.order), ws))
+        if when < self.armed:
+            self.arm(when)
+
+    def fire(self) -> None:
+        """Send what is due, earliest first, then wait for the next."""
+        self.armed = math.inf
+        heap = self.heap
+        clock = self.clock
+        # The clock is read again for each connection: what falls due while
+        # this one sends goes out in the same wake-up.
+        while heap and heap[0][0] <= (now := clock()) + _EARLY:
+            ws = heapq.heappop(heap)[2]
+            try:
+                when = self.send_due(ws, now)
+            except ConnectionClosed:
+                continue  # closing: hold() counts its close, its VU opens another
+            if when is not None:
+                heapq.heappush(heap, (when, next(self.order), ws))
+        if heap:
+            self.arm(heap[0][0])
+        elif self.timerfd is not None:
+            # Re-arming clears the expiry (timerfd_create(2)): no read then.
+            self.timerfd.clear()
+
+    def arm(self, when: float) -> None:
+        """Fire at ``when``."""
+        self.armed = when
+        if self.timerfd is not None:
+            self.timerfd.arm(when)
+            return
+        if self.handle is not None:
+            self.handle.cancel()
+        loop = self.loop
+        self.handle = loop.call_at(loop.time() + when - self.clock(), self.fire)
+
+    def close(self) -> None:
+        """Stop sending; release the timer."""
+        self.heap.clear()
+        if self.timerfd is not None:
+            self.loop.remove_reader(self.timerfd.fd)
+            self.timerfd.close()
+            self.timerfd = None
+        if self.handle is not None:
+            self.handle.cancel()
+
+
 # ---- workloads: each returns when the connection ended or the run did ----
 
 
@@ -488,7 +649,7 @@ def _echo(run: _Run) -> Callable[[LoadConnection], None]:
 
 
 def _rate(run: _Run) -> Callable[[LoadConnection], None]:
-    # Open model: timers send at the intended times, whatever the replies do.
+    # Open model: one timer sends at the intended times, whatever the replies do.
     config = run.config
     gap = 1.0 / config.rate
     rate = config.rate
@@ -501,28 +662,32 @@ def _rate(run: _Run) -> Callable[[LoadConnection], None]:
     uncorrected = run.uncorrected.counts
     lag = run.send_lag.counts
     clock = run.clock
-    loop = run.loop
     pack = _STAMP.pack
     unpack = _STAMP.unpack_from
+    open_connections = run.connections
+    # Constant rate: connection k (in the order they start) sends at
+    # origin + (n + k / connections) * gap: the sends interleave evenly, as
+    # loadclient.c's do, rather than in one burst per gap.
+    origin: float | None = None
+    phases = itertools.count()
+    sender: _Sender | None = None
 
-    def send_due(ws: LoadConnection) -> None:
-        now = clock()
-        # Late timers (a busy generator) send every message that is due, each
-        # with its own intended time: its latency then includes the lateness.
-        # A timer may fire a hair early (the loop's clock resolution, float
-        # rounding): what is due within a microsecond is due now.
-        while ws.sent_at <= now + 1e-6 and run.sent < run.budget:
+    def send_due(ws: LoadConnection, now: float) -> float | None:
+        if ws not in open_connections:
+            return None  # closed: its VU opens another
+        # A late timer (a busy generator) sends every message that is due,
+        # each with its own intended time: its latency then includes the lateness.
+        while ws.sent_at <= now + _EARLY and run.sent < run.budget:
             intended = ws.sent_at
-            us = max(0, int((now - intended) * 1e6))
-            lag[us] = lag.get(us, 0) + 1
             stamp = pack(ws.seq, intended, now)
             ws.send_nowait(stamp.hex() + padding if text else stamp + padding)  # type: ignore[operator]
+            us = max(0, int((now - intended) * 1e6))
+            lag[us] = lag.get(us, 0) + 1
             ws.pending.append(intended)
             ws.seq += 1
             run.sent += 1
             ws.sent_at += expovariate(rate) if poisson else gap
-        if run.sent < run.budget:
-            ws.timer = loop.call_at(loop.time() + ws.sent_at - now, send_due, ws)
+        return ws.sent_at if run.sent < run.budget else None
 
     def on_message(ws: LoadConnection, message: str | bytes) -> None:
         now = clock()
@@ -548,10 +713,22 @@ def _rate(run: _Run) -> Callable[[LoadConnection], None]:
             run.finished.set_result(None)
 
     def start(ws: LoadConnection) -> None:
+        nonlocal origin, sender
+        if sender is None:
+            sender = created = _Sender(run.loop, clock, send_due)
+            run.stopped.add_done_callback(lambda _: created.close())
         ws.deliver_to(on_message)
-        ws.sent_at = clock()
-        send_due(ws)
-        ws.on_close(lambda _: ws.timer.cancel() if ws.timer is not None else None)
+        now = clock()
+        if poisson:
+            ws.sent_at = now
+        else:
+            if origin is None:
+                origin = now
+            phase = next(phases) % config.connections / config.connections
+            # The first slot of this connection's phase from now on.
+            slot = math.ceil((now - origin - _EARLY) / gap - phase)
+            ws.sent_at = origin + (slot + phase) * gap
+        sender.add(ws, ws.sent_at)
 
     return start
 
