@@ -18,16 +18,20 @@ the same streams and flow control (:class:`BaseHttp2Connection`).
 Flow control keeps the streams independent:
 
 - Received DATA is acknowledged (``WINDOW_UPDATE``) as the stream's
-  connection takes it. A connection that stops reading (its message queue is
-  full) leaves its DATA unacknowledged and buffered, at most the stream's
-  window, until it reads again. The connection's window is opened wide
-  enough for every stream's window at once, so that stalled streams never
-  hold back the others.
+  connection takes it, in batches of :data:`ACK_BATCH` bytes. A connection
+  that stops reading (its message queue is full) leaves its DATA
+  unacknowledged and buffered, at most the stream's window, until it reads
+  again. The connection's window is opened wide enough for every stream's
+  window at once, so that stalled streams never hold back the others.
 - Sent data goes out as the peer's windows allow, a frame at a time, and
   only while the TCP write buffer is below its high-water mark; what waits is
   sent stream by stream, a frame each in turn, so that a large message does
   not starve the small ones of other streams. A stream's waiting data above
   its connection's ``write_limit`` pauses that connection's ``send()``.
+
+The frames made in one turn of the event loop (while handling what was read,
+or by the streams' writes) go out in one write to the transport: one TLS
+record for many frames, instead of one per frame.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError, StreamClosedError
+from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
+from hyperframe.frame import DataFrame, Frame
 
 from ..core.http2 import Http2ServerProtocol, request_from_fields, response_fields
 from ..core.http11 import Request, Response
@@ -65,6 +71,8 @@ if TYPE_CHECKING:
     from .server import Server
 
 __all__ = [
+    "ACK_BATCH",
+    "MAX_FRAME",
     "MAX_STREAMS",
     "STREAM_WINDOW",
     "BaseHttp2Connection",
@@ -79,6 +87,16 @@ MAX_STREAMS = 100
 #: The receive window of each stream, in bytes (``SETTINGS_INITIAL_WINDOW_SIZE``):
 #: what a stream whose reader stalls may buffer.
 STREAM_WINDOW = 256 * 1024
+#: The largest frame that a peer may send (``SETTINGS_MAX_FRAME_SIZE``): a
+#: 64 KiB message fits in one DATA frame, not five of the default 16 KiB.
+MAX_FRAME = STREAM_WINDOW // 2
+#: The received bytes that a stream acknowledges at once: below the point at
+#: which ``h2`` sends a ``WINDOW_UPDATE`` (half the window), so that the
+#: updates go out as often as without batching, at a fraction of the calls.
+ACK_BATCH = STREAM_WINDOW // 8
+# h2's output written at once, before the turn ends, past this many bytes:
+# a large write reaches the TCP buffer, and its flow control, in pieces.
+_FLUSH_SIZE = 64 * 1024
 
 # RFC 9113 section 3.4: how a client with prior knowledge starts.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -148,6 +166,25 @@ class _VersionChooser(asyncio.Protocol):
             self._transport.abort()
 
 
+class _FrameBuffer(FrameBuffer):
+    """h2's buffer of received frames, whose DATA frames skip their payload when formatted.
+
+    h2 formats each frame that it receives for a trace log, even without a
+    logger; for a DATA frame, hyperframe then copies the payload, hex-encodes
+    all of it and keeps 10 bytes (h2 4.4, hyperframe 6.1): for 64 KiB, more
+    than the rest of the frame's handling.
+    """
+
+    def __next__(self) -> Frame:
+        frame = super().__next__()
+        if frame.__class__ is DataFrame:
+            frame.__dict__["_body_repr"] = _PAYLOAD_NOT_SHOWN
+        return frame
+
+
+_PAYLOAD_NOT_SHOWN = "<payload not shown>".__str__
+
+
 class BaseHttp2Connection(asyncio.Protocol):
     """An HTTP/2 connection whose streams carry connections: what servers and clients share.
 
@@ -158,7 +195,16 @@ class BaseHttp2Connection(asyncio.Protocol):
     responses, settings) in :meth:`_event`.
     """
 
-    __slots__ = ("_h2", "_paused", "_streams", "_waiting", "loop", "transport")
+    __slots__ = (
+        "_flush_due",
+        "_h2",
+        "_paused",
+        "_streams",
+        "_unflushed",
+        "_waiting",
+        "loop",
+        "transport",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, h2: H2Connection) -> None:
         self.loop = loop
@@ -169,6 +215,29 @@ class BaseHttp2Connection(asyncio.Protocol):
         # The streams whose data waits for a window or for the TCP buffer.
         self._waiting: dict[int, StreamTransport] = {}
         self._paused = False  # the TCP write buffer is above its high-water mark
+        # A write of h2's output is due before the turn ends (data_received
+        # runs, or _flush_later() scheduled one).
+        self._flush_due = False
+        self._unflushed = 0  # bytes of DATA given to h2 since its last write
+
+    def _configure(
+        self, settings: dict[SettingCodes, int], max_header_bytes: int | None, *, client: bool
+    ) -> None:
+        # The SETTINGS that we send: a side's own, and the windows and limits.
+        settings[SettingCodes.INITIAL_WINDOW_SIZE] = STREAM_WINDOW
+        settings[SettingCodes.MAX_FRAME_SIZE] = MAX_FRAME
+        h2 = self._h2
+        if max_header_bytes is not None:
+            # HPACK bombs: the decoder refuses a larger header list.
+            settings[SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_bytes
+            h2.decoder.max_header_list_size = max_header_bytes
+        h2.local_settings = Settings(client=client, initial_values=settings)
+        # h2 takes larger frames from the ACK of our SETTINGS on, but checks
+        # the size of the frames read with it, in the same data, against the
+        # old limit: take them from the start, as the peer may send them
+        # right after its ACK.
+        h2.max_inbound_frame_size = MAX_FRAME
+        h2.incoming_buffer = _FrameBuffer(server=not client)
 
     @property
     def streams(self) -> int:
@@ -191,6 +260,18 @@ class BaseHttp2Connection(asyncio.Protocol):
         except ProtocolError:
             self._close(goaway=False)  # h2 has queued the GOAWAY with the error
             return
+        if self._flush_due:
+            self._handle(events)  # the flush scheduled comes after
+        else:
+            # What the streams answer goes out at the end, in one write.
+            self._flush_due = True
+            try:
+                self._handle(events)
+            finally:
+                self._flush_due = False
+        self._flush()
+
+    def _handle(self, events: list[Event]) -> None:
         streams = self._streams
         for event in events:
             if isinstance(event, DataReceived):
@@ -217,7 +298,6 @@ class BaseHttp2Connection(asyncio.Protocol):
                 if isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
                     self._send_waiting()  # windows opened or resized
                 self._event(event)
-        self._flush()
 
     def _event(self, event: Event) -> None:
         """Handle an event that is not about a stream's data or end."""
@@ -275,7 +355,9 @@ class BaseHttp2Connection(asyncio.Protocol):
                     out.popleft()
                 stream._out_size -= len(data)
                 h2.send_data(stream_id, data)
-                self._flush()
+                self._unflushed += len(data)
+                if self._unflushed >= _FLUSH_SIZE:
+                    self._flush()
                 sent = True
                 if frames is not None:
                     frames -= 1
@@ -289,6 +371,7 @@ class BaseHttp2Connection(asyncio.Protocol):
             if stream._eof and not stream._ended:
                 stream._end()
         stream._sent()
+        self._flush_later()
         return sent
 
     def _send_waiting(self) -> None:
@@ -299,9 +382,21 @@ class BaseHttp2Connection(asyncio.Protocol):
                 sent = self._send(stream, 1) or sent
             if not sent:
                 break
+        self._flush_later()
+
+    def _flush_later(self) -> None:
+        # Write h2's output before the loop's turn ends, with what comes next.
+        if not self._flush_due:
+            self._flush_due = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_due = False
         self._flush()
 
     def _flush(self) -> None:
+        # Write h2's output now.
+        self._unflushed = 0
         data = self._h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -343,16 +438,11 @@ class Http2Connection(BaseHttp2Connection):
         self._server = server
         options = server._protocol_options
         max_header_bytes = options.get("max_header_bytes", MAX_HEADER_BYTES)
-        settings: dict[SettingCodes, int] = {
+        settings = {
             SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
         }
-        if max_header_bytes is not None:
-            # HPACK bombs: the decoder refuses a larger header list.
-            settings[SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_bytes
-            self._h2.decoder.max_header_list_size = max_header_bytes
-        self._h2.local_settings = Settings(client=False, initial_values=settings)
+        self._configure(settings, max_header_bytes, client=False)
         self._draining = False  # the server is shutting down
         self._idle = (
             None
@@ -492,6 +582,7 @@ class StreamTransport(asyncio.Transport):
         "_reading_paused",
         "_remote_ended",
         "_request",
+        "_unacked",
         "_websocket",
         "_writing_paused",
         "stream_id",
@@ -508,9 +599,11 @@ class StreamTransport(asyncio.Transport):
         # A plain request waiting for its body.
         self._request: Request | None = None
         self._body: bytearray | None = None
-        # Input held back while reading is paused: (data, flow-controlled size).
-        self._in: collections.deque[tuple[bytes, int]] = collections.deque()
+        # Input held back while reading is paused: (data, flow-controlled size);
+        # made for the streams that pause only (a deque is 760 bytes).
+        self._in: collections.deque[tuple[bytes, int]] | None = None
         self._in_eof = False  # END_STREAM came after the held input
+        self._unacked = 0  # bytes taken, not acknowledged yet (below ACK_BATCH)
         self._reading_paused = False
         self._out: collections.deque[bytes | memoryview] = collections.deque()
         self._out_size = 0
@@ -593,7 +686,6 @@ class StreamTransport(asyncio.Transport):
             return
         self._eof = True
         self._connection._send(self)
-        self._connection._flush()
 
     def close(self) -> None:
         """End the stream after the buffered data; reset it if the client's side is open."""
@@ -611,7 +703,7 @@ class StreamTransport(asyncio.Transport):
             return
         with contextlib.suppress(StreamClosedError):  # see _reset_meanwhile()
             self._connection._h2.reset_stream(self.stream_id, ErrorCodes.CANCEL)
-        self._connection._flush()
+        self._connection._flush_later()
         self._lose()
 
     # From the HTTP/2 connection.
@@ -619,17 +711,28 @@ class StreamTransport(asyncio.Transport):
     def _send_headers(self, fields: list[tuple[str, str]]) -> None:
         if not self._lost:
             self._connection._h2.send_headers(self.stream_id, fields)
-            self._connection._flush()
+            self._connection._flush_later()
 
     def _data_received(self, data: bytes, size: int) -> None:
         body = self._body
         if body is not None:
             self._body_received(body, data, size)
         elif self._reading_paused or self._in:
+            if self._in is None:
+                self._in = collections.deque()
             self._in.append((data, size))
         else:
             self._protocol.data_received(data)
-            self._connection._acknowledge(size, self.stream_id)
+            self._taken(size)
+
+    def _taken(self, size: int) -> None:
+        # The protocol took ``size`` flow-controlled bytes: acknowledge them,
+        # ACK_BATCH at a time.
+        unacked = self._unacked + size
+        if unacked >= ACK_BATCH:
+            self._connection._acknowledge(unacked, self.stream_id)
+            unacked = 0
+        self._unacked = unacked
 
     def _body_received(self, body: bytearray, data: bytes, size: int) -> None:
         self._connection._acknowledge(size, self.stream_id)
@@ -663,11 +766,11 @@ class StreamTransport(asyncio.Transport):
         while held and not self._reading_paused and not self._lost:
             data, size = held.popleft()
             self._protocol.data_received(data)
-            self._connection._acknowledge(size, self.stream_id)
+            self._taken(size)
         if not held and self._in_eof and not self._lost:
             self._in_eof = False
             self._eof_received()
-        self._connection._flush()
+        self._connection._flush_later()
 
     def _sent(self) -> None:
         # After data left the buffer: writing may go on.
@@ -701,9 +804,11 @@ class StreamTransport(asyncio.Transport):
         if self._lost:
             return
         self._lost = True
-        for _, size in self._in:
-            self._connection._acknowledge(size, self.stream_id)
-        self._in.clear()
+        # What the stream's peer sent still counts against the connection's window.
+        unacked = self._unacked + sum(size for _, size in self._in or ())
+        self._connection._acknowledge(unacked, self.stream_id)
+        self._unacked = 0
+        self._in = None
         self._out.clear()
         self._out_size = 0
         self._connection._stream_closed(self)

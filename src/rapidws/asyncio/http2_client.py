@@ -47,13 +47,13 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import Event, RemoteSettingsChanged, ResponseReceived
 from h2.exceptions import StreamClosedError
-from h2.settings import SettingCodes, Settings
+from h2.settings import SettingCodes
 
 from ..core.client import ClientProtocol
 from ..core.http2 import Http2ClientProtocol, request_fields
 from ..core.protocol import OPEN
 from ..core.uri import WebSocketURI
-from .http2 import MAX_STREAMS, STREAM_WINDOW, BaseHttp2Connection, StreamTransport
+from .http2 import MAX_STREAMS, BaseHttp2Connection, StreamTransport
 
 if TYPE_CHECKING:
     from .client import ClientConnection
@@ -100,15 +100,7 @@ class Http2ClientConnection(BaseHttp2Connection):
         # server: a malformed one fails its WebSocket, not the connection.
         config = H2Configuration(client_side=True, validate_inbound_headers=False)
         super().__init__(loop, H2Connection(config))
-        settings: dict[SettingCodes, int] = {
-            SettingCodes.ENABLE_PUSH: 0,
-            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-        }
-        if max_header_bytes is not None:
-            # HPACK bombs: the decoder refuses a larger header list.
-            settings[SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_bytes
-            self._h2.decoder.max_header_list_size = max_header_bytes
-        self._h2.local_settings = Settings(client=True, initial_values=settings)
+        self._configure({SettingCodes.ENABLE_PUSH: 0}, max_header_bytes, client=True)
         #: Whether the server takes extended CONNECTs, once known.
         self.extended_connect: asyncio.Future[bool] = loop.create_future()
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -182,7 +174,7 @@ class Http2ClientConnection(BaseHttp2Connection):
         request = connection.protocol.request
         assert request is not None
         h2.send_headers(stream.stream_id, request_fields(request, scheme=scheme))
-        self._flush()
+        self._flush_later()
         return stream
 
     def _event(self, event: Event) -> None:
