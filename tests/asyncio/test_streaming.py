@@ -76,6 +76,35 @@ async def test_large_binary_message_arrives_in_bounded_chunks() -> None:
         assert len(chunks) >= len(message) // STREAM_CHUNK_SIZE
 
 
+async def test_large_frame_is_read_in_place_then_messages_as_usual() -> None:
+    # Past its first read, a large frame's payload is read into the engine's
+    # read buffer (recv_into), not through data_received(): the same chunks,
+    # without a bytes object per read. The next message comes the usual way.
+    readers: asyncio.Queue[tuple[bytes, set[str]]] = asyncio.Queue()
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        while True:
+            stream = await ws.recv_stream()
+            chunks: list[bytes] = []
+            names = set()
+            async for chunk in stream:
+                chunks.append(chunk)  # type: ignore[arg-type]
+                names.add(type(ws.transport.get_protocol()).__name__)  # type: ignore[union-attr]
+            await readers.put((b"".join(chunks), names))
+
+    async with (
+        rapidws.serve(handler, "127.0.0.1", 0, compression=None) as server,
+        rapidws.connect(uri(server), compression=None) as ws,
+    ):
+        message = payload(4 * MiB + 3)
+        await ws.send(message)
+        data, names = await wait(readers.get())
+        assert data == message
+        assert "_PayloadReader" in names
+        await ws.send(b"next")
+        assert await wait(readers.get()) == (b"next", {"ServerConnection"})
+
+
 async def test_text_message_arrives_as_str_chunks_cut_between_code_points() -> None:
     handler = Streams()
     text = "aé€😀" * 100_000

@@ -7,6 +7,7 @@ streaming mode and checks the events that come out and the frames written
 
 from __future__ import annotations
 
+import random
 import zlib
 
 import pytest
@@ -16,7 +17,7 @@ from rapidws.core.extensions.permessage_deflate import PerMessageDeflate
 from rapidws.core.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, Close, frame_header
 from rapidws.core.protocol import CLOSING, Event, Ping, Protocol
 from rapidws.core.stream import STREAM_CHUNK_SIZE, MessageChunk, MessageEnd, MessageStart
-from rapidws.exceptions import PayloadTooBig, ProtocolError
+from rapidws.exceptions import InvalidState, PayloadTooBig, ProtocolError
 
 from .test_extensions import invert_extension, shift_extension
 from .test_protocol import MASK, PEER_MASK, _fixed_mask, frame  # noqa: F401 - a fixture
@@ -114,12 +115,100 @@ def test_client_streams_large_frame_piece_by_piece_as_it_arrives() -> None:
     assert feed(proto, b"a") == [START_BINARY, MessageChunk(b"a")]
     assert feed(proto, b"bc") == [MessageChunk(b"bc")]
     assert proto.payload_left == size - 3
-    assert proto.payload_buffer_size() == 0  # never filled in place: chunks instead
+    assert proto._msg_fill is None  # never filled in place: chunks instead
     assert feed(proto, b"x" * (size - 3)) == [
         *[MessageChunk(b"x" * STREAM_CHUNK_SIZE)] * 15,
         MessageChunk(b"x" * (STREAM_CHUNK_SIZE - 3)),
         END,
     ]
+
+
+def read_into(proto: Protocol, wire: bytes, sizes: list[int]) -> list[Event]:
+    """Write ``wire`` into payload_buffer() views, as recv_into does; return the events."""
+    events: list[Event] = []
+    done = 0
+    for size in sizes:
+        view = proto.payload_buffer()
+        assert view is not None
+        # The rest of the frame, never more; a read's worth (256 KiB) or a
+        # chunk, whichever is larger.
+        assert len(view) == min(len(wire) - done, max(proto.stream_chunk_size, 256 * 1024))
+        view[:size] = wire[done : done + size]
+        view.release()
+        proto.payload_received(size)
+        events += proto.events_received()
+        done += size
+    return events
+
+
+@pytest.mark.parametrize("chunk_size", [4096, 1 << 20])
+def test_server_reads_streamed_frame_in_place(chunk_size: int) -> None:
+    # Each read becomes chunks at once, unmasked out of the engine's read
+    # buffer: the same events as parsing the same bytes.
+    message = bytes(range(251)) * 4000
+    data = frame(OP_BINARY, message, mask=PEER_MASK)
+    start = len(data) - len(message) + 10
+    proto = streaming(is_client=False, chunk_size=chunk_size)
+    assert proto.payload_buffer() is None
+    assert feed(proto, data[:start]) == [START_BINARY, MessageChunk(message[:10])]
+    rest = data[start:]
+    left = len(rest) - 205_004
+    sizes = [1, 3, 5000, 200_000, *[256 * 1024] * (left // (256 * 1024)), left % (256 * 1024)]
+    events = read_into(proto, rest, sizes)
+    assert events[-1] == END
+    assert b"".join(event.data for event in events[:-1]) == message[10:]  # type: ignore[union-attr, misc]
+    assert all(0 < len(event.data) <= chunk_size for event in events[:-1])  # type: ignore[union-attr]
+    assert len(events) - 1 == sum(-(-size // chunk_size) for size in sizes)
+    # The frames after it are parsed as usual.
+    assert (proto.payload_buffer(), proto._stream_read) == (None, None)
+    with pytest.raises(InvalidState, match="payload_buffer"):
+        proto.payload_received(0)
+    assert feed(proto, frame(OP_TEXT, b"next", mask=PEER_MASK)) == ["next"]
+
+
+def test_client_reads_streamed_text_in_place_cut_between_code_points() -> None:
+    text = "aé€😀" * 20_000  # 200 KB: a read
+    encoded = text.encode()
+    data = frame(OP_TEXT, encoded[:100], fin=False) + frame(OP_CONT, encoded[100:])
+    start = len(data) - len(encoded) + 100 + 3  # into the second frame's payload
+    proto = streaming(chunk_size=STREAM_CHUNK_SIZE)
+    events = feed(proto, data[:start])
+    rest = data[start:]
+    events += read_into(proto, rest, [7, 1, 2, len(rest) - 10])
+    assert payload_of(events) == text
+    assert all(type(event.data) is str for event in events[1:-1])  # type: ignore[union-attr]
+
+
+def test_streamed_frame_read_in_place_fails_at_its_first_bad_byte() -> None:
+    data = frame(OP_TEXT, b"a" * 300_000)
+    proto = streaming(chunk_size=STREAM_CHUNK_SIZE)
+    feed(proto, data[:1000])
+    view = proto.payload_buffer()
+    assert view is not None
+    view[:2] = b"\xc3\x28"  # a lead byte without its continuation
+    proto.payload_received(2)
+    assert_failed(proto, 1007, "invalid UTF-8 in text message")
+    assert proto.payload_buffer() is None
+
+
+def test_no_payload_buffer_for_compressed_streams_or_once_closing() -> None:
+    proto = streaming(chunk_size=STREAM_CHUNK_SIZE, extensions=[PerMessageDeflate()])
+    compressor = zlib.compressobj(wbits=-15)
+    noise = random.Random(0).randbytes(300_000)  # deflates to as much
+    deflated = compressor.compress(noise) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    feed(proto, frame(OP_BINARY, deflated[:-4], rsv=0x40)[:1000])
+    assert proto.payload_left > 250_000
+    assert proto.payload_buffer() is None  # inflated as the consumer goes
+    proto = streaming(chunk_size=STREAM_CHUNK_SIZE)
+    feed(proto, frame(OP_BINARY, bytes(300_000))[:1000])
+    view = proto.payload_buffer()
+    assert view is not None
+    with pytest.raises(ValueError, match="more bytes"):
+        proto.payload_received(len(view) + 1)
+    proto.send_close(1001)  # between a read and its callback: nobody reads on
+    assert proto.payload_buffer() is None
+    proto.payload_received(len(view))
+    assert proto.events_received() == []
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "byte-by-byte"])

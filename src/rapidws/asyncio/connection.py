@@ -128,6 +128,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         "_stream",
         "_write_high",
         "_write_low",
+        "_writev",
         "_writing_paused",
         "close_timeout",
         "latency",
@@ -188,6 +189,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         self._message_hook: Callable[[Data], None] | None = None
         self._reading_paused = False
         self._writing_paused = False
+        self._writev = False  # see connection_made()
         self._drain_waiter: asyncio.Future[None] | None = None
         # Set while a fragmented message is being sent; done when it is sent.
         self._fragmenting: asyncio.Future[None] | None = None
@@ -547,19 +549,6 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
             if not writer._sent:
                 await writer.send(data)  # an empty file: an empty message
 
-    def _send_fragment(
-        self, data: Data | bytearray | memoryview, *, first: bool, fin: bool, compress: bool
-    ) -> None:
-        protocol = self.protocol
-        if not first:
-            protocol.send_continuation(data, fin)
-        elif isinstance(data, str):
-            protocol.send_text(data, fin, compress=compress)
-        else:
-            protocol.send_binary(data, fin, compress=compress)
-        self._count_sent(data, first)
-        self._write_pending()
-
     def ping(self, data: str | bytes | bytearray | None = None) -> asyncio.Future[float]:
         """Send a ping; return a future that resolves to the round-trip time in seconds.
 
@@ -713,7 +702,10 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                 return  # nothing written, nothing changed (EOF comes with b"")
         else:
             self._wire_out += sum(map(len, out))
-            _write_all(transport, out)
+            if len(out) == 2 and self._writev and out[1]:  # b"" would ask for EOF
+                transport.writelines(out)  # most often a frame's header and payload
+            else:
+                _write_all(transport, out)
         if protocol.state is OPEN and not protocol.eof_sent:
             return  # close_expected() is false, without the call
         if self._close_timer is None and not self._lost and protocol.close_expected():
@@ -811,7 +803,8 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         if type(event) is MessageChunk:
             if stream is not None:
                 stream._chunks.append(event.data)
-                stream._wake()
+                if stream._waiter is not None:  # most chunks find none
+                    stream._wake()
                 if len(stream._chunks) >= _STREAM_HIGH and self.protocol.state is OPEN:
                     # Read-side flow control, as for the message queue.
                     self._pause_reading()
@@ -825,7 +818,8 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
 
     def _stream_drained(self) -> None:
         # The application took chunks of the stream, or skipped it.
-        if self.protocol.inflating:
+        protocol = self.protocol
+        if protocol.parsing_paused and protocol.inflating:  # the attribute first: per chunk
             self._resume_parsing()
         elif self._reading_paused and len(self._messages) <= self._queue_low:
             self._resume_reading()
@@ -935,6 +929,11 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(self._write_high, self._write_low)
+        # uvloop's writelines() is one writev() that keeps flow control: a
+        # frame's header and its payload (a stream's fragment, a large
+        # message) leave in one system call, and the payload is not copied.
+        # asyncio's joins them (3.11) or skips pause_writing() (3.12+).
+        self._writev = type(transport).__module__.startswith("uvloop")
 
     def _data_received_more(self, data: bytes) -> None:
         # data_received() (ConnectionCore) when the connection is not open.
@@ -1017,9 +1016,10 @@ class _PayloadReader(asyncio.BufferedProtocol):
     """The transport's protocol while a large frame's payload is read in place.
 
     The socket reads into the message itself (the engine's ``payload_buffer()``),
-    which is unmasked there: no bytes object per read, no copy. When the frame
-    is complete, the connection is the transport's protocol again. Every other
-    callback goes to the connection.
+    which is unmasked there: no bytes object per read, no copy. A streamed
+    message's payload is read into the engine's read buffer instead, and
+    leaves it as chunks. When the frame is complete, the connection is the
+    transport's protocol again. Every other callback goes to the connection.
     """
 
     __slots__ = ("_connection", "_spill")
@@ -1053,6 +1053,9 @@ class _PayloadReader(asyncio.BufferedProtocol):
         protocol.payload_received(nbytes)
         if not protocol.payload_left:
             connection._read_messages()
+            connection._process_events()
+        elif protocol.streaming:
+            # A streamed message's chunks go to their reader as they are read.
             connection._process_events()
 
     def data_received(self, data: bytes) -> None:
@@ -1152,11 +1155,12 @@ class MessageStream:
 class MessageWriter:
     """A message sent as a stream, from :meth:`Connection.send_stream`."""
 
-    __slots__ = ("_compress", "_connection", "_ended", "_fragmenting", "_sent", "_text")
+    __slots__ = ("_compress", "_connection", "_ended", "_fragmenting", "_kind", "_sent", "_text")
 
     def __init__(self, connection: Connection[Any], text: bool | None, compress: bool) -> None:
         self._connection = connection
         self._text = text  # None: the first fragment tells
+        self._kind: type | None = None  # the type of the fragments that passed _check()
         self._compress = compress
         self._sent = False  # whether a fragment is out
         self._ended = False
@@ -1178,7 +1182,8 @@ class MessageWriter:
             ConnectionClosed: when the connection is closing or closed.
             TypeError: for a fragment of the other type than the message's.
         """
-        self._check(data)
+        if type(data) is not self._kind:  # checked once per message, most often
+            self._check(data)
         self._write(data, fin=False)
         connection = self._connection
         if connection._writing_paused:
@@ -1192,15 +1197,25 @@ class MessageWriter:
             self._text = text
         elif text is not self._text:
             raise TypeError("all the fragments of a message must be of one type")
+        self._kind = type(data)
 
     def _write(self, data: Data | bytearray | memoryview, *, fin: bool) -> None:
         connection = self._connection
+        protocol = connection.protocol
+        first = not self._sent
         try:
-            connection._send_fragment(data, first=not self._sent, fin=fin, compress=self._compress)
+            if not first:
+                protocol.send_continuation(data, fin)
+            elif isinstance(data, str):
+                protocol.send_text(data, fin, compress=self._compress)
+            else:
+                protocol.send_binary(data, fin, compress=self._compress)
         except InvalidState:
-            if connection.protocol.state is OPEN:
+            if protocol.state is OPEN:
                 raise
             raise connection._closed_exc() from None
+        connection._count_sent(data, first)
+        connection._write_pending()
         self._sent = True
         self._ended = fin
 

@@ -173,6 +173,7 @@ class Protocol(ProtocolCore):
         "_send_compress",
         "_send_opcode",
         "_stream",
+        "_stream_read",
         "_streaming",
         "_utf8",
         "auto_pong",
@@ -266,6 +267,9 @@ class Protocol(ProtocolCore):
         self._streaming = False
         self._msg_stream = False
         self._stream: StreamDecoder | None = None
+        # The buffer that a streamed message's payload is read into (see
+        # payload_buffer), while such a message is received.
+        self._stream_read: memoryview | None = None
         # A compressed piece whose output was not all handed out (see
         # _inflate), whether it ends its message, and how many decoded bytes
         # the current call handed out.
@@ -435,25 +439,58 @@ class Protocol(ProtocolCore):
         of the frame, 256 KiB at most, so it never holds a byte of the next.
         Write into it before :meth:`payload_received`, never after: the view
         then points into a message that is handed out.
+
+        There is one too while an uncompressed message is streamed: the view
+        is the engine's read buffer then (the rest of the frame, up to 256 KiB
+        or a chunk, whichever is larger), and :meth:`payload_received` hands
+        what was read out as chunks at once, unmasked on their way out of it.
+        A read costs no ``bytes`` object of its own, and no copy but the chunks.
         """
         size = self.payload_buffer_size()
+        if not size:
+            return None
         fill = self._msg_fill
-        return fill.reserve(size) if size and fill is not None else None
+        if fill is not None:
+            return fill.reserve(size)
+        read = self._stream_read
+        if read is None or len(read) < size:
+            # Never committed: MessageBuffer's reserve() is a writable view
+            # with no bytes set first (a bytearray would zero them).
+            read = self._stream_read = MessageBuffer(size).reserve(size)
+        return read[:size]
 
     def payload_buffer_size(self) -> int:
         """Return how many bytes :meth:`payload_buffer` would view now; 0 for no view."""
-        if self._msg_fill is None or self.state is not OPEN or self.parsing_paused or self._buf:
+        if self.state is not OPEN or self.parsing_paused or self._buf:
             return 0
-        return min(self._frame_left, _READ_CHUNK)
+        if self._msg_fill is not None:
+            return min(self._frame_left, _READ_CHUNK)
+        if self._msg_stream and self._frame_left and not self._msg_rsv:
+            # At least a read's worth, however small the chunks: a read each
+            # would cost a system call each.
+            assert self._stream is not None  # made when streaming was set
+            return min(self._frame_left, max(self._stream.chunk_size, _READ_CHUNK))
+        return 0
 
     def payload_received(self, nbytes: int) -> None:
         """Take ``nbytes`` read into the start of the last :meth:`payload_buffer`.
 
-        The last of the frame makes the message an event.
+        The last of the frame makes the message an event; a streamed message's
+        bytes become chunks at once.
         """
         fill = self._msg_fill
         if fill is None:
-            raise InvalidState("no payload_buffer() to take bytes from")
+            read = self._stream_read
+            if read is None:
+                raise InvalidState("no payload_buffer() to take bytes from")
+            if not 0 <= nbytes <= min(len(read), self._frame_left):
+                raise ValueError("more bytes than payload_buffer() viewed")
+            self._frame_left -= nbytes
+            fin = self._frame_fin and not self._frame_left
+            with read[:nbytes] as piece:
+                self._stream_payload(piece, self._frame_mask, self._frame_offset, fin)
+            self._frame_offset += nbytes
+            return
         fill.commit(nbytes, self._frame_mask, self._frame_offset)
         self._frame_left -= nbytes
         self._frame_offset += nbytes
@@ -574,8 +611,10 @@ class Protocol(ProtocolCore):
         if fin and first and not self.extensions:
             self._send_frame(0x80 | opcode, data)  # a whole message
             return
-        self._send_opcode = 0 if fin else (opcode or self._send_opcode)
-        self._update_send_direct()
+        sending = 0 if fin else (opcode or self._send_opcode)
+        if sending != self._send_opcode:  # not for each fragment of a stream
+            self._send_opcode = sending
+            self._update_send_direct()
         self._send_compress = compress
         rsv = 0
         for extension in self.extensions:
@@ -653,13 +692,11 @@ class Protocol(ProtocolCore):
         if self.is_client:
             # Masking copies the payload anyway: into the frame, at once.
             self._out.append(encode_frame(first, payload, generate_mask()))
-        elif len(payload) <= JOIN_LIMIT or (
-            # A fragment (of a stream, most often) up to a chunk: one write
-            # for its header and payload, not two, is worth copying it.
-            (first & 0x0F == OP_CONT or not first & 0x80) and len(payload) <= STREAM_CHUNK_SIZE
-        ):
+        elif len(payload) <= JOIN_LIMIT:
             self._out.append(encode_frame(first, payload))
         else:
+            # Header and payload apart, the payload not copied (a stream's
+            # fragments too): the I/O layer writes both in one writev() if it can.
             self._out.append(frame_header(first, len(payload), None))
             self._out.append(payload if isinstance(payload, bytes) else bytes(payload))
 
@@ -1008,6 +1045,7 @@ class Protocol(ProtocolCore):
         self._msg_opcode = 0
         self._msg_buf = None
         self._msg_fill = None
+        self._stream_read = None
 
     def _decode_extensions(self, chunk: bytes | bytearray, fin: bool) -> bytes:
         data = bytes(chunk)
