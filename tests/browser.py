@@ -7,6 +7,7 @@ packages to install, never skips it.
 
 from __future__ import annotations
 
+import os
 import shutil
 from typing import Any
 
@@ -26,4 +27,7 @@ def chromium(*arguments: str) -> Any:
     # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", *arguments):
         options.add_argument(argument)
-    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    # Not the sanitizer runtime that .ci/run preloads into the tests: the
+    # browser is not built for it, and chromedriver exits at once.
+    env = {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver, env=env))
