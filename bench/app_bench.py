@@ -64,6 +64,7 @@ from run import (
     run_loop,
     system_busy,
     versions,
+    wait_quiet,
 )
 
 # What this runner needs beyond the rapidws install: module name -> pip name.
@@ -400,15 +401,7 @@ def main() -> None:
     server_prefix, client_prefix = pinning()
     bench = PathBench(client, client_prefix, warmup, duration / rounds, 0.0)
 
-    load = other_load()
-    waited = 0.0
-    while load > 0.2 and waited < args.wait_quiet:
-        print(f"other processes use {load:.2f} cores; waiting", flush=True)
-        time.sleep(10)
-        waited += 11
-        load = other_load()
-    if load > 0.2:
-        print(f"warning: other processes use {load:.2f} cores; ratios stay comparable", flush=True)
+    load = wait_quiet(args.wait_quiet)
 
     found_versions = versions(False)
     for name in ("starlette", "uvicorn", "httptools"):

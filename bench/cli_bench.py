@@ -52,6 +52,7 @@ from run import (
     raise_nofile,
     system_busy,
     versions,
+    wait_quiet,
 )
 
 ARTILLERY_DIR = Path(tempfile.gettempdir()) / "rapidws-bench-artillery"
@@ -370,20 +371,6 @@ def rate_table(rates: dict) -> tuple[str, dict]:
                 f"| {label} | (rapidws uncorrected vs C) | | " + " | ".join(raw.values()) + " | | |"
             )
     return "\n".join(rows) + "\n", figures
-
-
-def wait_quiet(limit: float) -> float:
-    """Wait up to ``limit`` seconds for other processes to go idle; return the load seen."""
-    load = other_load()
-    waited = 0.0
-    while load > 0.2 and waited < limit:
-        print(f"other processes use {load:.2f} cores; waiting", flush=True)
-        time.sleep(10)
-        waited += 11
-        load = other_load()
-    if load > 0.2:
-        print(f"warning: other processes use {load:.2f} cores: ratios are indicative", flush=True)
-    return load
 
 
 def main() -> None:

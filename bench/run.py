@@ -250,6 +250,24 @@ def other_load(seconds: float = 1.0) -> float:
     return (system_busy() - before) / seconds
 
 
+def wait_quiet(limit: float) -> float:
+    """Wait up to ``limit`` seconds for other processes to go idle; return the load seen."""
+    load = other_load()
+    waited = 0.0
+    while load > 0.2 and waited < limit:
+        print(f"other processes use {load:.2f} cores; waiting", flush=True)
+        time.sleep(10)
+        waited += 11
+        load = other_load()
+    if load > 0.2:
+        print(
+            f"warning: other processes use {load:.2f} cores; ratios are still comparable "
+            "within this run, absolute numbers less so",
+            flush=True,
+        )
+    return load
+
+
 class Running:
     """A server process, pinned, with its stderr in a log file."""
 
@@ -775,19 +793,7 @@ def main() -> None:
         ]
     all_cases = cases(idle)
 
-    load = other_load()
-    waited = 0.0
-    while load > 0.2 and waited < args.wait_quiet:
-        print(f"other processes use {load:.2f} cores; waiting", flush=True)
-        time.sleep(10)
-        waited += 11
-        load = other_load()
-    if load > 0.2:
-        print(
-            f"warning: other processes use {load:.2f} cores; ratios are still comparable "
-            "within this run, absolute numbers less so",
-            flush=True,
-        )
+    load = wait_quiet(args.wait_quiet)
 
     report: dict = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
