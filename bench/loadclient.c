@@ -7,7 +7,7 @@
  *
  *   loadclient -m echo      -P port [-c conns] [-s size] [-w warmup] [-d duration] [-R]
  *   loadclient -m handshake -P port [-c concurrency] [-w warmup] [-d duration]
- *   loadclient -m upload    -P port [-s size] [-w warmup] [-d duration]   (path /ack)
+ *   loadclient -m upload    -P port [-s size] [-w warmup] [-d duration]   (path /ack; size < 4 GiB)
  *   loadclient -m idle      -P port [-c conns] [-H hold] [-R]
  *   loadclient -m rate      -P port -r msgs_per_s [-c conns] [-s size] [-w warmup] [-d duration]
  *   common: [-p server_pid] [-u path] [-L open_limit]
@@ -1022,7 +1022,8 @@ int main(int argc, char **argv) {
         default: usage();
         }
     }
-    if (port <= 0 || port > 65535 || nconn < 1 || nconn > 100000 || size > (256u << 20) ||
+    if (port <= 0 || port > 65535 || nconn < 1 || nconn > 100000 ||
+        size > (mode == M_UPLOAD ? (size_t)4 << 30 : (size_t)256 << 20) ||
         warmup < 0 || duration <= 0 || duration > 3600 || hold < 0 || hold > 600 || open_limit < 1 ||
         (raw && mode == M_HANDSHAKE) ||
         (mode == M_RATE && (raw || size < STAMP || !(send_rate > 0) || send_rate * nconn > 1e7)))

@@ -1,7 +1,8 @@
 """One command for the rapidws benchmarks, beside picows, aiohttp, websockets, Node ws, raw TCP.
 
     python bench/run.py [--quick] [--loop uvloop|asyncio|both] [--duration S]
-                        [--only NAME,NAME] [--wait-quiet S] [--json PATH]
+                        [--only NAME,NAME] [--cases NAME,NAME] [--wait-quiet S]
+                        [--json PATH]
 
 It installs the peers it needs into the current environment when they are
 missing (websockets, picows, aiohttp, uvloop; Node's ``ws`` into a temporary
@@ -43,7 +44,7 @@ PACKAGES = {
     "picows": "picows",
     "aiohttp": "aiohttp",
 }
-KIB, MIB = 1024, 1024 * 1024
+KIB, MIB, GIB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 REFERENCE = "rapidws callback"
 
 
@@ -56,11 +57,12 @@ class Case:
     connections: int = 1
     size: int = 16
     unit: str = "msg/s"
+    same_core: bool = False  # the load client on the server's core, not its own
 
     @property
     def higher_is_better(self) -> bool:
         """Rates are better high, memory is better low."""
-        return self.mode != "idle"
+        return self.mode not in ("idle", "stream-memory")
 
 
 @dataclass(frozen=True)
@@ -71,21 +73,26 @@ class Server:
     command: tuple[str, ...]  # {port} and {loop} are filled in
     raw: bool = False  # raw TCP, without WebSocket: echo, upload (length-prefixed) and idle
     python: bool = True  # runs on the chosen event loop
+    streams: bool = False  # holds a message's bytes only while it handles them
 
 
-def servers(node: bool) -> list[Server]:
+def servers(node: bool, raw_c: Path) -> list[Server]:
     """Return every server, in the order of the table's columns."""
     py = sys.executable
     found = [
         Server(REFERENCE, (py, str(BENCH / "server.py"), "--api", "callback")),
         Server("rapidws iterator", (py, str(BENCH / "server.py"), "--api", "iterator")),
+        Server("rapidws stream", (py, str(BENCH / "server.py"), "--api", "stream"), streams=True),
         Server("picows", (py, str(PEERS / "picows_server.py"))),
         Server("aiohttp", (py, str(PEERS / "aiohttp_server.py"))),
         Server("websockets", (py, str(PEERS / "websockets_server.py"))),
     ]
     if node:
         found.append(Server("node ws", ("node", str(PEERS / "node_ws_server.js")), python=False))
-    found.append(Server("raw TCP (floor)", (py, str(PEERS / "raw_tcp_server.py")), raw=True))
+    found.append(
+        Server("raw TCP (floor)", (py, str(PEERS / "raw_tcp_server.py")), raw=True, streams=True)
+    )
+    found.append(Server("raw C", (str(raw_c),), raw=True, python=False, streams=True))
     return found
 
 
@@ -96,11 +103,16 @@ def cases(idle_connections: int) -> list[Case]:
         Case("echo 1 conn 1 KiB", "echo", 1, KIB),
         Case("echo 1 conn 64 KiB", "echo", 1, 64 * KIB),
         Case("echo 1 conn 1 MiB", "echo", 1, MIB),
+        Case("echo 1 conn 16 B, same core", "echo", 1, 16, same_core=True),
+        Case("echo 1 conn 64 KiB, same core", "echo", 1, 64 * KIB, same_core=True),
+        Case("echo 1 conn 1 MiB, same core", "echo", 1, MIB, same_core=True),
         Case("echo 100 conns 16 B", "echo", 100, 16),
         Case("echo 100 conns 1 KiB", "echo", 100, KIB),
         Case("handshakes sequential", "handshake", 1, unit="hs/s"),
         Case("handshakes 50 concurrent", "handshake", 50, unit="hs/s"),
         Case("upload 16 MiB to /ack", "upload", 1, 16 * MIB, unit="MB/s"),
+        Case("upload 16 MiB, same core", "upload", 1, 16 * MIB, unit="MB/s", same_core=True),
+        Case("upload 1 GiB: RSS growth", "stream-memory", 1, GIB, unit="MiB"),
         Case(f"idle memory, {idle_connections} conns", "idle", idle_connections, unit="KiB/conn"),
     ]
 
@@ -118,15 +130,13 @@ def ensure_packages(packages: dict[str, str] = PACKAGES) -> list[str]:
     return missing
 
 
-def build_client(directory: Path) -> Path:
-    """Compile the load client into ``directory``."""
-    binary = directory / "loadclient"
+def build(source: Path, directory: Path) -> Path:
+    """Compile one C program of the harness (load client, raw C server) into ``directory``."""
+    binary = directory / source.stem
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        sys.exit("a C compiler (gcc) is needed to build bench/loadclient.c")
-    subprocess.run(
-        [gcc, "-O2", "-Wall", "-o", str(binary), str(BENCH / "loadclient.c")], check=True
-    )
+        sys.exit(f"a C compiler (gcc) is needed to build {source.relative_to(BENCH.parent)}")
+    subprocess.run([gcc, "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
     return binary
 
 
@@ -330,11 +340,19 @@ class Bench:
     """Runs the cases against running servers."""
 
     def __init__(
-        self, client: Path, prefix: list[str], warmup: float, duration: float, hold: float
+        self,
+        client: Path,
+        prefix: list[str],
+        server_prefix: list[str],
+        *,
+        warmup: float,
+        duration: float,
+        hold: float,
     ) -> None:
         """Keep the settings."""
         self.client = client
         self.prefix = prefix
+        self.server_prefix = server_prefix
         self.warmup = warmup
         self.duration = duration
         self.hold = hold
@@ -357,9 +375,15 @@ class Bench:
             self.probes.append(rate)
         return rate
 
-    def run_client(self, args: list[str], on_line: object = None) -> tuple[dict, dict]:
-        """Run the load client; return its result and the CPU accounting around it."""
-        command = [*self.prefix, str(self.client), *args]
+    def run_client(
+        self, args: list[str], on_line: object = None, *, same_core: bool = False
+    ) -> tuple[dict, dict]:
+        """Run the load client; return its result and the CPU accounting around it.
+
+        ``same_core`` pins it to the server's core: on these VMs a wake-up across
+        cores costs tens of µs, so a one-connection case measures both placements.
+        """
+        command = [*(self.server_prefix if same_core else self.prefix), str(self.client), *args]
         busy0, kids0, t0 = system_busy(), children_cpu(), time.monotonic()
         server_pid = int(args[args.index("-p") + 1])
         server0 = process_cpu(server_pid)
@@ -397,6 +421,8 @@ class Bench:
         common = ["-P", str(running.port), "-p", str(pid)]
         if case.mode == "idle":
             return self.measure_idle(case, running, common)
+        if case.mode == "stream-memory":
+            return self.measure_stream_memory(case, running, common)
         args = [
             "-m",
             case.mode,
@@ -412,7 +438,7 @@ class Bench:
         ]
         if running.server.raw:
             args.append("-R")
-        result, accounting = self.run_client(args)
+        result, accounting = self.run_client(args, same_core=case.same_core)
         record = {**result, **accounting}
         if not result or not result.get("count"):
             record["failed"] = accounting["stderr"] or "no result"
@@ -424,6 +450,36 @@ class Bench:
         else:
             record["value"] = result["rate"]
             record["cpu_us_per_op"] = 1e6 * result["server_cpu_s"] / result["count"]
+        return record
+
+    def measure_stream_memory(self, case: Case, running: Running, common: list[str]) -> dict:
+        """Server RSS growth, at its peak, while one ``case.size`` message streams to /ack."""
+        pid = running.pid
+        base = rss_kib(pid)
+        peak = [base]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.005):
+                with contextlib.suppress(OSError, ValueError):
+                    peak[0] = max(peak[0], rss_kib(pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        # No warm-up: from the first message on; a few messages of 1 GiB in 3 s.
+        args = ["-m", "upload", "-s", str(case.size), "-w", "0", "-d", "3", *common]
+        if running.server.raw:
+            args.append("-R")
+        try:
+            result, accounting = self.run_client(args)
+        finally:
+            done.set()
+            sampler.join()
+        record = {**result, **accounting, "rss_base_kib": base, "rss_peak_kib": peak[0]}
+        if not result.get("count"):
+            record["failed"] = accounting["stderr"] or "the message was not acknowledged"
+            return record
+        record["value"] = (peak[0] - base) / KIB
         return record
 
     def measure_idle(self, case: Case, running: Running, common: list[str]) -> dict:
@@ -605,7 +661,7 @@ def floor_check(results: dict, all_cases: list[Case]) -> list[str]:
             (
                 (n, r[case.name].get("value", 0))
                 for n, r in results.items()
-                if n != "raw TCP (floor)" and case.name in r
+                if not n.startswith("raw ") and case.name in r
             ),
             key=lambda pair: pair[1],
             default=("", 0),
@@ -677,10 +733,10 @@ def run_loop(
     stderr: dict = {}
     pool: dict[str, Running] = {}
     per_round: dict = {s.name: {} for s in all_servers}
-    active = [s for s in all_servers if s.python or not reuse]
+    active = [s for s in all_servers if s.python or s.name not in reuse]
     for server in all_servers:
         if server not in active:
-            results[server.name] = reuse
+            results[server.name] = reuse[server.name]
 
     def running_for(server: Server) -> Running:
         running = pool.get(server.name)
@@ -724,6 +780,8 @@ def run_loop(
                 for server in active[shift:] + active[:shift]:
                     if server.raw and case.mode == "handshake":
                         continue
+                    if case.mode == "stream-memory" and not server.streams:
+                        continue  # it would hold the whole message: 1 GiB, by design
                     if "_error" in results[server.name]:
                         continue
                     try:
@@ -761,6 +819,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, help="rounds per case, best kept (3; quick: 1)")
     parser.add_argument("--only", help="comma-separated server names (substrings)")
+    parser.add_argument("--cases", help="comma-separated case names (substrings)")
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -782,16 +841,26 @@ def main() -> None:
     node, node_note = ensure_node_ws()
     print(node_note, flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="rapidws-bench-"))
-    client = build_client(workdir)
+    client = build(BENCH / "loadclient.c", workdir)
     server_prefix, client_prefix = pinning()
-    bench = Bench(client, client_prefix, warmup, duration / rounds, hold)
-    all_servers = servers(node)
+    bench = Bench(
+        client,
+        client_prefix,
+        server_prefix,
+        warmup=warmup,
+        duration=duration / rounds,
+        hold=hold,
+    )
+    all_servers = servers(node, build(PEERS / "raw_c_server.c", workdir))
     if args.only:
         wanted = [w.strip() for w in args.only.split(",")]
         all_servers = [
             s for s in all_servers if s.name == REFERENCE or any(w in s.name for w in wanted)
         ]
     all_cases = cases(idle)
+    if args.cases:
+        wanted = [w.strip() for w in args.cases.split(",")]
+        all_cases = [c for c in all_cases if any(w in c.name for w in wanted)]
 
     load = wait_quiet(args.wait_quiet)
 
@@ -819,7 +888,7 @@ def main() -> None:
     probe = Server("probe", (sys.executable, str(PEERS / "raw_tcp_server.py")), raw=True)
     bench.probe_server = Running(probe, "uvloop", server_prefix, workdir)
     markdown, all_notes = [], []
-    node_results: dict = {}
+    not_python: dict = {}  # measured on the first loop only: the loop is not theirs
     for loop in loops:
         results, stderr = run_loop(
             loop,
@@ -830,9 +899,9 @@ def main() -> None:
             prefix=server_prefix,
             workdir=workdir,
             report=report,
-            reuse=node_results,
+            reuse=not_python,
         )
-        node_results = next((results[s.name] for s in all_servers if not s.python), {})
+        not_python = {s.name: results[s.name] for s in all_servers if not s.python}
         report["results"][loop] = results
         report["stderr"][loop] = stderr
         names = [s.name for s in all_servers]

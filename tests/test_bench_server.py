@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -47,12 +48,23 @@ def test_bench_server_echoes_and_acks(api: str, loop: str) -> None:
         assert server.wait(10) == 0
 
 
-RAW = Path(__file__).parents[1] / "bench" / "peers" / "raw_tcp_server.py"
+PEERS = Path(__file__).parents[1] / "bench" / "peers"
 
 
-def test_raw_server_echoes_and_acks_length_prefixed_uploads() -> None:
+def raw_server(kind: str, tmp_path: Path) -> list[str]:
+    """The command of one raw TCP floor: the Python one, or the C one built as run.py does."""
+    if kind == "python":
+        return [sys.executable, str(PEERS / "raw_tcp_server.py"), "--loop", "asyncio"]
+    binary = tmp_path / "raw_c_server"
+    source = PEERS / "raw_c_server.c"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(source)], check=True)
+    return [str(binary)]
+
+
+@pytest.mark.parametrize("kind", ["python", "c"])
+def test_raw_server_echoes_and_acks_length_prefixed_uploads(kind: str, tmp_path: Path) -> None:
     port = free_port()
-    command = [sys.executable, str(RAW), "--port", str(port), "--loop", "asyncio"]
+    command = [*raw_server(kind, tmp_path), "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
@@ -60,6 +72,15 @@ def test_raw_server_echoes_and_acks_length_prefixed_uploads() -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as echo:
             echo.sendall(b"\x01echo")
             assert echo.recv(100) == b"\x01echo"
+            # More than the socket buffers hold: the echo waits for the reader.
+            big = bytes(range(1, 256)) * 40_000
+            sender = threading.Thread(target=echo.sendall, args=(big,))
+            sender.start()
+            back = bytearray()
+            while len(back) < len(big):
+                back += echo.recv(1 << 20)
+            sender.join()
+            assert back == big
         with socket.create_connection(("127.0.0.1", port), timeout=10) as upload:
             # Lengths and payloads cut anywhere, an empty message included.
             wire = b"".join(n.to_bytes(8, "big") + b"p" * n for n in (3 << 20, 0, 5))

@@ -393,7 +393,7 @@ async def test_streaming_echo_relays_chunks_as_they_arrive() -> None:
             assert await wait(ws.recv()) == message
 
 
-async def test_send_stream_writes_each_fragment_at_once() -> None:
+async def test_send_stream_writes_each_fragment_in_its_turn() -> None:
     async with rapidws.serve(stream_echo, "127.0.0.1", 0) as server:
         peer = await RawPeer.open_websocket(server.port)
         peer.send_frame(OP_TEXT, "ab", fin=False, mask=b"abcd")
@@ -404,6 +404,79 @@ async def test_send_stream_writes_each_fragment_at_once() -> None:
         last = await peer.read_frame()
         assert (last.fin, last.opcode, last.payload) == (True, OP_CONT, b"")
         await peer.close()
+
+
+class CountingTransport:
+    """Stands in for a connection's transport, counting the calls that write."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)
+
+    def writelines(self, lines: list[bytes]) -> None:
+        self.writes.append(b"".join(lines))
+        self.transport.writelines(lines)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def test_send_stream_fragments_of_one_turn_leave_in_one_write() -> None:
+    # A streamed echo hands out a read's chunks together: the peer wakes once
+    # for them all, not once each. A close given meanwhile follows them.
+    counted: list[CountingTransport] = []
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        assert ws.transport is not None
+        counting = CountingTransport(ws.transport)
+        ws.transport = counting  # type: ignore[assignment]
+        counted.append(counting)
+        out = ws.send_stream()
+        await out.__aenter__()
+        for piece in (b"one", b"two", b"three"):
+            await out.send(piece)
+        assert counting.writes == []  # not yet: the turn of the loop goes on
+        await asyncio.sleep(0)
+        assert len(counting.writes) == 1
+        await out.send(b"four")
+        ws.protocol.send_close(1000, "bye")  # as close() does, in the same turn
+        ws._write_pending()
+        await out.__aexit__(None, None, None)
+
+    async with rapidws.serve(handler, "127.0.0.1", 0) as server:
+        peer = await RawPeer.open_websocket(server.port)
+        frames = [await peer.read_frame() for _ in range(4)]
+        assert [(f.fin, f.opcode, f.payload) for f in frames] == [
+            (False, OP_BINARY, b"one"),
+            (False, OP_CONT, b"two"),
+            (False, OP_CONT, b"three"),
+            (False, OP_CONT, b"four"),
+        ]
+        assert (await peer.read_close()).close_code == 1000
+        await peer.close()
+    assert len(counted[0].writes) == 2  # the first three; the fourth with the close
+
+
+async def test_send_stream_writes_once_a_read_worth_is_waiting() -> None:
+    # The fragments of one turn wait up to 256 KiB: a producer that never
+    # yields still writes as it goes, and its peer reads as it goes.
+    async with (
+        rapidws.serve(stream_echo, "127.0.0.1", 0, compression=None) as server,
+        rapidws.connect(uri(server), max_size=None, compression=None) as ws,
+    ):
+        sws = next(iter(server.connections))
+        assert sws.transport is not None
+        counting = CountingTransport(sws.transport)
+        sws.transport = counting  # type: ignore[assignment]
+        message = payload(4 * MiB)
+        await ws.send(message)
+        assert await wait(ws.recv()) == message
+        assert len(counting.writes) >= 4 * MiB // (256 * 1024)
+        assert max(map(len, counting.writes)) <= 256 * 1024 + STREAM_CHUNK_SIZE + 64
 
 
 async def test_send_stream_failing_midway_closes_with_1011() -> None:

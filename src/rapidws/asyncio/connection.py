@@ -54,9 +54,13 @@ _OK_CODES = frozenset((1000, 1001, 1005))
 # Frames up to this size that are ready together go out in one write.
 _COALESCE_LIMIT = 16 * 1024
 # Read-side flow control of a streamed message: reading pauses once this many
-# chunks wait for the application, and resumes when it has taken all but one.
-_STREAM_HIGH = 4
+# chunks wait for the application (two reads of 256 KiB at the default chunk
+# size: one read never pauses it), and resumes when it has taken all but one.
+_STREAM_HIGH = 8
 _STREAM_LOW = 1
+# A streamed message's fragments wait for the end of the loop's turn, up to
+# this many bytes, to leave in one write (see MessageWriter._write()).
+_CORK_LIMIT = 256 * 1024
 # Always empty: the queue of a connection with no message waiting, shared.
 _NO_QUEUE: collections.deque[Data | MessageStream] = collections.deque(maxlen=0)
 # Always empty, read-only: the pings of a connection with none in flight.
@@ -496,7 +500,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                 writer._write(pending, fin=True)
 
     def send_stream(self, *, text: bool = False, compress: bool = True) -> MessageWriter:
-        """Send one message as a stream, each fragment as soon as it is given.
+        """Send one message as a stream, each fragment as it is given.
 
         ::
 
@@ -504,8 +508,10 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                 async for block in source:
                     await stream.send(block)
 
-        :meth:`MessageWriter.send` writes a frame at once and waits while the
-        write buffer is above its high-water mark; leaving the block ends the
+        :meth:`MessageWriter.send` makes a frame at once; the frames given in
+        one turn of the event loop (up to 256 KiB) leave together at its end,
+        in one write, and ``send()`` waits while the write buffer is above its
+        high-water mark. Leaving the block ends the
         message (an empty message when nothing was sent). An exception in the
         block, once a fragment is out, fails the connection with 1011: the
         peer cannot make sense of half a message. Other sends wait for the
@@ -705,7 +711,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
             if len(out) == 2 and self._writev and out[1]:  # b"" would ask for EOF
                 transport.writelines(out)  # most often a frame's header and payload
             else:
-                _write_all(transport, out)
+                _write_all(transport, out, self._writev)
         if protocol.state is OPEN and not protocol.eof_sent:
             return  # close_expected() is false, without the call
         if self._close_timer is None and not self._lost and protocol.close_expected():
@@ -1155,7 +1161,17 @@ class MessageStream:
 class MessageWriter:
     """A message sent as a stream, from :meth:`Connection.send_stream`."""
 
-    __slots__ = ("_compress", "_connection", "_ended", "_fragmenting", "_kind", "_sent", "_text")
+    __slots__ = (
+        "_compress",
+        "_connection",
+        "_ended",
+        "_flush_soon",
+        "_fragmenting",
+        "_kind",
+        "_sent",
+        "_text",
+        "_unflushed",
+    )
 
     def __init__(self, connection: Connection[Any], text: bool | None, compress: bool) -> None:
         self._connection = connection
@@ -1165,6 +1181,8 @@ class MessageWriter:
         self._sent = False  # whether a fragment is out
         self._ended = False
         self._fragmenting: asyncio.Future[None] | None = None
+        self._unflushed = 0  # bytes of fragments given but not yet written
+        self._flush_soon = False  # a write is due at the end of the loop's turn
 
     async def __aenter__(self) -> MessageWriter:
         connection = self._connection
@@ -1215,9 +1233,27 @@ class MessageWriter:
                 raise
             raise connection._closed_exc() from None
         connection._count_sent(data, first)
-        connection._write_pending()
         self._sent = True
         self._ended = fin
+        if fin:
+            connection._write_pending()  # with the fragments still waiting, in order
+            return
+        # The fragments given in one turn of the loop leave in one write: the
+        # peer wakes once for them all, not once each (a streamed echo hands
+        # out a read's chunks together). Any other write, a pong or a close,
+        # goes through _write_pending() too, so it takes them along first.
+        self._unflushed += len(data)
+        if self._unflushed >= _CORK_LIMIT:
+            self._unflushed = 0
+            connection._write_pending()
+        elif not self._flush_soon:
+            self._flush_soon = True
+            connection.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        self._unflushed = 0
+        self._connection._write_pending()
 
     async def __aexit__(
         self,
@@ -1257,26 +1293,40 @@ class AsyncReader(typing.Protocol):
         ...
 
 
-def _write_all(transport: asyncio.Transport, out: list[bytes]) -> None:
+def _write_all(transport: asyncio.Transport, out: list[bytes], writev: bool) -> None:
     # Small frames (the replies to one read) are joined into one write: one
-    # syscall. Large ones are written as they are, not copied. Not
-    # writelines(): asyncio's (3.12+) skips pause_writing(), and flow control.
+    # syscall. Large ones (a stream's fragments) are not copied: one writev()
+    # on uvloop, a write each elsewhere. Not asyncio's writelines(): it joins
+    # (3.11) or skips pause_writing(), and flow control (3.12+).
+    parts: list[bytes] = []
     small: list[bytes] = []
     for data in out:
         if 0 < len(data) <= _COALESCE_LIMIT:
             small.append(data)
             continue
         if small:
-            transport.write(b"".join(small))
+            parts.append(b"".join(small))
             small = []
         if data:
-            transport.write(data)
-        elif transport.can_write_eof():
+            parts.append(data)
+            continue
+        _write_parts(transport, parts, writev)  # b"", the last: EOF
+        parts = []
+        if transport.can_write_eof():
             transport.write_eof()
         else:
             transport.close()
     if small:
-        transport.write(b"".join(small))
+        parts.append(b"".join(small))
+    _write_parts(transport, parts, writev)
+
+
+def _write_parts(transport: asyncio.Transport, parts: list[bytes], writev: bool) -> None:
+    if writev and len(parts) > 1:
+        transport.writelines(parts)
+    else:
+        for data in parts:
+            transport.write(data)
 
 
 async def _aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[Data]:
