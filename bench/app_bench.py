@@ -108,11 +108,13 @@ class PathBench(Bench):
         self.path = getattr(case, "path", "/")
         return super().measure(case, running)
 
-    def run_client(self, args: list[str], on_line: object = None) -> tuple[dict, dict]:
+    def run_client(
+        self, args: list[str], on_line: object = None, *, same_core: bool = False
+    ) -> tuple[dict, dict]:
         """Run the load client, asking for ``self.path`` (not for raw TCP: the probe)."""
         if "-R" not in args:
             args = [*args, "-u", self.path]
-        return super().run_client(args, on_line)
+        return super().run_client(args, on_line, same_core=same_core)
 
 
 HANDSHAKES = PathCase("handshakes 50 concurrent", "handshake", 50, unit="hs/s", path=ECHO_PATH)
@@ -399,7 +401,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rapidws-app-bench-"))
     client = build_client(workdir)
     server_prefix, client_prefix = pinning()
-    bench = PathBench(client, client_prefix, warmup, duration / rounds, 0.0)
+    bench = PathBench(
+        client, client_prefix, server_prefix, warmup=warmup, duration=duration / rounds, hold=0.0
+    )
 
     load = wait_quiet(args.wait_quiet)
 

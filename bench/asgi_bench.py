@@ -236,7 +236,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rapidws-asgi-bench-"))
     client = build_client(workdir)
     server_prefix, client_prefix = pinning()
-    bench = Bench(client, client_prefix, warmup, duration / rounds, hold)
+    bench = Bench(
+        client, client_prefix, server_prefix, warmup=warmup, duration=duration / rounds, hold=hold
+    )
     cases_ = all_cases(idle)
 
     load = other_load()

@@ -140,6 +140,11 @@ def build(source: Path, directory: Path) -> Path:
     return binary
 
 
+def build_client(directory: Path) -> Path:
+    """Compile the load client into ``directory``."""
+    return build(BENCH / "loadclient.c", directory)
+
+
 def ensure_node_ws() -> tuple[bool, str]:
     """Install Node's ``ws`` into a temporary directory; return (usable, note)."""
     if not shutil.which("node") or not shutil.which("npm"):
@@ -841,7 +846,7 @@ def main() -> None:
     node, node_note = ensure_node_ws()
     print(node_note, flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="rapidws-bench-"))
-    client = build(BENCH / "loadclient.c", workdir)
+    client = build_client(workdir)
     server_prefix, client_prefix = pinning()
     bench = Bench(
         client,
