@@ -6,8 +6,8 @@ It echoes every message with its type on any path, except on path ``/ack``
 where it answers each message with its length, as text. With ``--api stream``
 it receives every message as a stream and echoes it chunk by chunk as the
 chunks arrive (on ``/ack``: counts the chunks' bytes, then answers). Compression is off
-(the benchmark measures the protocol path, and not every peer compresses) and
-messages up to 64 MiB are accepted.
+(the benchmark measures the protocol path, and not every peer compresses);
+messages up to 64 MiB are accepted, and streamed messages up to 4 GiB.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import rapidws
 import rapidws.speedups
 
 MAX_SIZE = 64 * 1024 * 1024
+MAX_STREAM_SIZE = 4 * 1024 * 1024 * 1024  # the 1 GiB upload of run.py's stream memory case
 
 
 class Echo(rapidws.Callbacks):
@@ -47,7 +48,7 @@ async def echo(connection: rapidws.ServerConnection) -> None:
 async def stream_echo(connection: rapidws.ServerConnection) -> None:
     """Echo with the streaming API: each chunk goes back as it arrives."""
     ack = connection.request is not None and connection.request.path == "/ack"
-    connection.max_stream_size = MAX_SIZE
+    connection.max_stream_size = MAX_STREAM_SIZE
     with contextlib.suppress(rapidws.ConnectionClosedOK):
         while True:
             stream = await connection.recv_stream()

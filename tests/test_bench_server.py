@@ -48,6 +48,28 @@ def test_bench_server_echoes_and_acks(api: str, loop: str) -> None:
         assert server.wait(10) == 0
 
 
+def test_bench_stream_server_takes_streams_past_max_size() -> None:
+    # run.py's memory case streams 1 GiB messages to it; past 64 MiB suffices here.
+    port = free_port()
+    command = [sys.executable, str(SCRIPT), "--port", str(port), "--api", "stream"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("ready")
+
+        async def check() -> None:
+            async with rapidws.connect(f"ws://127.0.0.1:{port}/ack", compression=None) as ws:
+                async with ws.send_stream() as out:
+                    for _ in range(80):
+                        await out.send(bytes(1 << 20))
+                assert await asyncio.wait_for(ws.recv(), 30) == str(80 << 20)
+
+        asyncio.run(check())
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(10) == 0
+
+
 PEERS = Path(__file__).parents[1] / "bench" / "peers"
 
 
