@@ -32,7 +32,12 @@ from h2.events import (
 
 import rapidws
 from rapidws import Response
-from rapidws.asyncio.http2 import MAX_STREAMS, STREAM_WINDOW, StreamTransport
+from rapidws.asyncio.http2 import (
+    MAX_STREAMS,
+    RESET_BURST,
+    STREAM_WINDOW,
+    StreamTransport,
+)
 from rapidws.core.extensions.permessage_deflate import ClientPerMessageDeflate
 from rapidws.core.headers import parse_extensions
 from rapidws.core.protocol import Close, Protocol
@@ -425,6 +430,72 @@ async def test_stream_closes_normally_and_by_reset_while_others_go_on() -> None:
         assert codes == {normal.stream_id: 1000, reset.stream_id: 1006}
         await other.send("unaffected")
         assert await other.recv() == "unaffected"
+
+
+class GreedyH2Connection(H2Connection):
+    """A client's h2 that ignores the server's limit on concurrent streams."""
+
+    @property
+    def open_outbound_streams(self) -> int:
+        return 0
+
+
+async def test_stream_past_the_limit_is_refused_while_the_others_go_on() -> None:
+    # RFC 9113 section 5.1.2: a stream error (REFUSED_STREAM), not the connection's.
+    async with serve(echo) as server, h2_client(server) as client:
+        client.h2.__class__ = GreedyH2Connection
+        websockets = [await client.websocket() for _ in range(MAX_STREAMS)]
+        refused = client.request(connect("/"))
+        event = await client.next_event(refused)
+        assert isinstance(event, StreamReset)
+        assert event.error_code == ErrorCodes.REFUSED_STREAM
+        await websockets[0].send("still here")
+        assert await websockets[0].recv() == "still here"
+        # Once a stream has ended, there is room for one more.
+        assert (await websockets[-1].close()).code == 1000
+        extra = await client.websocket()
+        await extra.send("room again")
+        assert await extra.recv() == "room again"
+        assert client.terminated is None
+
+
+async def test_rapid_resets_end_the_connection_with_enhance_your_calm() -> None:
+    # CVE-2023-44487: streams opened and reset at once, as fast as a client can.
+    opened = 0
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        nonlocal opened
+        opened += 1
+        await ws.wait_closed()
+
+    async with serve(handler) as server, h2_client(server) as client:
+        sent = 0
+        # Far more than the burst: the allowance comes back at RESETS_PER_SECOND
+        # only, and this client resets thousands a second.
+        while sent < 20 * RESET_BURST:
+            if client.terminated is not None or client.closed.is_set():
+                break  # the server's GOAWAY
+            stream_id = client.request(connect("/"))
+            client.reset(stream_id)
+            sent += 1
+            await asyncio.sleep(0)
+        await wait(client.closed.wait())
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert RESET_BURST < sent < 20 * RESET_BURST
+    assert opened <= sent
+
+
+async def test_streams_reset_at_a_steady_pace_are_served() -> None:
+    # Below the allowance, resets are a client's right (a page navigating away).
+    async with serve(echo) as server, h2_client(server) as client:
+        for _ in range(RESET_BURST - 10):
+            ws = await client.websocket()
+            client.reset(ws.stream_id)
+        ws = await client.websocket()
+        await ws.send("served")
+        assert await ws.recv() == "served"
+        assert client.terminated is None
 
 
 async def test_server_closing_a_websocket_ends_its_stream() -> None:

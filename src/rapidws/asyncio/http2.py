@@ -55,7 +55,7 @@ from h2.events import (
     StreamReset,
     WindowUpdated,
 )
-from h2.exceptions import ProtocolError, StreamClosedError
+from h2.exceptions import ProtocolError, StreamClosedError, StreamIDTooLowError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import DataFrame, Frame
@@ -74,6 +74,8 @@ __all__ = [
     "ACK_BATCH",
     "MAX_FRAME",
     "MAX_STREAMS",
+    "RESETS_PER_SECOND",
+    "RESET_BURST",
     "STREAM_WINDOW",
     "BaseHttp2Connection",
     "Http2Connection",
@@ -94,6 +96,13 @@ MAX_FRAME = STREAM_WINDOW // 2
 #: which ``h2`` sends a ``WINDOW_UPDATE`` (half the window), so that the
 #: updates go out as often as without batching, at a fraction of the calls.
 ACK_BATCH = STREAM_WINDOW // 8
+#: The streams that a client may reset (RST_STREAM), or open past
+#: :data:`MAX_STREAMS` to be refused, in a burst; the allowance comes back at
+#: :data:`RESETS_PER_SECOND`. Past it, the connection ends with GOAWAY
+#: ENHANCE_YOUR_CALM: a stream opened and reset at once costs the server a
+#: handshake and the client nothing ("rapid reset", CVE-2023-44487).
+RESET_BURST = 2 * MAX_STREAMS
+RESETS_PER_SECOND = MAX_STREAMS
 # h2's output written at once, before the turn ends, past this many bytes:
 # a large write reaches the TCP buffer, and its flow control, in pieces.
 _FLUSH_SIZE = 64 * 1024
@@ -282,14 +291,18 @@ class BaseHttp2Connection(asyncio.Protocol):
                     self._acknowledge(event.flow_controlled_length, event.stream_id)
                 else:
                     stream._data_received(event.data, event.flow_controlled_length)
-            elif isinstance(event, (StreamEnded, StreamReset)):
+            elif isinstance(event, StreamEnded):
                 stream = streams.get(event.stream_id)
-                if stream is None:
-                    pass
-                elif isinstance(event, StreamEnded):
+                if stream is not None:
                     stream._eof_received()
-                else:
+            elif isinstance(event, StreamReset):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
                     stream._lose()
+                # Counted whether the stream was seen or not: reset in the
+                # frames of its request, it was over before it started.
+                if event.remote_reset and self._reset_by_peer():
+                    return  # one too many: the connection is over
             elif isinstance(event, ConnectionTerminated):
                 # The peer's GOAWAY: h2 sends nothing more, the streams end.
                 self._close()
@@ -301,6 +314,13 @@ class BaseHttp2Connection(asyncio.Protocol):
 
     def _event(self, event: Event) -> None:
         """Handle an event that is not about a stream's data or end."""
+
+    def _reset_by_peer(self) -> bool:
+        """Count a stream that the peer reset; return whether that ended the connection.
+
+        A server limits how often (see :data:`RESET_BURST`).
+        """
+        return False
 
     def eof_received(self) -> None:
         """Close on the peer's EOF (called by asyncio)."""
@@ -401,12 +421,12 @@ class BaseHttp2Connection(asyncio.Protocol):
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def _close(self, *, goaway: bool = True) -> None:
+    def _close(self, *, goaway: bool = True, error: ErrorCodes = ErrorCodes.NO_ERROR) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         if goaway:
-            self._h2.close_connection()
+            self._h2.close_connection(error)
         self._flush()
         transport.close()
         # h2 sends nothing more after a GOAWAY: the streams end now, and
@@ -427,14 +447,14 @@ class Http2Connection(BaseHttp2Connection):
     closed (each WebSocket with 1001), it ends with GOAWAY.
     """
 
-    __slots__ = ("_draining", "_idle", "_server")
+    __slots__ = ("_allowance", "_allowance_at", "_draining", "_idle", "_server")
 
     def __init__(self, server: Server) -> None:
         assert server.loop is not None  # set when the server starts
         # Headers are checked by request_from_fields(): a malformed request
         # is refused on its stream, not with the whole connection.
         config = H2Configuration(client_side=False, validate_inbound_headers=False)
-        super().__init__(server.loop, H2Connection(config))
+        super().__init__(server.loop, _ServerH2Connection(config))
         self._server = server
         options = server._protocol_options
         max_header_bytes = options.get("max_header_bytes", MAX_HEADER_BYTES)
@@ -444,6 +464,9 @@ class Http2Connection(BaseHttp2Connection):
         }
         self._configure(settings, max_header_bytes, client=False)
         self._draining = False  # the server is shutting down
+        # Streams that the client may still reset or have refused (RESET_BURST).
+        self._allowance = float(RESET_BURST)
+        self._allowance_at = server.loop.time()
         self._idle = (
             None
             if server.open_timeout is None
@@ -485,6 +508,13 @@ class Http2Connection(BaseHttp2Connection):
         if self._draining:
             self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
+        if len(self._streams) >= MAX_STREAMS:
+            # RFC 9113 section 5.1.2: a stream past the limit we advertised is
+            # a stream error. REFUSED_STREAM tells the client that nothing of
+            # it was processed, so it may retry; the other streams go on.
+            self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._reset_by_peer()  # a client that ignores the limit: as costly
+            return
         if self._idle is not None:
             self._idle.discard(self)
         server = self._server
@@ -513,6 +543,16 @@ class Http2Connection(BaseHttp2Connection):
         else:
             connection.request_received(request)
 
+    def _reset_by_peer(self) -> bool:
+        now = self.loop.time()
+        allowance = self._allowance + (now - self._allowance_at) * RESETS_PER_SECOND
+        self._allowance = min(allowance, RESET_BURST) - 1
+        self._allowance_at = now
+        if self._allowance >= 0:
+            return False
+        self._close(error=ErrorCodes.ENHANCE_YOUR_CALM)
+        return True
+
     def _no_streams(self) -> None:
         if self._draining:
             self._close()
@@ -522,6 +562,21 @@ class Http2Connection(BaseHttp2Connection):
     def _idle_timed_out(self) -> None:
         if not self._streams:
             self._close()
+
+
+class _ServerH2Connection(H2Connection):
+    """h2's connection, with the limit on the client's streams left to :class:`Http2Connection`.
+
+    h2 ends the whole connection when a client opens a stream past
+    ``SETTINGS_MAX_CONCURRENT_STREAMS``; RFC 9113 section 5.1.2 makes it an
+    error of that stream only, which :class:`Http2Connection` refuses.
+    """
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """None, as h2 sees it: the only check that reads it is the one left to us."""
+        super().open_inbound_streams  # noqa: B018 - it forgets the closed streams
+        return 0
 
 
 class StreamConnection(ServerConnection):
@@ -709,9 +764,16 @@ class StreamTransport(asyncio.Transport):
     # From the HTTP/2 connection.
 
     def _send_headers(self, fields: list[tuple[str, str]]) -> None:
-        if not self._lost:
+        if self._lost:
+            return
+        try:
             self._connection._h2.send_headers(self.stream_id, fields)
-            self._connection._flush_later()
+        except (StreamClosedError, StreamIDTooLowError):
+            # Reset in the frames of its request: h2 closed the stream, and
+            # may have forgotten it already (see _reset_meanwhile()).
+            self._reset_meanwhile()
+            return
+        self._connection._flush_later()
 
     def _data_received(self, data: bytes, size: int) -> None:
         body = self._body
