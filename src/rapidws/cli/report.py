@@ -297,6 +297,8 @@ def latency_svg(timeline: Sequence[dict[str, Any]], width: int = 720, height: in
     parts = [
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
         f"font-size='11' font-family='sans-serif'>",
+        # Opaque: readable on a dark page too (a README, an image viewer).
+        f"<rect width='{width}' height='{height}' fill='white'/>",
         f"<rect x='{left}' y='{top}' width='{plot_w}' height='{plot_h}' fill='none' "
         "stroke='#999'/>",
         f"<text x='4' y='{top + 10}'>{html.escape(format_duration(top_value))}</text>",
