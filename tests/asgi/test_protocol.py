@@ -11,11 +11,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import uvicorn
 from starlette import routing as starlette_routing
 from starlette import websockets as starlette_websockets
+from uvicorn.server import ServerState
 
 import rapidws
-from rapidws.asgi import ClientDisconnected
+from rapidws.asgi import ClientDisconnected, UvicornProtocol
 
 from ..asyncio.utils import (
     OP_BINARY,
@@ -91,27 +93,56 @@ async def test_starlette_endpoint_echoes_and_sees_the_close() -> None:
     assert closed == [4001]
 
 
-async def test_scope() -> None:
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+async def test_scope(http: str) -> None:
+    # The client, server, scheme, headers and state come from uvicorn's HTTP
+    # protocol, whichever it is.
     scopes: list[Scope] = []
 
+    async with serve(_scope_app(scopes), root_path="/api", http=http) as served:
+        await _connect_for_scope(served.uri("/r%C3%A9sum%C3%A9/a%2Fb?x=1&y=%20"))
+    (scope,) = scopes
+    _check_scope(scope, served.port)
+
+
+async def test_scope_without_uvicorn_s_http_protocol() -> None:
+    # Started by another server than uvicorn's HTTP protocols: the scope is
+    # made from the request and the transport alone.
+    scopes: list[Scope] = []
+    config = uvicorn.Config(_scope_app(scopes), lifespan="off", log_config=None, root_path="/api")
+    state = ServerState()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: UvicornProtocol(config, state, {}), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        await _connect_for_scope(f"ws://127.0.0.1:{port}/r%C3%A9sum%C3%A9/a%2Fb?x=1&y=%20")
+    (scope,) = scopes
+    _check_scope(scope, port)
+
+
+def _scope_app(scopes: list[Scope]) -> Any:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         scopes.append(scope)
         await receive()
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.close"})
 
-    async with serve(app, root_path="/api") as served:
-        uri = served.uri("/r%C3%A9sum%C3%A9/a%2Fb?x=1&y=%20")
-        async with rapidws.connect(
-            uri, subprotocols=["one", "two"], additional_headers={"X-Token": "Sécret"}
-        ) as ws:
-            await ws.wait_closed()
-    (scope,) = scopes
+    return app
+
+
+async def _connect_for_scope(uri: str) -> None:
+    async with rapidws.connect(
+        uri, subprotocols=["one", "two"], additional_headers={"X-Token": "Sécret"}
+    ) as ws:
+        await ws.wait_closed()
+
+
+def _check_scope(scope: Scope, port: int) -> None:
     assert scope["type"] == "websocket"
     assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
     assert scope["http_version"] == "1.1"
     assert scope["scheme"] == "ws"
-    assert scope["server"] == ("127.0.0.1", served.port)
+    assert scope["server"] == ("127.0.0.1", port)
     assert scope["client"][0] == "127.0.0.1"
     assert scope["root_path"] == "/api"
     assert scope["path"] == "/api/résumé/a/b"

@@ -98,6 +98,10 @@ logger = logging.getLogger("uvicorn.error")
 # accept: the rest waits in the socket (TCP pushes back).
 _EARLY_DATA_LIMIT = 65536
 
+# The result of the app's waiting recv() when the connection is lost (Any:
+# it stands where a message would).
+_LOST: Any = object()
+
 
 class ClientDisconnected(OSError):
     """Raised by ``send`` when the connection is closed (ASGI spec: an ``OSError``).
@@ -133,6 +137,7 @@ class _Shared:
         self.extensions: list[ServerExtensionFactory] = (
             [compression] if config.ws_per_message_deflate else []
         )
+        self.asgi_version: str = config.asgi_version  # a property: computed each time
         self.heartbeats: dict[float, Heartbeat] = {}
         self.deadlines: dict[float, Deadlines[Any]] = {}
         self._encoded: list[tuple[bytes, bytes]] | None = None
@@ -189,6 +194,7 @@ class UvicornProtocol(Connection[ServerProtocol]):
         "_denial",
         "_early_data",
         "_handshake",
+        "_http_scope",
         "_phase",
         "_pongs",
         "_shared",
@@ -236,6 +242,8 @@ class UvicornProtocol(Connection[ServerProtocol]):
         self.client: tuple[str, int] | None = None
         self.scheme = "ws"
         self._phase = _Phase.HANDSHAKE
+        # The scope of uvicorn's HTTP protocol for the upgrade request, if any.
+        self._http_scope: dict[str, Any] | None = None
         self._connect_sent = False
         self._early_data = 0
         # The 101 that accept() prepared, sent when the app accepts.
@@ -291,11 +299,23 @@ class UvicornProtocol(Connection[ServerProtocol]):
         super().connection_made(transport)
         # uvicorn's type lists its own protocols; any with shutdown() will do.
         self.server_state.connections.add(self)  # type: ignore[arg-type]
-        self.server = _address(transport.get_extra_info("sockname"))
-        peer = _address(transport.get_extra_info("peername"))
-        self.client = None if peer is None or peer[1] is None else (peer[0], peer[1])
-        if transport.get_extra_info("sslcontext") is not None:
-            self.scheme = "wss"
+        # uvicorn's HTTP protocol is still the transport's (it hands over
+        # after this call) and has read the addresses, the scheme and the
+        # request's headers as the scope wants them: taken, not made again.
+        http_scope = getattr(transport.get_protocol(), "scope", None)
+        if type(http_scope) is dict and http_scope.get("type") == "http":
+            self._http_scope = http_scope
+            self.server, self.client = http_scope["server"], http_scope["client"]
+            if http_scope["scheme"] == "https":
+                self.scheme = "wss"
+        else:
+            peer = _address(transport.get_extra_info("peername"))
+            self.client = None if peer is None or peer[1] is None else (peer[0], peer[1])
+            if transport.get_extra_info("sslcontext") is not None:
+                self.scheme = "wss"
+        if self.server is None:
+            # uvicorn's is None on a Unix socket, where the spec has (path, None).
+            self.server = _address(transport.get_extra_info("sockname"))
 
     def _data_received_more(self, data: bytes) -> None:
         # Bytes while the connection is not open: the request, or what the
@@ -308,6 +328,13 @@ class UvicornProtocol(Connection[ServerProtocol]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Wake the app's waiting ``receive`` and unregister (called by asyncio)."""
+        recv_waiter = self._recv_waiter
+        if recv_waiter is not None and not recv_waiter.done():
+            # What receive() makes the disconnect event of, without the
+            # ConnectionClosed that recv() would raise: its traceback holds
+            # recv()'s frame, and so this connection, in a reference cycle,
+            # leaving every connection to the cyclic GC.
+            recv_waiter.set_result(_LOST)
         super().connection_lost(exc)
         self.server_state.connections.discard(self)
         if self._app_pings:
@@ -365,26 +392,32 @@ class UvicornProtocol(Connection[ServerProtocol]):
     def _make_scope(self, request: Request) -> dict[str, Any]:
         raw_path, _, query = request.target.partition("?")
         root_path = self.root_path
-        subprotocols = [
-            token.strip()
-            for value in request.headers.get_all("Sec-WebSocket-Protocol")
-            for token in value.split(",")
-            if token.strip()
-        ]
+        http_scope = self._http_scope
+        if http_scope is not None:
+            # The bytes uvicorn parsed, the same fields our parser checked.
+            headers, state = http_scope["headers"], http_scope["state"]
+        else:
+            headers, state = _scope_headers(request.headers), self.app_state.copy()
+        offered = request.headers.get_all("Sec-WebSocket-Protocol")
+        subprotocols = (
+            [token.strip() for value in offered for token in value.split(",") if token.strip()]
+            if offered
+            else []  # most clients offer none: no comprehension to run
+        )
         return {
             "type": "websocket",
-            "asgi": {"version": self.config.asgi_version, "spec_version": "2.4"},
+            "asgi": {"version": self._shared.asgi_version, "spec_version": "2.4"},
             "http_version": "1.1",
             "scheme": self.scheme,
             "server": self.server,
             "client": self.client,
             "root_path": root_path,
-            "path": root_path + unquote(raw_path),
+            "path": root_path + (unquote(raw_path) if "%" in raw_path else raw_path),
             "raw_path": root_path.encode("ascii") + raw_path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
-            "headers": _scope_headers(request.headers),
+            "headers": headers,
             "subprotocols": subprotocols,
-            "state": self.app_state.copy(),
+            "state": state,
             "extensions": {
                 "websocket.http.response": {},
                 "rapidws.websocket.compress": {},
@@ -471,6 +504,8 @@ class UvicornProtocol(Connection[ServerProtocol]):
                     event = {"type": "websocket.receive", "text": message}
                 elif type(message) is bytes:
                     event = {"type": "websocket.receive", "bytes": message}
+                elif message is _LOST:
+                    return self._disconnect_event()
                 else:
                     self._asgi_stream = cast("MessageStream", message)
                     return await self._next_chunk(self._asgi_stream)
