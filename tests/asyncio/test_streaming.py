@@ -517,6 +517,24 @@ async def test_send_stream_failing_before_a_fragment_sends_nothing() -> None:
         assert await wait(ws.recv()) == "ok"
 
 
+async def test_send_stream_binary_takes_any_bytes_like_and_refuses_str() -> None:
+    # A binary stream knows its fragments' type from the start: bytes need no
+    # check, other bytes-like types still pass one, str fails it.
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        with pytest.raises(TypeError, match="all the fragments of a message must be of one type"):
+            async with ws.send_stream() as out:
+                await out.send("text")
+        async with ws.send_stream() as out:
+            for fragment in (b"a", bytearray(b"b"), memoryview(b"c"), b"d"):
+                await out.send(fragment)
+
+    async with (
+        rapidws.serve(handler, "127.0.0.1", 0) as server,
+        rapidws.connect(uri(server)) as ws,
+    ):
+        assert await wait(ws.recv()) == b"abcd"
+
+
 async def test_send_stream_waits_for_the_write_buffer() -> None:
     # A peer that does not read: send() blocks at the high-water mark.
     recorder = Recorder()

@@ -380,6 +380,26 @@ def test_decoder_refuses_invalid_utf8() -> None:
     assert info.value.code == 1007
 
 
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"ok\xf4\x90"],  # past U+10FFFF, the code point still cut
+        [b"ok\xe0\x80"],  # an overlong, cut
+        [b"ok\xf5"],  # never a lead byte
+        [b"ok\xed", b"\xa0"],  # a surrogate, its second byte in the next chunk
+        [b"ok\xe2\x82", b"\x28"],  # the cut code point's end is not a continuation
+    ],
+)
+def test_decoder_refuses_a_bad_cut_code_point_at_once(chunks: list[bytes]) -> None:
+    decoder = stream.StreamDecoder()
+    decoder.start(text=True)
+    for chunk in chunks[:-1]:
+        decoder.data(chunk)
+    with pytest.raises(ProtocolError, match="invalid UTF-8") as info:
+        decoder.data(chunks[-1])
+    assert info.value.code == 1007
+
+
 # Extensions.
 
 

@@ -370,7 +370,7 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
         protocol = self.protocol
         if not protocol.streaming:
             protocol.streaming = True
-        message = cast("Data | MessageStream", await self.recv(_streamed=True))
+        message: Data | MessageStream = await self.recv(_streamed=True)
         if isinstance(message, MessageStream):
             return message
         # A message that came whole: a stream of one chunk.
@@ -1135,7 +1135,10 @@ class MessageStream:
                 self._waiter = None
         chunk = chunks.popleft()
         if len(chunks) <= _STREAM_LOW:
-            self._connection._stream_drained()
+            connection = self._connection
+            # Most chunks find nothing paused: no call then.
+            if connection._reading_paused or connection.protocol.parsing_paused:
+                connection._stream_drained()
         return chunk
 
     async def aclose(self) -> None:
@@ -1165,7 +1168,7 @@ class MessageWriter:
         "_compress",
         "_connection",
         "_ended",
-        "_flush_soon",
+        "_flush_handle",
         "_fragmenting",
         "_kind",
         "_sent",
@@ -1176,13 +1179,16 @@ class MessageWriter:
     def __init__(self, connection: Connection[Any], text: bool | None, compress: bool) -> None:
         self._connection = connection
         self._text = text  # None: the first fragment tells
-        self._kind: type | None = None  # the type of the fragments that passed _check()
+        # The type of the fragments that need no _check(): the last that passed
+        # it, or the one the message's type tells at once.
+        self._kind: type | None = None if text is None else str if text else bytes
         self._compress = compress
         self._sent = False  # whether a fragment is out
         self._ended = False
         self._fragmenting: asyncio.Future[None] | None = None
         self._unflushed = 0  # bytes of fragments given but not yet written
-        self._flush_soon = False  # a write is due at the end of the loop's turn
+        # The write due at the end of the loop's turn, if any.
+        self._flush_handle: asyncio.Handle | None = None
 
     async def __aenter__(self) -> MessageWriter:
         connection = self._connection
@@ -1237,6 +1243,8 @@ class MessageWriter:
         self._ended = fin
         if fin:
             connection._write_pending()  # with the fragments still waiting, in order
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()  # nothing left for it to write
             return
         # The fragments given in one turn of the loop leave in one write: the
         # peer wakes once for them all, not once each (a streamed echo hands
@@ -1246,12 +1254,11 @@ class MessageWriter:
         if self._unflushed >= _CORK_LIMIT:
             self._unflushed = 0
             connection._write_pending()
-        elif not self._flush_soon:
-            self._flush_soon = True
-            connection.loop.call_soon(self._flush)
+        elif self._flush_handle is None:
+            self._flush_handle = connection.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_soon = False
+        self._flush_handle = None
         self._unflushed = 0
         self._connection._write_pending()
 

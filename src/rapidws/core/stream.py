@@ -119,13 +119,24 @@ class StreamDecoder:
             )
         if not self._text:
             return data
-        if not self._utf8.validate(data):
-            raise ProtocolError("invalid UTF-8 in text message", 1007)
         if self._tail:
             data = self._tail + data
         cut = _code_point_end(data)
-        self._tail = data[cut:]
-        return data[:cut].decode() if cut < len(data) else data.decode()
+        try:
+            # decode() validates the whole code points (RFC 3629): one pass
+            # over the bytes, not a validator's and then decode()'s.
+            text = data[:cut].decode() if cut < len(data) else data.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError("invalid UTF-8 in text message", 1007) from None
+        tail = data[cut:]
+        if tail:
+            # The start of the cut code point fails at once if it cannot begin
+            # a valid one (an overlong, a surrogate, past U+10FFFF).
+            self._utf8.reset()
+            if not self._utf8.validate(tail):
+                raise ProtocolError("invalid UTF-8 in text message", 1007)
+        self._tail = tail
+        return text
 
     def end(self) -> MessageEnd:
         """End the message; return its end event.
