@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import itertools
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -847,3 +849,29 @@ async def test_send_a_prepared_message_to_both_sides() -> None:
         await client.send(message)  # a client masks it itself
         await client.send(rapidws.PreparedMessage(b"\x01"))
         assert [await wait(sws.recv()) for _ in range(2)] == ["to everyone", b"\x01"]
+
+
+async def test_connection_closed_during_recv_is_freed_without_the_cyclic_gc() -> None:
+    # recv() raises ConnectionClosed from the waiter's exception; its
+    # traceback holds recv()'s frame, which must not hold the waiter: else
+    # every connection that ends in recv() waits for the cyclic GC.
+    refs: list[weakref.ref[rapidws.ServerConnection]] = []
+    handled = asyncio.Event()
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        refs.append(weakref.ref(ws))
+        async for message in ws:
+            await ws.send(message)
+        handled.set()
+
+    async with rapidws.serve(handler, "127.0.0.1", 0) as server:
+        gc.collect()
+        gc.disable()
+        try:
+            async with rapidws.connect(uri(server)) as ws:
+                await ws.send("x")
+                assert await wait(ws.recv()) == "x"
+            await wait(handled.wait())
+            await until(lambda: refs[0]() is None)
+        finally:
+            gc.enable()

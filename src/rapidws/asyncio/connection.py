@@ -316,6 +316,11 @@ class Connection(ConnectionCore, asyncio.Protocol, Generic[P]):
                 raise
             finally:
                 self._recv_waiter = None
+                # The exception that a closed connection set on the waiter has
+                # a traceback holding this frame: without its local, no cycle
+                # (exception, traceback, frame, waiter) keeps the connection
+                # alive until the cyclic GC runs.
+                del waiter
             if isinstance(received, MessageStream):
                 return await self._take_stream(received, _streamed)  # type: ignore[return-value]
             if self._message_hook is not None:
