@@ -486,6 +486,23 @@ async def test_rapid_resets_end_the_connection_with_enhance_your_calm() -> None:
     assert opened <= sent
 
 
+async def test_refusals_past_the_allowance_in_one_read_end_the_connection_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Requests past the stream limit, all in one write: the refusals use up
+    # the allowance mid-read, and what follows in that read is left alone.
+    async with serve(echo) as server, h2_client(server) as client:
+        client.h2.__class__ = GreedyH2Connection
+        for _ in range(MAX_STREAMS + RESET_BURST + 10):
+            stream_id = client.h2.get_next_available_stream_id()
+            client.h2.send_headers(stream_id, connect("/"))
+        client.flush()
+        await wait(client.closed.wait())
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
 async def test_streams_reset_at_a_steady_pace_are_served() -> None:
     # Below the allowance, resets are a client's right (a page navigating away).
     async with serve(echo) as server, h2_client(server) as client:

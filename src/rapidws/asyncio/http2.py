@@ -311,6 +311,11 @@ class BaseHttp2Connection(asyncio.Protocol):
                 if isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
                     self._send_waiting()  # windows opened or resized
                 self._event(event)
+                transport = self.transport
+                if transport is not None and transport.is_closing():
+                    # The event ended the connection (a refusal past the
+                    # allowance): h2 takes nothing more after its GOAWAY.
+                    return
 
     def _event(self, event: Event) -> None:
         """Handle an event that is not about a stream's data or end."""
