@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,19 @@ import pytest
 import rapidws
 
 SCRIPT = Path(__file__).parents[1] / "bench" / "server.py"
+
+
+@contextlib.contextmanager
+def running(command: list[str]) -> Iterator[None]:
+    """Run a bench server until its ``ready`` line; stop it, and check it exits cleanly."""
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("ready")
+        yield
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(10) == 0
 
 
 def free_port() -> int:
@@ -28,10 +43,7 @@ def free_port() -> int:
 def test_bench_server_echoes_and_acks(api: str, loop: str) -> None:
     port = free_port()
     command = [sys.executable, str(SCRIPT), "--port", str(port), "--api", api, "--loop", loop]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        assert server.stdout.readline().startswith("ready")
+    with running(command):
 
         async def check() -> None:
             async with rapidws.connect(f"ws://127.0.0.1:{port}/any/path", max_size=None) as ws:
@@ -43,19 +55,13 @@ def test_bench_server_echoes_and_acks(api: str, loop: str) -> None:
                 assert await asyncio.wait_for(ws.recv(), 10) == str(16 << 20)
 
         asyncio.run(check())
-    finally:
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(10) == 0
 
 
 def test_bench_stream_server_takes_streams_past_max_size() -> None:
     # run.py's memory case streams 1 GiB messages to it; past 64 MiB suffices here.
     port = free_port()
     command = [sys.executable, str(SCRIPT), "--port", str(port), "--api", "stream"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        assert server.stdout.readline().startswith("ready")
+    with running(command):
 
         async def check() -> None:
             async with rapidws.connect(f"ws://127.0.0.1:{port}/ack", compression=None) as ws:
@@ -65,9 +71,6 @@ def test_bench_stream_server_takes_streams_past_max_size() -> None:
                 assert await asyncio.wait_for(ws.recv(), 30) == str(80 << 20)
 
         asyncio.run(check())
-    finally:
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(10) == 0
 
 
 PEERS = Path(__file__).parents[1] / "bench" / "peers"
@@ -87,10 +90,7 @@ def raw_server(kind: str, tmp_path: Path) -> list[str]:
 def test_raw_server_echoes_and_acks_length_prefixed_uploads(kind: str, tmp_path: Path) -> None:
     port = free_port()
     command = [*raw_server(kind, tmp_path), "--port", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        assert server.stdout.readline().startswith("ready")
+    with running(command):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as echo:
             echo.sendall(b"\x01echo")
             assert echo.recv(100) == b"\x01echo"
@@ -111,6 +111,3 @@ def test_raw_server_echoes_and_acks_length_prefixed_uploads(kind: str, tmp_path:
             acks = b""
             while acks != str(3 << 20).encode() + b"05":
                 acks += upload.recv(100)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(10) == 0
