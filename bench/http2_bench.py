@@ -9,10 +9,9 @@ with ``http2=True`` for the HTTP/2 side and without it for HTTP/1.1 (the
 baseline). The load runs in this process, pinned to core 1, on the same loop:
 
 - HTTP/1.1: ``rapidws.connect("wss://...")``, one TLS connection per WebSocket;
-- HTTP/2: :class:`H2Client` below, an asyncio protocol over the ``h2`` package
-  (client side) whose WebSockets are extended CONNECT streams, framed by
-  rapidws's sans-I/O engine; one TLS connection for up to 100 WebSockets,
-  the server's ``SETTINGS_MAX_CONCURRENT_STREAMS``.
+- HTTP/2: ``rapidws.connect("wss://...", http2=True)``, whose WebSockets are
+  extended CONNECT streams of shared connections: one TLS connection for up
+  to 100 WebSockets, the server's ``SETTINGS_MAX_CONCURRENT_STREAMS``.
 
 Cases (each side in turn, the order alternating by round; the best round kept):
 
@@ -35,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import json
 import os
@@ -65,23 +63,9 @@ PACKAGES = {"uvloop": "uvloop", "h2": "h2", "trustme": "trustme"}
 ensure_packages(PACKAGES)
 
 import trustme  # noqa: E402 - installed just above when missing
-from h2.config import H2Configuration  # noqa: E402
-from h2.connection import H2Connection  # noqa: E402
-from h2.events import (  # noqa: E402
-    ConnectionTerminated,
-    DataReceived,
-    RemoteSettingsChanged,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-    WindowUpdated,
-)
-from h2.exceptions import ProtocolError  # noqa: E402
-from h2.settings import SettingCodes, Settings  # noqa: E402
 
 import rapidws  # noqa: E402
 from rapidws.asyncio.http2 import MAX_STREAMS  # noqa: E402
-from rapidws.core.protocol import Protocol  # noqa: E402
 
 SOCKETS = 1000  # WebSockets opened in the open and memory cases
 ECHO_SOCKETS = 100
@@ -90,9 +74,6 @@ WARMUP_SOCKETS = 20
 KIB = 1024
 STEP_TIMEOUT = 120.0  # any one step (opening 1,000, a measured window) ends by then
 MAX_SIZE = 64 * 1024 * 1024
-# The client's receive windows: wide, as a browser's (Chromium: 6 MiB per stream).
-CLIENT_STREAM_WINDOW = 1 << 20
-CLIENT_CONNECTION_WINDOW = 1 << 26
 
 
 # ---- the server (a child process) ----
@@ -129,183 +110,6 @@ def run_on(loop: str, main: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(main)
 
 
-# ---- the HTTP/2 load client ----
-
-
-class H2Client(asyncio.Protocol):
-    """A client HTTP/2 connection whose streams carry WebSockets (RFC 8441)."""
-
-    def __init__(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
-        self.h2.local_settings = Settings(
-            client=True, initial_values={SettingCodes.INITIAL_WINDOW_SIZE: CLIENT_STREAM_WINDOW}
-        )
-        self.sockets: dict[int, H2WebSocket] = {}
-        self.blocked: dict[int, H2WebSocket] = {}  # data waiting for the server's window
-        self.settings: asyncio.Future[None] = loop.create_future()  # the server's SETTINGS
-        self.transport: asyncio.Transport | None = None
-        self.authority = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Send the preface and our SETTINGS (called by asyncio)."""
-        self.transport = transport  # type: ignore[assignment]
-        host, port = transport.get_extra_info("peername")[:2]
-        self.authority = f"{host}:{port}".encode()
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CLIENT_CONNECTION_WINDOW)
-        self.flush()
-
-    def data_received(self, data: bytes) -> None:
-        """Hand each stream's events to its WebSocket (called by asyncio)."""
-        h2 = self.h2
-        for event in h2.receive_data(data):
-            if isinstance(event, DataReceived):
-                h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                socket = self.sockets.get(event.stream_id)
-                if socket is not None:
-                    socket.data_received(event.data)
-            elif isinstance(event, ResponseReceived):
-                self.sockets[event.stream_id].response_received(dict(event.headers))
-            elif isinstance(event, (StreamEnded, StreamReset)):
-                socket = self.sockets.pop(event.stream_id, None)
-                if socket is not None:
-                    socket.ended(isinstance(event, StreamReset))
-            elif isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
-                if not self.settings.done():
-                    self.settings.set_result(None)
-                for socket in list(self.blocked.values()):
-                    socket.push()
-            elif isinstance(event, ConnectionTerminated):
-                self.connection_lost(None)
-        self.flush()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Fail what still waits (called by asyncio)."""
-        sockets, self.sockets = self.sockets, {}
-        for socket in sockets.values():
-            socket.ended(True)
-
-    def flush(self) -> None:
-        """Write what h2 has to send."""
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    async def websocket(self, path: str = "/") -> H2WebSocket:
-        """Open a WebSocket on a new stream: an extended CONNECT (RFC 8441 section 4)."""
-        await self.settings
-        stream_id = self.h2.get_next_available_stream_id()
-        socket = self.sockets[stream_id] = H2WebSocket(self, stream_id)
-        fields = [
-            (b":method", b"CONNECT"),
-            (b":protocol", b"websocket"),
-            (b":scheme", b"https"),
-            (b":path", path.encode()),
-            (b":authority", self.authority),
-            (b"sec-websocket-version", b"13"),
-        ]
-        self.h2.send_headers(stream_id, fields)
-        self.flush()
-        await socket.opened
-        return socket
-
-    def close(self) -> None:
-        """Say GOAWAY and close."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.h2.close_connection()
-            self.flush()
-            self.transport.close()
-
-
-class H2WebSocket:
-    """A WebSocket over one stream of an :class:`H2Client`: ``send()``, ``recv()``, ``close()``."""
-
-    def __init__(self, client: H2Client, stream_id: int) -> None:
-        loop = asyncio.get_running_loop()
-        self.client, self.stream_id = client, stream_id
-        self.protocol = Protocol(is_client=True, max_message_size=MAX_SIZE)
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()  # the stream ended
-        self.messages: collections.deque[str | bytes] = collections.deque()
-        self.waiter: asyncio.Future[None] | None = None
-        self.out = b""  # framed, waiting for the server's window
-
-    def response_received(self, headers: dict[bytes, bytes]) -> None:
-        """Open on 200 (RFC 8441 section 5), else fail the opening."""
-        if headers[b":status"] == b"200":
-            self.opened.set_result(None)
-        else:
-            self.opened.set_exception(RuntimeError(f"refused: {headers!r}"))
-
-    def data_received(self, data: bytes) -> None:
-        """Unframe the stream's DATA; answer the server's close frame."""
-        protocol = self.protocol
-        protocol.receive_data(data)
-        for event in protocol.events_received():
-            if isinstance(event, (str, bytes)):
-                self.messages.append(event)
-        if self.waiter is not None and not self.waiter.done() and self.messages:
-            self.waiter.set_result(None)
-        if protocol.close_rcvd is not None and protocol.close_sent is None:
-            protocol.send_close()
-            self._write()
-
-    def ended(self, reset: bool) -> None:
-        """End the WebSocket: the server ended the stream (after its close frame) or reset it."""
-        if not reset:
-            with contextlib.suppress(ProtocolError):  # the connection is gone
-                self.client.h2.end_stream(self.stream_id)  # ours too: the stream closes
-        self.client.blocked.pop(self.stream_id, None)
-        if not self.closed.done():
-            self.closed.set_result(None)
-        for future in (self.opened, self.waiter):
-            if future is not None and not future.done():
-                future.set_exception(ConnectionError(f"stream {self.stream_id} ended"))
-
-    def _write(self) -> None:
-        self.out += b"".join(self.protocol.data_to_send())
-        self.push()
-        self.client.flush()
-
-    def push(self) -> None:
-        """Send what the server's windows allow; the rest waits for a WINDOW_UPDATE."""
-        h2 = self.client.h2
-        while self.out:
-            size = min(h2.local_flow_control_window(self.stream_id), h2.max_outbound_frame_size)
-            if size <= 0:
-                self.client.blocked[self.stream_id] = self
-                return
-            h2.send_data(self.stream_id, self.out[:size])
-            self.out = self.out[size:]
-        self.client.blocked.pop(self.stream_id, None)
-
-    async def send(self, message: bytes) -> None:
-        """Send a binary message (it goes as the windows allow)."""
-        self.protocol.send_binary(message)
-        self._write()
-
-    async def recv(self) -> str | bytes:
-        """Return the next message."""
-        while not self.messages:
-            self.waiter = asyncio.get_running_loop().create_future()
-            await self.waiter
-        return self.messages.popleft()
-
-    async def close(self) -> None:
-        """Close with a closing handshake; return when the stream has ended."""
-        self.protocol.send_close(1000)
-        self._write()
-        await self.closed
-
-
-async def h2_connection(port: int, context: ssl.SSLContext) -> H2Client:
-    """Open an HTTP/2 connection (TLS, ALPN ``h2``)."""
-    loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(H2Client, "127.0.0.1", port, ssl=context)
-    return client
-
-
 # ---- the cases ----
 
 
@@ -319,43 +123,34 @@ class Side:
 
 
 def side_for(port: int, http2: bool, context: ssl.SSLContext) -> Side:
-    """Return the HTTP/2 side (streams of shared connections, ``BATCH`` each) or HTTP/1.1's."""
-    if not http2:
-        connections: list[rapidws.ClientConnection] = []
+    """Return the HTTP/2 side (streams of shared connections) or HTTP/1.1's.
 
-        async def open_http11() -> rapidws.ClientConnection:
-            ws = await rapidws.connect(
-                f"wss://127.0.0.1:{port}/",
-                ssl=context,
-                compression=None,
-                ping_interval=None,
-                max_size=MAX_SIZE,
-            )
-            connections.append(ws)
-            return ws
+    Both open with ``rapidws.connect()``; with ``http2=True`` its WebSockets
+    are streams of HTTP/2 connections that it shares, up to the server's
+    ``MAX_STREAMS`` on each.
+    """
+    connections: list[rapidws.ClientConnection] = []
 
-        def abort() -> None:
-            # As HTTP/2's done() drops its connections: no closing handshakes.
-            for ws in connections:
-                if ws.transport is not None:
-                    ws.transport.abort()
+    async def open_websocket() -> rapidws.ClientConnection:
+        ws = await rapidws.connect(
+            f"wss://127.0.0.1:{port}/",
+            ssl=context,
+            http2=http2,
+            compression=None,
+            ping_interval=None,
+            max_size=MAX_SIZE,
+        )
+        connections.append(ws)
+        return ws
 
-        return Side("HTTP/1.1", open_http11, abort)
-    clients: list[H2Client] = []
-    streams = [0]
+    def abort() -> None:
+        # No closing handshakes: a connection dropped, or a stream reset (its
+        # HTTP/2 connection ends with the measurement's event loop).
+        for ws in connections:
+            if ws.transport is not None:
+                ws.transport.abort()
 
-    async def open_stream() -> H2WebSocket:
-        # A new connection each BATCH streams: the server takes no more at once.
-        if streams[0] % BATCH == 0:
-            clients.append(await h2_connection(port, context))
-        streams[0] += 1
-        return await clients[-1].websocket()
-
-    def done() -> None:
-        for client in clients:
-            client.close()
-
-    return Side("HTTP/2", open_stream, done)
+    return Side("HTTP/2" if http2 else "HTTP/1.1", open_websocket, abort)
 
 
 async def bounded(aw: Awaitable[Any]) -> Any:
@@ -479,8 +274,6 @@ def measure(
         async def main() -> dict[str, float]:
             def side() -> Side:
                 context = ssl.create_default_context(cafile=str(ca))
-                if http2:
-                    context.set_alpn_protocols(["h2"])
                 return side_for(running.port, http2, context)
 
             if kind == "open_close":

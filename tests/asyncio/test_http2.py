@@ -33,6 +33,7 @@ from h2.events import (
 import rapidws
 from rapidws import Response
 from rapidws.asyncio.http2 import (
+    MAX_FRAME,
     MAX_STREAMS,
     RESET_BURST,
     STREAM_WINDOW,
@@ -627,6 +628,137 @@ async def test_send_waits_for_the_window() -> None:
         client.resume(ws.stream_id)
         for _ in range(8):
             assert await ws.recv() == b"z" * 65536
+
+
+# Frames as read: a WebSocket's DATA goes straight to its stream, the rest to h2.
+
+
+def raw_data(stream_id: int, data: bytes, *, flags: int = 0) -> bytes:
+    """A DATA frame as is, past the client's h2 (which checks windows and sizes)."""
+    return (len(data) << 48 | 0x0 << 40 | flags << 32 | stream_id).to_bytes(9, "big") + data
+
+
+@pytest.mark.parametrize("piece", [1, 8, 9, 10, 1000])
+async def test_frames_in_any_pieces(piece: int) -> None:
+    # DATA split anywhere, beside PING, padded DATA and a new stream's
+    # HEADERS: each message reaches its WebSocket whole and in order.
+    async with serve(echo) as server, h2_client(server) as client:
+        first, second = await client.websocket(), await client.websocket()
+        h2 = client.h2
+        first.protocol.send_message("a" * 300)
+        second.protocol.send_message(b"b" * 700)
+        h2.send_data(first.stream_id, b"".join(first.protocol.data_to_send()))
+        h2.ping(b"12345678")
+        h2.send_data(second.stream_id, b"".join(second.protocol.data_to_send()))
+        first.protocol.send_message("padded")
+        h2.send_data(first.stream_id, b"".join(first.protocol.data_to_send()), pad_length=7)
+        third = h2.get_next_available_stream_id()
+        h2.send_headers(third, connect("/"))
+        data = h2.data_to_send()
+        for i in range(0, len(data), piece):
+            client.writer.write(data[i : i + piece])
+            await asyncio.sleep(0)
+        assert await first.recv() == "a" * 300
+        assert await second.recv() == b"b" * 700
+        assert await first.recv() == "padded"
+        assert (await client.response(third))[":status"] == "200"
+
+
+async def test_large_frame_reaches_its_stream_as_it_arrives() -> None:
+    # A 100 KiB DATA frame in pieces: the message in it arrives before the
+    # frame has (the engine takes the payload as it comes).
+    received: list[bytes] = []
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        received.append(await ws.recv())  # type: ignore[arg-type]
+        await ws.send("first")
+        received.append(await ws.recv())  # type: ignore[arg-type]
+
+    async with serve(handler) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        ws.protocol.send_message(b"x" * 1000)
+        ws.protocol.send_message(b"y" * 99_000)
+        frame = raw_data(ws.stream_id, b"".join(ws.protocol.data_to_send()))
+        client.writer.write(frame[:5000])
+        assert await ws.recv() == "first"  # the rest of the frame is still to come
+        client.writer.write(frame[5000:])
+        await until(lambda: len(received) == 2)
+        assert received == [b"x" * 1000, b"y" * 99_000]
+
+
+async def test_data_inside_a_header_block_ends_the_connection() -> None:
+    # RFC 9113 section 6.10: only CONTINUATION may follow a HEADERS frame
+    # without END_HEADERS, even DATA of an open WebSocket.
+    async with serve(echo) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        block = client.h2.encoder.encode(connect("/"))
+        stream_id = client.h2.get_next_available_stream_id()
+        headers = (len(block) << 48 | 0x1 << 40 | stream_id).to_bytes(9, "big") + block
+        ws.protocol.send_message("inside")
+        client.writer.write(headers + raw_data(ws.stream_id, ws.protocol.data_to_send()[0]))
+        await wait(client.closed.wait())
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.PROTOCOL_ERROR
+
+
+async def test_data_past_the_window_ends_the_connection() -> None:
+    # A client that ignores the stream's window (its reader stalls): GOAWAY
+    # FLOW_CONTROL_ERROR, as h2 itself would answer.
+    release = asyncio.Event()
+
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        await release.wait()
+
+    async with serve(handler, max_queue=1) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        for _ in range(4):
+            ws.protocol.send_message(b"w" * 90_000)
+            client.writer.write(raw_data(ws.stream_id, b"".join(ws.protocol.data_to_send())))
+        await wait(client.closed.wait())
+        release.set()
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.FLOW_CONTROL_ERROR
+
+
+async def test_oversized_frame_ends_the_connection_from_its_header() -> None:
+    # A frame above SETTINGS_MAX_FRAME_SIZE is refused at once, not awaited.
+    async with serve(echo) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        client.writer.write(((MAX_FRAME + 1) << 48 | ws.stream_id).to_bytes(9, "big"))
+        await wait(client.closed.wait())
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.FRAME_SIZE_ERROR
+
+
+async def test_frame_of_a_stream_aborted_midway_still_counts_for_the_connection() -> None:
+    # The rest of a DATA frame whose stream ended meanwhile is acknowledged:
+    # the connection's window loses nothing, as h2 does for closed streams.
+    async def handler(ws: rapidws.ServerConnection) -> None:
+        if ws.request.path == "/abort":  # type: ignore[union-attr]
+            await ws.recv()
+            ws.transport.abort()  # type: ignore[union-attr]
+        else:
+            await echo(ws)
+
+    async with serve(handler) as server, h2_client(server) as client:
+        ws = await client.websocket("/abort")
+        ws.protocol.send_message(b"x" * 100)
+        ws.protocol.send_message(b"y" * 100_000)
+        frame = raw_data(ws.stream_id, b"".join(ws.protocol.data_to_send()))
+        client.writer.write(frame[:1000])
+        event = await client.next_event(ws.stream_id)
+        assert isinstance(event, StreamReset)
+        client.writer.write(frame[1000:])
+        other = await client.websocket()  # after the frame's end, in order
+        await other.send("still here")
+        assert await other.recv() == "still here"
+        await other.close()  # its stream hands back what it took
+        (connection,) = server.http2_connections
+        window = connection._h2._inbound_flow_control_window_manager
+        # Every byte received was handed back to h2 (taken or dropped).
+        await until(
+            lambda: window.current_window_size + window._bytes_processed == window.max_window_size
+        )
 
 
 # The App over HTTP/2: WebSocket routes with interceptors, plain HTTP routes.

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -58,6 +59,7 @@ from h2.events import (
 from h2.exceptions import ProtocolError, StreamClosedError, StreamIDTooLowError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
+from h2.stream import H2Stream, StreamState
 from hyperframe.frame import DataFrame, Frame
 
 from ..core.http2 import Http2ServerProtocol, request_from_fields, response_fields
@@ -109,6 +111,18 @@ _FLUSH_SIZE = 64 * 1024
 
 # RFC 9113 section 3.4: how a client with prior knowledge starts.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# RFC 9113 section 4.1: a frame's header is its length (24 bits), type,
+# flags and stream id (31 bits after a reserved one).
+_FRAME_HEADER = struct.Struct(">BHBBL")
+_DATA = 0x0
+_HEADER_BLOCK = frozenset((0x1, 0x5, 0x9))  # HEADERS, PUSH_PROMISE, CONTINUATION
+_END_STREAM = 0x1
+_END_HEADERS = 0x4
+_PADDED = 0x8
+# The states of a stream in which the peer may send DATA, and we may.
+_RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
+_SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 
 
 def connection_factory(server: Server) -> Callable[[], asyncio.Protocol]:
@@ -197,17 +211,28 @@ _PAYLOAD_NOT_SHOWN = "<payload not shown>".__str__
 class BaseHttp2Connection(asyncio.Protocol):
     """An HTTP/2 connection whose streams carry connections: what servers and clients share.
 
-    It reads frames (with the ``h2`` package) and hands each stream's DATA,
-    END_STREAM and RST_STREAM to its :class:`StreamTransport`, and sends the
-    streams' data as the flow-control windows and the TCP write buffer allow
-    (see the module's docstring). A side handles the other events (requests,
-    responses, settings) in :meth:`_event`.
+    It reads frames and hands each stream's DATA, END_STREAM and RST_STREAM
+    to its :class:`StreamTransport`, and sends the streams' data as the
+    flow-control windows and the TCP write buffer allow (see the module's
+    docstring). The ``h2`` package keeps the connection's state and handles
+    every frame but the DATA of open WebSocket streams, which goes straight
+    between the socket and the stream both ways, with h2's windows kept as
+    h2 keeps them. A side handles the other events (requests, responses,
+    settings) in :meth:`_event`.
     """
 
     __slots__ = (
         "_flush_due",
+        "_frames",
         "_h2",
+        "_held",
+        "_in_header_block",
+        "_left",
+        "_left_stream",
+        "_needed",
+        "_partial",
         "_paused",
+        "_preface",
         "_streams",
         "_unflushed",
         "_waiting",
@@ -227,7 +252,21 @@ class BaseHttp2Connection(asyncio.Protocol):
         # A write of h2's output is due before the turn ends (data_received
         # runs, or _flush_later() scheduled one).
         self._flush_due = False
-        self._unflushed = 0  # bytes of DATA given to h2 since its last write
+        self._unflushed = 0  # bytes of DATA sent since the last write
+        # The streams' DATA frames, made here (see _send()), and h2's output
+        # from before them: what the next write sends, before h2's output.
+        self._frames = bytearray()
+        # Received bytes held back (see _receive()): the start of a frame for
+        # h2, in pieces, until _needed bytes are held.
+        self._partial: list[bytes] = []
+        self._held = 0
+        self._needed = 0
+        # The bytes still to come of a DATA frame whose start went to its
+        # stream, and that stream.
+        self._left = 0
+        self._left_stream: StreamTransport | None = None
+        self._preface = 0  # bytes of the client's preface still to come
+        self._in_header_block = False  # CONTINUATION frames are due
 
     def _configure(
         self, settings: dict[SettingCodes, int], max_header_bytes: int | None, *, client: bool
@@ -247,6 +286,7 @@ class BaseHttp2Connection(asyncio.Protocol):
         # right after its ACK.
         h2.max_inbound_frame_size = MAX_FRAME
         h2.incoming_buffer = _FrameBuffer(server=not client)
+        self._preface = 0 if client else len(PREFACE)
 
     @property
     def streams(self) -> int:
@@ -264,21 +304,134 @@ class BaseHttp2Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Handle the frames received (called by asyncio)."""
-        try:
-            events = self._h2.receive_data(data)
-        except ProtocolError:
-            self._close(goaway=False)  # h2 has queued the GOAWAY with the error
-            return
         if self._flush_due:
-            self._handle(events)  # the flush scheduled comes after
+            self._receive(data)  # the flush scheduled comes after
         else:
             # What the streams answer goes out at the end, in one write.
             self._flush_due = True
             try:
-                self._handle(events)
+                self._receive(data)
             finally:
                 self._flush_due = False
         self._flush()
+
+    def _receive(self, data: bytes) -> None:
+        # The DATA frames of open WebSocket streams go straight to their
+        # streams, as they arrive: h2 would wait for each whole frame, and
+        # make a frame object, run two state machines and make an event of
+        # it, which costs more than the rest of a message's handling. Every
+        # other frame goes to h2, whole and in order, so that h2 never holds
+        # part of a frame taken here.
+        size = len(data)
+        pos = start = 0  # start: where the bytes not handed over yet start
+        if self._left:
+            # More of a DATA frame whose start went to its stream.
+            pos = min(self._left, size)
+            self._left -= pos
+            stream = self._left_stream
+            assert stream is not None
+            if not self._piece(stream, data if pos == size else data[:pos]) or pos == size:
+                return
+            start = pos
+        elif self._partial:
+            self._partial.append(data)
+            self._held += size
+            if self._held < self._needed:
+                return
+            data = b"".join(self._partial)
+            size = len(data)
+            self._partial.clear()
+            self._held = 0
+        elif self._preface:
+            pos = min(self._preface, size)  # h2 checks it
+            self._preface -= pos
+        streams = self._streams
+        h2_streams = self._h2.streams
+        limit = self._h2.max_inbound_frame_size
+        while size - pos >= 9:
+            high, low, kind, flags, stream_id = _FRAME_HEADER.unpack_from(data, pos)
+            length = high << 16 | low
+            if length > limit:
+                # RFC 9113 section 4.2, from the header: h2 would hold up to
+                # 16 MiB of the frame first.
+                if not start < pos or self._to_h2(data[start:pos]):
+                    self._close(error=ErrorCodes.FRAME_SIZE_ERROR)
+                return
+            end = pos + 9 + length
+            # Not in a header block (h2 refuses it); END_STREAM and padding
+            # are h2's to handle.
+            if kind == _DATA and not flags & (_END_STREAM | _PADDED) and not self._in_header_block:
+                stream_id &= 0x7FFFFFFF
+                stream = streams.get(stream_id)
+                h2_stream = h2_streams.get(stream_id)
+                if (
+                    stream is not None
+                    and stream._websocket
+                    and h2_stream is not None
+                    and h2_stream.state_machine.state in _RECEIVING
+                ):
+                    if start < pos and not self._to_h2(data[start:pos]):
+                        return
+                    if not self._consume(h2_stream, length):
+                        return
+                    if end > size:
+                        # The rest follows in the next reads.
+                        self._left, self._left_stream = end - size, stream
+                        if pos + 9 < size:
+                            self._piece(stream, data[pos + 9 :])
+                        return
+                    if length and not self._piece(stream, data[pos + 9 : end]):
+                        return
+                    start = pos = end
+                    continue
+            if end > size:
+                break
+            if kind in _HEADER_BLOCK:
+                self._in_header_block = not flags & _END_HEADERS
+            pos = end
+        if start < pos and not self._to_h2(data[start:pos]):
+            return
+        if pos < size:
+            # A frame's start: held until the whole frame (or its header) is.
+            self._partial.append(data[pos:])
+            self._held = size - pos
+            self._needed = 9 if self._held < 9 else end - pos
+
+    def _to_h2(self, data: bytes) -> bool:
+        # Hand whole frames to h2 and handle its events; return whether the
+        # connection goes on.
+        try:
+            events = self._h2.receive_data(data)
+        except ProtocolError:
+            self._close(goaway=False)  # h2 has queued the GOAWAY with the error
+            return False
+        self._handle(events)
+        transport = self.transport
+        return transport is not None and not transport.is_closing()
+
+    def _consume(self, h2_stream: H2Stream, size: int) -> bool:
+        # A DATA frame taken past h2 shrinks the windows as h2 would (they
+        # grow back through h2 as the stream acknowledges what it took).
+        # Return whether the connection goes on.
+        h2 = self._h2
+        try:
+            h2._inbound_flow_control_window_manager.window_consumed(size)
+            h2_stream._inbound_window_manager.window_consumed(size)
+        except ProtocolError as exc:  # the peer overran a window
+            self._close(error=exc.error_code)
+            return False
+        return True
+
+    def _piece(self, stream: StreamTransport, data: bytes) -> bool:
+        # Hand a piece of a DATA frame's payload to its stream; return
+        # whether the connection goes on.
+        if stream._lost:
+            # Closed meanwhile: the bytes still count against the connection's window.
+            self._acknowledge(len(data), stream.stream_id)
+        else:
+            stream._data_received(data, len(data))
+        transport = self.transport
+        return transport is not None and not transport.is_closing()
 
     def _handle(self, events: list[Event]) -> None:
         streams = self._streams
@@ -366,29 +519,47 @@ class BaseHttp2Connection(asyncio.Protocol):
         stream_id = stream.stream_id
         out = stream._out
         sent = False
-        try:
-            while out and not self._paused and frames != 0:
-                size = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
-                if size <= 0:
-                    break
-                data = out[0]
-                if len(data) > size:
-                    view = memoryview(data)
-                    out[0] = view[size:]
-                    data = view[:size]
-                else:
-                    out.popleft()
-                stream._out_size -= len(data)
-                h2.send_data(stream_id, data)
-                self._unflushed += len(data)
-                if self._unflushed >= _FLUSH_SIZE:
-                    self._flush()
-                sent = True
-                if frames is not None:
-                    frames -= 1
-        except StreamClosedError:
-            stream._reset_meanwhile()
-            return sent
+        h2_stream = None
+        while out and not self._paused and frames != 0:
+            if h2_stream is None:
+                h2_stream = h2.streams.get(stream_id)
+                if h2_stream is None or h2_stream.state_machine.state not in _SENDING:
+                    # Reset by the peer in the frames being handled.
+                    stream._reset_meanwhile()
+                    return sent
+            size = min(
+                h2.outbound_flow_control_window,
+                h2_stream.outbound_flow_control_window,
+                h2.max_outbound_frame_size,
+            )
+            if size <= 0:
+                break
+            data = out[0]
+            if len(data) > size:
+                view = memoryview(data)
+                out[0] = view[size:]
+                data = view[:size]
+            else:
+                out.popleft()
+            size = len(data)
+            stream._out_size -= size
+            # The DATA frame is made here, not by h2 (whose send_data() costs
+            # more than the rest of a message's sending), and h2's windows
+            # shrink as its own would: it grows them on WINDOW_UPDATE.
+            h2.outbound_flow_control_window -= size
+            h2_stream.outbound_flow_control_window -= size
+            frames_out = self._frames
+            before = h2.data_to_send()  # h2's output made before the frame
+            if before:
+                frames_out += before
+            frames_out += (size << 48 | stream_id).to_bytes(9, "big")
+            frames_out += data
+            self._unflushed += size
+            if self._unflushed >= _FLUSH_SIZE:
+                self._flush()
+            sent = True
+            if frames is not None:
+                frames -= 1
         if out:
             self._waiting[stream_id] = stream
         else:
@@ -420,9 +591,14 @@ class BaseHttp2Connection(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
-        # Write h2's output now.
+        # Write the frames made now: the streams' DATA, then h2's output.
         self._unflushed = 0
-        data = self._h2.data_to_send()
+        data: bytes | bytearray = self._h2.data_to_send()
+        frames = self._frames
+        if frames:
+            frames += data
+            data = frames
+            self._frames = bytearray()  # the transport may keep the one written
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
