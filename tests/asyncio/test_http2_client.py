@@ -23,7 +23,7 @@ from h2.events import ConnectionTerminated, RequestReceived
 import rapidws
 from rapidws import Response
 from rapidws.asyncio import http2_client
-from rapidws.asyncio.http2 import MAX_STREAMS, PREFACE, StreamTransport
+from rapidws.asyncio.http2 import MAX_STREAMS, PREFACE, RESET_BURST, StreamTransport
 from rapidws.asyncio.http2_client import IDLE_TIMEOUT, Http2ClientConnection
 
 from .utils import RawPeer, echo, handshake_response, raw_server, until, wait
@@ -263,6 +263,20 @@ async def test_full_connection_opens_another() -> None:
         assert len(server.http2_connections) == 2
         await sockets[-1].send("last")
         assert await wait(sockets[-1].recv()) == "last"
+
+
+async def test_websockets_opened_and_closed_in_quick_succession_keep_the_connection() -> None:
+    # A client resets its stream after the closing handshake when the
+    # server's END_STREAM is not in yet: the server does not count those
+    # resets against its rapid-reset allowance (RESET_BURST).
+    async with serve(echo) as server:
+        connections = set()
+        for _ in range(3 * RESET_BURST // MAX_STREAMS):
+            sockets = await asyncio.gather(*(connect(server) for _ in range(MAX_STREAMS)))
+            connections |= {pooled(ws) for ws in sockets}
+            await asyncio.gather(*(ws.close() for ws in sockets))
+            assert all(ws.close_code == 1000 for ws in sockets)
+        assert len(connections) == 1
 
 
 @pytest.mark.virtual_clock

@@ -450,11 +450,14 @@ class BaseHttp2Connection(asyncio.Protocol):
                     stream._eof_received()
             elif isinstance(event, StreamReset):
                 stream = streams.get(event.stream_id)
+                # A stream that we had ended is not counted: its work was done
+                # (a client may reset after the closing handshake rather than
+                # wait for our END_STREAM). Any other is, whether seen or not:
+                # reset in the frames of its request, or past the limit.
+                counted = event.remote_reset and (stream is None or not stream._ended)
                 if stream is not None:
                     stream._lose()
-                # Counted whether the stream was seen or not: reset in the
-                # frames of its request, it was over before it started.
-                if event.remote_reset and self._reset_by_peer():
+                if counted and self._reset_by_peer():
                     return  # one too many: the connection is over
             elif isinstance(event, ConnectionTerminated):
                 # The peer's GOAWAY: h2 sends nothing more, the streams end.
