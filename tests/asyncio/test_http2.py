@@ -460,6 +460,20 @@ async def test_stream_past_the_limit_is_refused_while_the_others_go_on() -> None
         assert client.terminated is None
 
 
+async def test_stream_limit_is_an_option() -> None:
+    async with serve(echo, http2_max_streams=3) as server, h2_client(server) as client:
+        await wait(client.settings.wait())
+        assert client.h2.remote_settings.max_concurrent_streams == 3
+        client.h2.__class__ = GreedyH2Connection
+        for _ in range(3):
+            await client.websocket()
+        event = await client.next_event(client.request(connect("/")))
+        assert isinstance(event, StreamReset)
+        assert event.error_code == ErrorCodes.REFUSED_STREAM
+    with pytest.raises(ValueError, match="http2_max_streams must be 1 or more"):
+        serve(echo, http2_max_streams=0)
+
+
 async def test_rapid_resets_end_the_connection_with_enhance_your_calm() -> None:
     # CVE-2023-44487: streams opened and reset at once, as fast as a client can.
     opened = 0

@@ -55,7 +55,7 @@ def test_client_flags() -> None:
     args = client(
         "ws://example.com/", "-H", "X-A: 1", "--header", "X-B:2", "-s", "chat", "--subprotocol",
         "v2", "-o", "https://example.com", "--auth", "ann:pw", "--no-compression",
-        "--proxy", "socks5h://127.0.0.1:1080", "--max-redirects", "0", "--no-pong",
+        "--proxy", "socks5h://127.0.0.1:1080", "--max-redirects", "0", "--no-pong", "--http2",
     )  # fmt: skip
     options = client_options(args)
     headers = options.pop("additional_headers")
@@ -68,6 +68,7 @@ def test_client_flags() -> None:
         "compression": None,
         "proxy": "socks5h://127.0.0.1:1080",
         "auto_pong": False,
+        "http2": True,
         "max_redirects": 0,
     }
 
@@ -153,8 +154,10 @@ def test_server_defaults() -> None:
         "subprotocols": None,
         "compression": "deflate",
         "auto_pong": True,
+        "http2": False,
     }
     assert server_options(server("--no-pong"))["auto_pong"] is False
+    assert server_options(server("--http2", "--http2-max-streams", "8"))["http2_max_streams"] == 8
 
 
 def test_server_flags(tmp_path: Path, ca: trustme.CA, server_cert: trustme.LeafCert) -> None:
@@ -174,7 +177,7 @@ def test_server_flags(tmp_path: Path, ca: trustme.CA, server_cert: trustme.LeafC
 @pytest.mark.parametrize(
     ("argv", "message"),
     [(["--cert", "c.pem"], "go together"), (["--key", "k.pem"], "go together"),
-     (["--ca", "ca.pem"], "--ca needs")],
+     (["--ca", "ca.pem"], "--ca needs"), (["--http2-max-streams", "8"], "needs --http2")],
 )  # fmt: skip
 def test_server_usage_errors(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message):

@@ -296,3 +296,25 @@ async def test_serve_no_pong() -> None:
         assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "after the ping"
         assert not pong.done()
         pong.cancel()
+
+
+@needs_signals
+async def test_serve_http2() -> None:
+    # h2c with prior knowledge: two WebSockets as streams of one connection,
+    # at most --http2-max-streams at once.
+    async with (
+        serve_cli("--echo", "--http2", "--http2-max-streams", "2") as url,
+        rapidws.connect(url, http2=True, proxy=None) as first,
+        rapidws.connect(url, http2=True, proxy=None) as second,
+        rapidws.connect(url, http2=True, proxy=None) as third,
+    ):
+        ids = [ws.transport.get_extra_info("http2_stream_id") for ws in (first, second)]
+        assert ids == [1, 3]
+        assert ws_peer(first) == ws_peer(second) != ws_peer(third)  # a second connection
+        await second.send("over HTTP/2")
+        assert await second.recv() == "over HTTP/2"
+
+
+def ws_peer(ws: rapidws.ClientConnection) -> object:
+    """The local address of the TCP connection under ``ws``."""
+    return ws.transport.get_extra_info("sockname")

@@ -151,7 +151,7 @@ def test_workers_must_be_a_positive_number() -> None:
         timeout=TIMEOUT,
     )
     assert result.returncode == 2
-    assert "not a positive number: '0'" in result.stderr
+    assert "not a positive count: '0'" in result.stderr
 
 
 def test_workers_stop_when_the_supervisor_is_killed() -> None:

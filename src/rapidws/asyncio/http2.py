@@ -64,7 +64,7 @@ from hyperframe.frame import DataFrame, Frame
 
 from ..core.http2 import Http2ServerProtocol, request_from_fields, response_fields
 from ..core.http11 import Request, Response
-from ..core.limits import MAX_HEADER_BYTES, MAX_HEADERS
+from ..core.limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_HTTP2_STREAMS
 from ..core.server import wants_upgrade
 from ..exceptions import InvalidRequest
 from .server import ServerConnection
@@ -86,8 +86,9 @@ __all__ = [
 ]
 
 #: The most streams a client may have open at once on a connection
-#: (``SETTINGS_MAX_CONCURRENT_STREAMS``).
-MAX_STREAMS = 100
+#: (``SETTINGS_MAX_CONCURRENT_STREAMS``), by default (``serve()``'s
+#: ``http2_max_streams``); a client opens at most this many on one.
+MAX_STREAMS = MAX_HTTP2_STREAMS
 #: The receive window of each stream, in bytes (``SETTINGS_INITIAL_WINDOW_SIZE``):
 #: what a stream whose reader stalls may buffer.
 STREAM_WINDOW = 256 * 1024
@@ -125,9 +126,14 @@ _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
 _SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 
 
-def connection_factory(server: Server) -> Callable[[], asyncio.Protocol]:
-    """Return the protocol factory of a server that speaks HTTP/2 beside HTTP/1.1."""
-    return lambda: _VersionChooser(server)
+def connection_factory(
+    server: Server, *, max_streams: int = MAX_STREAMS
+) -> Callable[[], asyncio.Protocol]:
+    """Return the protocol factory of a server that speaks HTTP/2 beside HTTP/1.1.
+
+    A client may have ``max_streams`` streams open at once on a connection.
+    """
+    return lambda: _VersionChooser(server, max_streams)
 
 
 class _VersionChooser(asyncio.Protocol):
@@ -137,10 +143,11 @@ class _VersionChooser(asyncio.Protocol):
     the first bytes tell (the preface, or anything else).
     """
 
-    __slots__ = ("_buf", "_server", "_transport")
+    __slots__ = ("_buf", "_max_streams", "_server", "_transport")
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, max_streams: int) -> None:
         self._server = server
+        self._max_streams = max_streams
         self._transport: asyncio.Transport | None = None
         self._buf = b""
 
@@ -173,7 +180,10 @@ class _VersionChooser(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         protocol: asyncio.Protocol
-        protocol = Http2Connection(self._server) if http2 else self._server._new_connection()
+        if http2:
+            protocol = Http2Connection(self._server, max_streams=self._max_streams)
+        else:
+            protocol = self._server._new_connection()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if data and not transport.is_closing():
@@ -229,6 +239,7 @@ class BaseHttp2Connection(asyncio.Protocol):
         "_in_header_block",
         "_left",
         "_left_stream",
+        "_max_streams",
         "_needed",
         "_partial",
         "_paused",
@@ -249,6 +260,7 @@ class BaseHttp2Connection(asyncio.Protocol):
         # The streams whose data waits for a window or for the TCP buffer.
         self._waiting: dict[int, StreamTransport] = {}
         self._paused = False  # the TCP write buffer is above its high-water mark
+        self._max_streams = MAX_STREAMS  # streams open at once, at most
         # A write of h2's output is due before the turn ends (data_received
         # runs, or _flush_later() scheduled one).
         self._flush_due = False
@@ -299,7 +311,7 @@ class BaseHttp2Connection(asyncio.Protocol):
         h2.initiate_connection()
         # The connection's window holds every stream's at once: streams that
         # stall never leave the others without window (RFC 9113 section 5.2).
-        h2.increment_flow_control_window(MAX_STREAMS * STREAM_WINDOW)
+        h2.increment_flow_control_window(self._max_streams * STREAM_WINDOW)
         self._flush()
 
     def data_received(self, data: bytes) -> None:
@@ -633,7 +645,7 @@ class Http2Connection(BaseHttp2Connection):
 
     __slots__ = ("_allowance", "_allowance_at", "_draining", "_idle", "_server")
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, *, max_streams: int = MAX_STREAMS) -> None:
         assert server.loop is not None  # set when the server starts
         # Headers are checked by request_from_fields(): a malformed request
         # is refused on its stream, not with the whole connection.
@@ -644,8 +656,9 @@ class Http2Connection(BaseHttp2Connection):
         max_header_bytes = options.get("max_header_bytes", MAX_HEADER_BYTES)
         settings = {
             SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
-            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
         }
+        self._max_streams = max_streams
         self._configure(settings, max_header_bytes, client=False)
         self._draining = False  # the server is shutting down
         # Streams that the client may still reset or have refused (RESET_BURST).
@@ -692,7 +705,7 @@ class Http2Connection(BaseHttp2Connection):
         if self._draining:
             self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        if len(self._streams) >= MAX_STREAMS:
+        if len(self._streams) >= self._max_streams:
             # RFC 9113 section 5.1.2: a stream past the limit we advertised is
             # a stream error. REFUSED_STREAM tells the client that nothing of
             # it was processed, so it may retry; the other streams go on.

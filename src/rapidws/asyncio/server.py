@@ -26,6 +26,7 @@ from ..core.limits import (
     MAX_BODY_SIZE,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
+    MAX_HTTP2_STREAMS,
     MAX_LINE,
     MAX_MESSAGE_SIZE,
     MAX_QUEUE,
@@ -639,6 +640,9 @@ class serve:
             ``h2`` and ``http/1.1``); in cleartext, to clients that start
             with the HTTP/2 preface (prior knowledge). WebSockets then open
             as streams (RFC 8441); see :mod:`rapidws.asyncio.http2`.
+        http2_max_streams: the streams that a client may have open at once on
+            an HTTP/2 connection (``SETTINGS_MAX_CONCURRENT_STREAMS``); one
+            more is refused alone (``REFUSED_STREAM``).
     """
 
     def __init__(
@@ -678,6 +682,7 @@ class serve:
         max_headers: int | None = MAX_HEADERS,
         max_header_bytes: int | None = MAX_HEADER_BYTES,
         max_body_size: int | None = MAX_BODY_SIZE,
+        http2_max_streams: int = MAX_HTTP2_STREAMS,
     ) -> None:
         if server_header is not None:
             # Checked now, not in the first handshake, whose refusal would
@@ -717,11 +722,18 @@ class serve:
         )  # fmt: skip
         self._factory: Callable[[], asyncio.BaseProtocol] = self._server._new_connection
         if http2:
+            if http2_max_streams < 1:
+                raise ValueError(f"http2_max_streams must be 1 or more, not {http2_max_streams}")
             # Here, not at the top: h2 is an optional dependency, and the
             # http2 module builds on this one.
-            from .http2 import connection_factory  # noqa: PLC0415
-
-            self._factory = connection_factory(self._server)
+            try:
+                from .http2 import connection_factory  # noqa: PLC0415
+            except ModuleNotFoundError as exc:
+                if exc.name not in ("h2", "hpack", "hyperframe"):
+                    raise
+                needs = "http2=True needs the h2 package: pip install 'rapidws[http2]'"
+                raise ImportError(needs) from exc
+            self._factory = connection_factory(self._server, max_streams=http2_max_streams)
             if ssl is not None:
                 ssl.set_alpn_protocols(["h2", "http/1.1"])
 

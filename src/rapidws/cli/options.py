@@ -116,6 +116,12 @@ def add_client_options(parser: argparse.ArgumentParser, *, compression: bool = T
         "--no-proxy", action="store_true", help="ignore the proxy environment variables"
     )
     network.add_argument(
+        "--http2",
+        action="store_true",
+        help="open WebSockets as streams of shared HTTP/2 connections (RFC 8441; needs "
+        "rapidws[http2]), over HTTP/1.1 when the server does not take them",
+    )
+    network.add_argument(
         "--max-redirects",
         type=count,
         default=None,
@@ -149,6 +155,7 @@ class ClientFlags:
     key: str | None = None
     proxy: str | None = None
     no_proxy: bool = False
+    http2: bool = False
     max_redirects: int | None = None
     cookie_jar: str | None = None
     compression: bool = True
@@ -189,6 +196,8 @@ def client_options(
         "proxy": None if args.no_proxy else (args.proxy or True),
         "auto_pong": not args.no_pong,
     }
+    if args.http2:
+        kwargs["http2"] = True
     if args.max_redirects is not None:
         kwargs["max_redirects"] = args.max_redirects
     if url is None:
@@ -224,6 +233,20 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     tls.add_argument(
         "--ca", metavar="FILE", help="require client certificates signed by the CAs in FILE (PEM)"
     )
+    http2 = parser.add_argument_group("HTTP/2 (RFC 8441, needs rapidws[http2])")
+    http2.add_argument(
+        "--http2",
+        action="store_true",
+        help="also speak HTTP/2 on the port (h2 by ALPN with --cert, h2c with prior "
+        "knowledge without): WebSockets open as streams of one connection",
+    )
+    http2.add_argument(
+        "--http2-max-streams",
+        type=positive,
+        default=None,
+        metavar="N",
+        help="the streams a client may have open at once on a connection (default: 100)",
+    )
     _add_compression(parser)
     _add_no_pong(parser)
 
@@ -232,8 +255,8 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
     """Turn the flags of :func:`add_server_options` into ``serve()`` keyword arguments.
 
     Raises:
-        UsageError: for ``--cert`` without ``--key`` (or the reverse), or
-            ``--ca`` without them.
+        UsageError: for ``--cert`` without ``--key`` (or the reverse),
+            ``--ca`` without them, or ``--http2-max-streams`` without ``--http2``.
         OSError, ssl.SSLError: when the certificate or key cannot be loaded.
     """
     if bool(args.cert) != bool(args.key):
@@ -247,12 +270,18 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.ca:
             context.load_verify_locations(args.ca)
             context.verify_mode = ssl.CERT_REQUIRED
-    return {
+    if args.http2_max_streams is not None and not args.http2:
+        raise UsageError("--http2-max-streams needs --http2")
+    options: dict[str, Any] = {
         "ssl": context,
         "subprotocols": args.subprotocol or None,
         "compression": "deflate" if args.compression else None,
         "auto_pong": not args.no_pong,
+        "http2": args.http2,
     }
+    if args.http2_max_streams is not None:
+        options["http2_max_streams"] = args.http2_max_streams
+    return options
 
 
 def bounded(

@@ -139,7 +139,7 @@ def add_serve_command(commands: Any) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_positive,
+        type=positive,
         default=1,
         metavar="N",
         help="run N worker processes on the port (SO_REUSEPORT), restarted if they die "
@@ -172,16 +172,6 @@ def add_serve_command(commands: Any) -> None:
         "else errors only)",
     )
     parser.set_defaults(run=run_serve)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
-    return value
 
 
 # The echo server.

@@ -11,6 +11,7 @@ __all__ = [
     "MAX_BODY_SIZE",
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
+    "MAX_HTTP2_STREAMS",
     "MAX_LINE",
     "MAX_MESSAGE_SIZE",
     "MAX_QUEUE",
@@ -46,6 +47,12 @@ MAX_RESPONSE_BODY = 65536
 # Redirects a client follows for one connection: a chain longer than this is
 # a loop or a misconfiguration (requests stops at 30, httpx at 20, websockets at 10).
 MAX_REDIRECTS = 10
+
+# HTTP/2 (RFC 8441): the streams, each a WebSocket or a request, that a client
+# may have open at once on a connection; RFC 9113 section 6.5.2 recommends no
+# fewer than 100 (nginx and hypercorn default to 128 and 100). Each stream may
+# buffer a window (256 KiB) while its reader stalls.
+MAX_HTTP2_STREAMS = 100
 
 # Read-side flow control: received messages that the application has not
 # consumed yet; past it the transport stops reading from the socket.
