@@ -53,7 +53,13 @@ def url() -> Iterator[str]:
 
     async def main() -> None:
         async with rapidws.serve(
-            Echo(), "127.0.0.1", 0, compression=None, subprotocols=["chat"], process_request=record
+            Echo(),
+            "127.0.0.1",
+            0,
+            compression=None,
+            subprotocols=["chat"],
+            process_request=record,
+            http2=True,
         ) as server:
             port.append(server.sockets[0].getsockname()[1])
             stop.append(asyncio.get_running_loop().create_future())
@@ -196,6 +202,14 @@ def test_connect_flags_in_worker_processes(url: str) -> None:
         assert request.headers["X-Run"] == "7"
         assert request.headers["Sec-WebSocket-Protocol"] == "chat"
         assert request.headers["Origin"] == "http://o.example"
+
+
+def test_http2(url: str) -> None:
+    # --http2: the connections are streams of a shared HTTP/2 connection (h2c).
+    REQUESTS.clear()
+    argv = ["bench", url, "-c", "3", "-n", "30", "-d", "5", "--http2", "--no-proxy"]
+    assert rapidws.cli.main(argv) == 0
+    assert [request.version for request in REQUESTS] == [(2, 0)] * 3
 
 
 def run_command(url: str, *args: str) -> list[str]:

@@ -326,6 +326,14 @@ def _run_loop(loop_name: str, coroutine: Coroutine[Any, Any, ProcessResult]) -> 
     try:
         return loop.run_until_complete(coroutine)
     finally:
+        # As asyncio.run() does (its loop_factory needs Python 3.12): the
+        # tasks left (the pool of --http2 connections) end before the loop.
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
 

@@ -384,8 +384,8 @@ class _Run:
 
     async def open_connection(self, index: int) -> LoadConnection:
         """Open one connection, timing TCP, TLS and the upgrade apart."""
-        if self.proxy is not None:
-            return await self._open_through_proxy()
+        if self.proxy is not None or self.options.get("http2"):
+            return await self._open_whole()
         config = self.config
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
@@ -414,9 +414,10 @@ class _Run:
         self.handshakes += 1
         return ws
 
-    async def _open_through_proxy(self) -> LoadConnection:
-        # The proxy opens the TCP connection and TLS runs inside its tunnel:
-        # only the whole handshake can be timed.
+    async def _open_whole(self) -> LoadConnection:
+        # The proxy opens the TCP connection and TLS runs inside its tunnel,
+        # or the WebSocket is a stream of a shared HTTP/2 connection: only
+        # the whole handshake can be timed.
         start = self.clock()
         ws = await connect(self.config.url, proxy=self.proxy, **self.options)
         assert isinstance(ws, LoadConnection)
