@@ -734,6 +734,32 @@ async def test_data_past_the_window_ends_the_connection() -> None:
         assert client.terminated.error_code == ErrorCodes.FLOW_CONTROL_ERROR
 
 
+def raw_window_update(stream_id: int, increment: int) -> bytes:
+    """A WINDOW_UPDATE frame as is, past the client's h2."""
+    return (4 << 48 | 0x8 << 40 | stream_id).to_bytes(9, "big") + increment.to_bytes(4, "big")
+
+
+@pytest.mark.parametrize(
+    ("increment", "error"),
+    [(0, ErrorCodes.PROTOCOL_ERROR), (2**31 - 1, ErrorCodes.FLOW_CONTROL_ERROR)],
+)
+async def test_bad_window_updates_are_answered_by_h2(increment: int, error: ErrorCodes) -> None:
+    # RFC 9113 section 6.9: a zero increment, or a window past 2**31 - 1.
+    async with serve(echo) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        client.writer.write(raw_window_update(ws.stream_id, increment))
+        event = await client.next_event(ws.stream_id)
+        if isinstance(event, StreamReset):
+            assert event.error_code == error
+            other = await client.websocket()
+            await other.send("still here")
+            assert await other.recv() == "still here"
+        else:
+            await wait(client.closed.wait())
+            assert client.terminated is not None
+            assert client.terminated.error_code == error
+
+
 async def test_oversized_frame_ends_the_connection_from_its_header() -> None:
     # A frame above SETTINGS_MAX_FRAME_SIZE is refused at once, not awaited.
     async with serve(echo) as server, h2_client(server) as client:

@@ -95,10 +95,10 @@ STREAM_WINDOW = 256 * 1024
 #: The largest frame that a peer may send (``SETTINGS_MAX_FRAME_SIZE``): a
 #: 64 KiB message fits in one DATA frame, not five of the default 16 KiB.
 MAX_FRAME = STREAM_WINDOW // 2
-#: The received bytes that a stream acknowledges at once: below the point at
-#: which ``h2`` sends a ``WINDOW_UPDATE`` (half the window), so that the
-#: updates go out as often as without batching, at a fraction of the calls.
-ACK_BATCH = STREAM_WINDOW // 8
+#: The received bytes that a stream acknowledges at once: half its window,
+#: the point at which ``h2`` sends a ``WINDOW_UPDATE``, so that the updates go
+#: out as often as without batching, at a fraction of the calls.
+ACK_BATCH = STREAM_WINDOW // 2
 #: The streams that a client may reset (RST_STREAM), or open past
 #: :data:`MAX_STREAMS` to be refused, in a burst; the allowance comes back at
 #: :data:`RESETS_PER_SECOND`. Past it, the connection ends with GOAWAY
@@ -121,9 +121,27 @@ _HEADER_BLOCK = frozenset((0x1, 0x5, 0x9))  # HEADERS, PUSH_PROMISE, CONTINUATIO
 _END_STREAM = 0x1
 _END_HEADERS = 0x4
 _PADDED = 0x8
-# The states of a stream in which the peer may send DATA, and we may.
+_WINDOW_UPDATE = 0x8
+_INCREMENT = struct.Struct(">L")
+_MAX_WINDOW = 2**31 - 1  # RFC 9113 section 6.9.1
+# The states of a stream in which the peer may send DATA, in which we may,
+# and in which its window may grow.
 _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
 _SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
+_WINDOWED = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL, StreamState.HALF_CLOSED_REMOTE)
+
+
+def _taken_here(
+    stream: StreamTransport | None, h2_stream: H2Stream | None, states: tuple[StreamState, ...]
+) -> bool:
+    # Whether a frame of the stream skips h2: it carries an open WebSocket,
+    # in one of ``states`` as h2 sees it.
+    return (
+        stream is not None
+        and stream._websocket
+        and h2_stream is not None
+        and h2_stream.state_machine.state in states
+    )
 
 
 def connection_factory(
@@ -376,12 +394,8 @@ class BaseHttp2Connection(asyncio.Protocol):
                 stream_id &= 0x7FFFFFFF
                 stream = streams.get(stream_id)
                 h2_stream = h2_streams.get(stream_id)
-                if (
-                    stream is not None
-                    and stream._websocket
-                    and h2_stream is not None
-                    and h2_stream.state_machine.state in _RECEIVING
-                ):
+                if _taken_here(stream, h2_stream, _RECEIVING):
+                    assert stream is not None and h2_stream is not None
                     if start < pos and not self._to_h2(data[start:pos]):
                         return
                     if not self._consume(h2_stream, length):
@@ -396,6 +410,25 @@ class BaseHttp2Connection(asyncio.Protocol):
                         return
                     start = pos = end
                     continue
+            elif kind == _WINDOW_UPDATE and length == 4 and end <= size:
+                # A stream's, as the peer reads (every other message of
+                # 64 KiB): its window grows as h2 would grow it. Errors (a
+                # zero increment, an overflow) are h2's to answer.
+                stream_id &= 0x7FFFFFFF
+                stream = streams.get(stream_id)
+                h2_stream = h2_streams.get(stream_id)
+                if _taken_here(stream, h2_stream, _WINDOWED) and not self._in_header_block:
+                    assert stream is not None and h2_stream is not None
+                    increment = _INCREMENT.unpack_from(data, pos + 9)[0] & 0x7FFFFFFF
+                    window = h2_stream.outbound_flow_control_window + increment
+                    if increment and window <= _MAX_WINDOW:
+                        if start < pos and not self._to_h2(data[start:pos]):
+                            return
+                        h2_stream.outbound_flow_control_window = window
+                        if self._waiting:
+                            self._send_waiting()
+                        start = pos = end
+                        continue
             if end > size:
                 break
             if kind in _HEADER_BLOCK:
