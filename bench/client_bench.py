@@ -16,6 +16,10 @@ over one connection, for ``--duration`` seconds:
   client around it (no thread, no loop, no keepalive, no thread safety): what
   no Python client can beat against this server. Its ratio to websocket-client
   says how far the client's share of a round trip can move the rate.
+- a floor: bench/loadclient.c (C, epoll, one connection, one message in
+  flight), built at each run: what no client at all beats against this
+  server on this machine, where the server and the wake-ups between the two
+  cores take most of a round trip.
 
 Rounds alternate the clients; each client's best round counts, and the
 ratios are taken from the same run. Each round also measures the client's
@@ -41,7 +45,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from run import BENCH, Running, Server, ensure_packages, machine, other_load, pinning, rss_kib
+from run import (
+    BENCH,
+    Running,
+    Server,
+    build_client,
+    ensure_packages,
+    machine,
+    other_load,
+    pinning,
+    rss_kib,
+)
 
 # What this runner needs beyond the rapidws install: module name -> pip name.
 PACKAGES = {"uvloop": "uvloop", "websocket": "websocket-client", "websockets": "websockets"}
@@ -177,6 +191,24 @@ TARGETS = [
 ]
 # No target: how far any client could go, in the same run.
 REFERENCE = ("bound: engine, blocking socket", "websocket-client")
+FLOOR = "floor: C client (loadclient.c)"
+
+
+def c_floor(binary: Path, port: int, seconds: float) -> tuple[float, float]:
+    """Run the C load client on one connection; return its round trips/s and CPU µs each."""
+    before = os.times()
+    child = subprocess.run(
+        [str(binary), "-m", "echo", "-P", str(port), "-c", "1", "-s", str(len(MESSAGE)),
+         "-w", "0.5", "-d", str(seconds)],
+        capture_output=True, text=True, check=True, timeout=seconds + 30,
+    )  # fmt: skip
+    after = os.times()
+    result = json.loads(child.stdout.strip().splitlines()[-1][len("result ") :])
+    cpu = (after.children_user + after.children_system) - (
+        before.children_user + before.children_system
+    )
+    # The CPU of its warm-up too: an upper bound per round trip.
+    return result["rate"], cpu / max(result["count"], 1) * 1e6
 
 
 def cost(name: str, uri: str, connections: int) -> dict[str, float]:
@@ -228,9 +260,10 @@ def main() -> None:
     running = Running(SERVER, "uvloop", server_prefix, logs)
     uri = f"ws://127.0.0.1:{running.port}/"
     clients = {**BLOCKING, **EVENT, **BOUND}
-    rates: dict[str, list[float]] = {name: [] for name in clients}
-    cpu: dict[str, list[float]] = {name: [] for name in clients}  # µs per round trip
+    rates: dict[str, list[float]] = {name: [] for name in [*clients, FLOOR]}
+    cpu: dict[str, list[float]] = {name: [] for name in rates}  # µs per round trip
     costs: dict[str, dict[str, float]] = {}
+    loadclient = build_client(logs)
     try:
         for _ in range(args.rounds):
             for name, client in clients.items():
@@ -238,6 +271,9 @@ def main() -> None:
                 done = client(uri, args.duration)
                 rates[name].append(done / (time.perf_counter() - start))
                 cpu[name].append((time.process_time() - start_cpu) / done * 1e6)
+            rate, each = c_floor(loadclient, running.port, args.duration)
+            rates[FLOOR].append(rate)
+            cpu[FLOOR].append(each)
         for name in BLOCKING:
             command = [sys.executable, __file__, "--cost", f"{name},{uri}"]
             child = subprocess.run(
@@ -261,7 +297,7 @@ def main() -> None:
         *(
             f"| {name} | {best[name]:,.0f} | {', '.join(f'{v:,.0f}' for v in rates[name])} "
             f"| {least[name]:.1f} |"
-            for name in clients
+            for name in rates
         ),
         "",
         "| ratio | rate | client CPU (theirs / ours) | target (rate) |",
@@ -273,6 +309,8 @@ def main() -> None:
         ),
         f"| {bound} / {peer} | {best[bound] / best[peer]:.2f}x "
         f"| {least[peer] / least[bound]:.2f}x | (the bound) |",
+        f"| {FLOOR} / {peer} | {best[FLOOR] / best[peer]:.2f}x "
+        f"| {least[peer] / least[FLOOR]:.2f}x | (the floor) |",
         "",
         f"cost per blocking connection, {args.connections} open connections:",
         "",
