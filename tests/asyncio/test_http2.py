@@ -715,6 +715,28 @@ async def test_data_inside_a_header_block_ends_the_connection() -> None:
         assert client.terminated.error_code == ErrorCodes.PROTOCOL_ERROR
 
 
+@pytest.mark.parametrize("flood", [False, True])
+async def test_header_block_past_twice_the_limit_ends_the_connection(flood: bool) -> None:
+    # A CONTINUATION flood (or one large HEADERS): refused once the encoded
+    # block passes twice max_header_bytes, not after h2 held 64 frames of it.
+    async with serve(echo, max_header_bytes=4096) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        stream_id = client.h2.get_next_available_stream_id()
+        block = client.h2.encoder.encode(connect("/"))
+        frames = [(len(block) << 48 | 0x1 << 40 | stream_id).to_bytes(9, "big") + block]
+        piece = b"\x00" * 4000  # never decoded: the block is refused first
+        for _ in range(100 if flood else 0):
+            frames.append((len(piece) << 48 | 0x9 << 40 | stream_id).to_bytes(9, "big") + piece)
+        if not flood:  # one HEADERS frame with END_HEADERS, of 9,000 bytes
+            large = block + b"\x00" * (9000 - len(block))
+            frames = [(9000 << 48 | 0x1 << 40 | 0x4 << 32 | stream_id).to_bytes(9, "big") + large]
+        client.writer.write(b"".join(frames))
+        await wait(client.closed.wait())
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+        assert ws.stream_id == 1
+
+
 async def test_data_past_the_window_ends_the_connection() -> None:
     # A client that ignores the stream's window (its reader stalls): GOAWAY
     # FLOW_CONTROL_ERROR, as h2 itself would answer.

@@ -253,10 +253,12 @@ class BaseHttp2Connection(asyncio.Protocol):
         "_flush_due",
         "_frames",
         "_h2",
+        "_header_bytes",
         "_held",
         "_in_header_block",
         "_left",
         "_left_stream",
+        "_max_header_block",
         "_max_streams",
         "_needed",
         "_partial",
@@ -297,6 +299,8 @@ class BaseHttp2Connection(asyncio.Protocol):
         self._left_stream: StreamTransport | None = None
         self._preface = 0  # bytes of the client's preface still to come
         self._in_header_block = False  # CONTINUATION frames are due
+        self._header_bytes = 0  # of the header block so far
+        self._max_header_block: int | None = None  # see _configure()
 
     def _configure(
         self, settings: dict[SettingCodes, int], max_header_bytes: int | None, *, client: bool
@@ -309,6 +313,11 @@ class BaseHttp2Connection(asyncio.Protocol):
             # HPACK bombs: the decoder refuses a larger header list.
             settings[SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_bytes
             h2.decoder.max_header_list_size = max_header_bytes
+            # A CONTINUATION flood: h2 holds a header block of up to 64
+            # frames before decoding it, 8 MiB of our frames. An encoded
+            # block twice the list's limit cannot decode within it (HPACK
+            # compresses; only Huffman codes of rare bytes grow).
+            self._max_header_block = 2 * max_header_bytes
         h2.local_settings = Settings(client=client, initial_values=settings)
         # h2 takes larger frames from the ACK of our SETTINGS on, but checks
         # the size of the frames read with it, in the same data, against the
@@ -433,6 +442,14 @@ class BaseHttp2Connection(asyncio.Protocol):
                 break
             if kind in _HEADER_BLOCK:
                 self._in_header_block = not flags & _END_HEADERS
+                self._header_bytes += length
+                most = self._max_header_block
+                if most is not None and self._header_bytes > most:
+                    if not start < pos or self._to_h2(data[start:pos]):
+                        self._close(error=ErrorCodes.ENHANCE_YOUR_CALM)
+                    return
+                if not self._in_header_block:
+                    self._header_bytes = 0
             pos = end
         if start < pos and not self._to_h2(data[start:pos]):
             return
