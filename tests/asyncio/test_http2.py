@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import random
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,6 +30,7 @@ from h2.events import (
     StreamReset,
     WindowUpdated,
 )
+from h2.settings import SettingCodes
 
 import rapidws
 from rapidws import Response
@@ -59,6 +61,7 @@ class H2Client:
         self.h2.initiate_connection()
         # Room for stalled streams' data, as the server makes (a browser too).
         self.h2.increment_flow_control_window(2**24)
+        self.holding = False  # see flush()
         self.flush()
         self.events: dict[int, asyncio.Queue[Event]] = collections.defaultdict(asyncio.Queue)
         self.settings = asyncio.Event()  # the server's SETTINGS arrived
@@ -72,6 +75,8 @@ class H2Client:
         self.task = asyncio.get_running_loop().create_task(self.read())
 
     def flush(self) -> None:
+        if self.holding:
+            return  # a test writes frames of its own, in pieces, meanwhile
         data = self.h2.data_to_send()
         if data and not self.writer.is_closing():
             self.writer.write(data)
@@ -210,7 +215,7 @@ class H2WebSocket:
             elif isinstance(event, StreamEnded):
                 self.ended = True
                 self.protocol.receive_eof()
-            else:
+            elif not isinstance(event, WindowUpdated):  # the server read what we sent
                 raise AssertionError(f"unexpected {event!r}")
 
     async def close(self, code: int = 1000) -> Close:
@@ -669,9 +674,12 @@ async def test_frames_in_any_pieces(piece: int) -> None:
         third = h2.get_next_available_stream_id()
         h2.send_headers(third, connect("/"))
         data = h2.data_to_send()
+        client.holding = True  # nothing between the pieces
         for i in range(0, len(data), piece):
             client.writer.write(data[i : i + piece])
             await asyncio.sleep(0)
+        client.holding = False
+        client.flush()
         assert await first.recv() == "a" * 300
         assert await second.recv() == b"b" * 700
         assert await first.recv() == "padded"
@@ -815,12 +823,115 @@ async def test_frame_of_a_stream_aborted_midway_still_counts_for_the_connection(
         await other.send("still here")
         assert await other.recv() == "still here"
         await other.close()  # its stream hands back what it took
+        await until(lambda: window_whole(server))
+
+
+def window_whole(server: rapidws.Server) -> bool:
+    """Whether every byte received was handed back to h2 (taken or dropped)."""
+    (connection,) = server.http2_connections
+    window = connection._h2._inbound_flow_control_window_manager
+    return window.current_window_size + window._bytes_processed == window.max_window_size
+
+
+@pytest.mark.parametrize("end", ["END_STREAM", "RST_STREAM"])
+async def test_data_right_after_a_stream_ends_is_a_stream_error(end: str) -> None:
+    # RFC 9113 section 5.1: DATA after END_STREAM or RST_STREAM gets
+    # RST_STREAM STREAM_CLOSED, even behind it in the same read (the stream
+    # must not take it as an open WebSocket's).
+    async with serve(echo) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        if end == "END_STREAM":
+            frame = raw_data(ws.stream_id, b"", flags=0x1)
+        else:
+            frame = (4 << 48 | 0x3 << 40 | ws.stream_id).to_bytes(9, "big") + bytes(4)
+        ws.protocol.send_message("after the end")
+        client.writer.write(frame + raw_data(ws.stream_id, ws.protocol.data_to_send()[0]))
+        event = await client.next_event(ws.stream_id)
+        while not isinstance(event, StreamReset):  # the server's END_STREAM first
+            event = await client.next_event(ws.stream_id)
+        assert event.error_code == ErrorCodes.STREAM_CLOSED
+        other = await client.websocket()
+        await other.send("still here")
+        assert await other.recv() == "still here"
+        await other.close()
+        await until(lambda: window_whole(server))
+
+
+async def test_window_update_right_after_settings_adds_to_the_new_window() -> None:
+    # RFC 9113 section 6.9.2: SETTINGS_INITIAL_WINDOW_SIZE shifts the open
+    # streams' windows; a WINDOW_UPDATE behind it in the same read adds to
+    # the shifted window.
+    async with serve(echo) as server, h2_client(server) as client:
+        ws = await client.websocket()
+        client.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 100_000})
+        client.writer.write(client.h2.data_to_send() + raw_window_update(ws.stream_id, 1000))
+        await client.websocket()  # read after them
         (connection,) = server.http2_connections
-        window = connection._h2._inbound_flow_control_window_manager
-        # Every byte received was handed back to h2 (taken or dropped).
-        await until(
-            lambda: window.current_window_size + window._bytes_processed == window.max_window_size
-        )
+        assert connection._h2.streams[ws.stream_id].outbound_flow_control_window == 101_000
+
+
+def random_pieces(data: bytes, rng: random.Random) -> Iterator[bytes]:
+    """``data`` cut at random points, with bursts of 1-byte and 9-byte pieces."""
+    pos = 0
+    while pos < len(data):
+        size = rng.choice((1, 9, rng.randrange(1, 50_000)))
+        for _ in range(40 if size < 10 else 1):
+            yield data[pos : pos + size]
+            pos += size
+
+
+async def test_random_frames_in_random_pieces(caplog: pytest.LogCaptureFixture) -> None:
+    # WebSocket DATA of 0 to 70,000 bytes, padded DATA, PING, WINDOW_UPDATE
+    # and new streams' HEADERS, made by the client's h2 (within the server's
+    # windows), cut anywhere: every echo arrives whole and in order.
+    async with serve(echo) as server, h2_client(server) as client:
+        sockets = [await client.websocket() for _ in range(3)]
+        h2 = client.h2
+        for seed in range(3):
+            rng = random.Random(seed)
+            sent: dict[H2WebSocket, list[bytes]] = {}
+            out: dict[H2WebSocket, bytes] = {}
+            for ws in sockets:
+                sent[ws] = []
+                room = h2.local_flow_control_window(ws.stream_id) - 20_000
+                while room > 0:
+                    message = rng.randbytes(min(rng.randrange(50_000), room))
+                    ws.protocol.send_message(message)
+                    room -= len(message) + 14
+                    sent[ws].append(message)
+                out[ws] = b"".join(ws.protocol.data_to_send())
+            opened: list[int] = []
+            while any(out.values()):
+                ws = rng.choice([ws for ws in sockets if out[ws]])
+                action = rng.randrange(10)
+                if action == 0:
+                    h2.ping(rng.randbytes(8))
+                elif action == 1:
+                    stream_id = rng.choice((None, ws.stream_id))  # the connection's, or a stream's
+                    h2.increment_flow_control_window(rng.randrange(1, 1000), stream_id=stream_id)
+                elif action == 2:  # a new WebSocket
+                    opened.append(h2.get_next_available_stream_id())
+                    h2.send_headers(opened[-1], connect("/"))
+                else:  # DATA: one in seven padded, one in seven empty
+                    pad = rng.randrange(256) if action == 3 else None
+                    size = 0 if action == 4 else rng.randrange(1, 70_000)
+                    h2.send_data(ws.stream_id, out[ws][:size], pad_length=pad)
+                    out[ws] = out[ws][size:]
+            client.holding = True  # nothing between the pieces
+            for piece in random_pieces(h2.data_to_send(), rng):
+                client.writer.write(piece)
+                await asyncio.sleep(0)
+            client.holding = False
+            client.flush()
+            for ws in sockets:
+                for message in sent[ws]:
+                    assert await ws.recv() == message
+            for stream_id in opened:
+                assert (await client.response(stream_id))[":status"] == "200"
+        await sockets[0].send("still here")
+        assert await sockets[0].recv() == "still here"
+    assert client.terminated is None
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 # The App over HTTP/2: WebSocket routes with interceptors, plain HTTP routes.

@@ -369,6 +369,8 @@ class BaseHttp2Connection(asyncio.Protocol):
             self._left -= pos
             stream = self._left_stream
             assert stream is not None
+            if not self._left:
+                self._left_stream = None  # not kept alive until the next
             if not self._piece(stream, data if pos == size else data[:pos]) or pos == size:
                 return
             start = pos
@@ -397,42 +399,44 @@ class BaseHttp2Connection(asyncio.Protocol):
                     self._close(error=ErrorCodes.FRAME_SIZE_ERROR)
                 return
             end = pos + 9 + length
-            # Not in a header block (h2 refuses it); END_STREAM and padding
-            # are h2's to handle.
-            if kind == _DATA and not flags & (_END_STREAM | _PADDED) and not self._in_header_block:
+            # DATA: not in a header block (h2 refuses it); END_STREAM and
+            # padding are h2's to handle. WINDOW_UPDATE: whole, of a valid size.
+            if not self._in_header_block and (
+                (kind == _DATA and not flags & (_END_STREAM | _PADDED))
+                or (kind == _WINDOW_UPDATE and length == 4 and end <= size)
+            ):
                 stream_id &= 0x7FFFFFFF
+                if start < pos and stream_id in streams:
+                    # h2 reads the frames before first: they may end or reset
+                    # the stream (RFC 9113 section 5.1), or resize its window.
+                    if not self._to_h2(data[start:pos]):
+                        return
+                    start = pos
                 stream = streams.get(stream_id)
                 h2_stream = h2_streams.get(stream_id)
-                if _taken_here(stream, h2_stream, _RECEIVING):
-                    assert stream is not None and h2_stream is not None
-                    if start < pos and not self._to_h2(data[start:pos]):
-                        return
-                    if not self._consume(h2_stream, length):
-                        return
-                    if end > size:
-                        # The rest follows in the next reads.
-                        self._left, self._left_stream = end - size, stream
-                        if pos + 9 < size:
-                            self._piece(stream, data[pos + 9 :])
-                        return
-                    if length and not self._piece(stream, data[pos + 9 : end]):
-                        return
-                    start = pos = end
-                    continue
-            elif kind == _WINDOW_UPDATE and length == 4 and end <= size:
-                # A stream's, as the peer reads (every other message of
-                # 64 KiB): its window grows as h2 would grow it. Errors (a
-                # zero increment, an overflow) are h2's to answer.
-                stream_id &= 0x7FFFFFFF
-                stream = streams.get(stream_id)
-                h2_stream = h2_streams.get(stream_id)
-                if _taken_here(stream, h2_stream, _WINDOWED) and not self._in_header_block:
+                if kind == _DATA:
+                    if _taken_here(stream, h2_stream, _RECEIVING):
+                        assert stream is not None and h2_stream is not None
+                        if not self._consume(h2_stream, length):
+                            return
+                        if end > size:
+                            # The rest follows in the next reads.
+                            self._left, self._left_stream = end - size, stream
+                            if pos + 9 < size:
+                                self._piece(stream, data[pos + 9 :])
+                            return
+                        if length and not self._piece(stream, data[pos + 9 : end]):
+                            return
+                        start = pos = end
+                        continue
+                elif _taken_here(stream, h2_stream, _WINDOWED):
+                    # A stream's, as the peer reads (every other message of
+                    # 64 KiB): its window grows as h2 would grow it. Errors (a
+                    # zero increment, an overflow) are h2's to answer.
                     assert stream is not None and h2_stream is not None
                     increment = _INCREMENT.unpack_from(data, pos + 9)[0] & 0x7FFFFFFF
                     window = h2_stream.outbound_flow_control_window + increment
                     if increment and window <= _MAX_WINDOW:
-                        if start < pos and not self._to_h2(data[start:pos]):
-                            return
                         h2_stream.outbound_flow_control_window = window
                         if self._waiting:
                             self._send_waiting()
