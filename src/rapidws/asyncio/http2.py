@@ -131,19 +131,6 @@ _SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 _WINDOWED = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL, StreamState.HALF_CLOSED_REMOTE)
 
 
-def _taken_here(
-    stream: StreamTransport | None, h2_stream: H2Stream | None, states: tuple[StreamState, ...]
-) -> bool:
-    # Whether a frame of the stream skips h2: it carries an open WebSocket,
-    # in one of ``states`` as h2 sees it.
-    return (
-        stream is not None
-        and stream._websocket
-        and h2_stream is not None
-        and h2_stream.state_machine.state in states
-    )
-
-
 def connection_factory(
     server: Server, *, max_streams: int = MAX_STREAMS
 ) -> Callable[[], asyncio.Protocol]:
@@ -395,8 +382,7 @@ class BaseHttp2Connection(asyncio.Protocol):
             if length > limit:
                 # RFC 9113 section 4.2, from the header: h2 would hold up to
                 # 16 MiB of the frame first.
-                if not start < pos or self._to_h2(data[start:pos]):
-                    self._close(error=ErrorCodes.FRAME_SIZE_ERROR)
+                self._end_after(data[start:pos], ErrorCodes.FRAME_SIZE_ERROR)
                 return
             end = pos + 9 + length
             # DATA: not in a header block (h2 refuses it); END_STREAM and
@@ -414,9 +400,16 @@ class BaseHttp2Connection(asyncio.Protocol):
                     start = pos
                 stream = streams.get(stream_id)
                 h2_stream = h2_streams.get(stream_id)
-                if kind == _DATA:
-                    if _taken_here(stream, h2_stream, _RECEIVING):
-                        assert stream is not None and h2_stream is not None
+                # Only a stream that carries an open WebSocket, in a state in
+                # which h2 would take the frame.
+                if (
+                    stream is not None
+                    and stream._websocket
+                    and h2_stream is not None
+                    and h2_stream.state_machine.state
+                    in (_RECEIVING if kind == _DATA else _WINDOWED)
+                ):
+                    if kind == _DATA:
                         if not self._consume(h2_stream, length):
                             return
                         if end > size:
@@ -429,11 +422,9 @@ class BaseHttp2Connection(asyncio.Protocol):
                             return
                         start = pos = end
                         continue
-                elif _taken_here(stream, h2_stream, _WINDOWED):
-                    # A stream's, as the peer reads (every other message of
-                    # 64 KiB): its window grows as h2 would grow it. Errors (a
-                    # zero increment, an overflow) are h2's to answer.
-                    assert stream is not None and h2_stream is not None
+                    # A stream's WINDOW_UPDATE, as the peer reads (every other
+                    # message of 64 KiB): its window grows as h2 would grow it.
+                    # Errors (a zero increment, an overflow) are h2's to answer.
                     increment = _INCREMENT.unpack_from(data, pos + 9)[0] & 0x7FFFFFFF
                     window = h2_stream.outbound_flow_control_window + increment
                     if increment and window <= _MAX_WINDOW:
@@ -449,8 +440,7 @@ class BaseHttp2Connection(asyncio.Protocol):
                 self._header_bytes += length
                 most = self._max_header_block
                 if most is not None and self._header_bytes > most:
-                    if not start < pos or self._to_h2(data[start:pos]):
-                        self._close(error=ErrorCodes.ENHANCE_YOUR_CALM)
+                    self._end_after(data[start:pos], ErrorCodes.ENHANCE_YOUR_CALM)
                     return
                 if not self._in_header_block:
                     self._header_bytes = 0
@@ -472,6 +462,17 @@ class BaseHttp2Connection(asyncio.Protocol):
             self._close(goaway=False)  # h2 has queued the GOAWAY with the error
             return False
         self._handle(events)
+        return self._going_on()
+
+    def _end_after(self, frames: bytes, error: ErrorCodes) -> None:
+        # Hand h2 the whole frames before a refused one, then end the
+        # connection with ``error`` (unless those frames ended it).
+        if not frames or self._to_h2(frames):
+            self._close(error=error)
+
+    def _going_on(self) -> bool:
+        # Whether the connection still takes frames: what was just handled
+        # may have closed it.
         transport = self.transport
         return transport is not None and not transport.is_closing()
 
@@ -496,8 +497,7 @@ class BaseHttp2Connection(asyncio.Protocol):
             self._acknowledge(len(data), stream.stream_id)
         else:
             stream._data_received(data, len(data))
-        transport = self.transport
-        return transport is not None and not transport.is_closing()
+        return self._going_on()
 
     def _handle(self, events: list[Event]) -> None:
         streams = self._streams
@@ -533,8 +533,7 @@ class BaseHttp2Connection(asyncio.Protocol):
                 if isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
                     self._send_waiting()  # windows opened or resized
                 self._event(event)
-                transport = self.transport
-                if transport is not None and transport.is_closing():
+                if not self._going_on():
                     # The event ended the connection (a refusal past the
                     # allowance): h2 takes nothing more after its GOAWAY.
                     return
@@ -596,6 +595,9 @@ class BaseHttp2Connection(asyncio.Protocol):
                     # Reset by the peer in the frames being handled.
                     stream._reset_meanwhile()
                     return sent
+                # h2's output made before these frames goes out first (the
+                # loop makes none: it only counts h2's windows down).
+                self._frames += h2.data_to_send()
             size = min(
                 h2.outbound_flow_control_window,
                 h2_stream.outbound_flow_control_window,
@@ -618,9 +620,6 @@ class BaseHttp2Connection(asyncio.Protocol):
             h2.outbound_flow_control_window -= size
             h2_stream.outbound_flow_control_window -= size
             frames_out = self._frames
-            before = h2.data_to_send()  # h2's output made before the frame
-            if before:
-                frames_out += before
             frames_out += (size << 48 | stream_id).to_bytes(9, "big")
             frames_out += data
             self._unflushed += size
