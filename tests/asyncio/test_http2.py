@@ -31,6 +31,13 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.settings import SettingCodes
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    HeadersFrame,
+    RstStreamFrame,
+    WindowUpdateFrame,
+)
 
 import rapidws
 from rapidws import Response
@@ -652,9 +659,20 @@ async def test_send_waits_for_the_window() -> None:
 # Frames as read: a WebSocket's DATA goes straight to its stream, the rest to h2.
 
 
+def raw_frame(
+    kind: int, stream_id: int, payload: bytes = b"", *, flags: int = 0, length: int | None = None
+) -> bytes:
+    """A frame as is, past the client's h2 (which checks windows, sizes and order).
+
+    ``length`` is the header's, when it is not the payload's.
+    """
+    size = len(payload) if length is None else length
+    return (size << 48 | kind << 40 | flags << 32 | stream_id).to_bytes(9, "big") + payload
+
+
 def raw_data(stream_id: int, data: bytes, *, flags: int = 0) -> bytes:
-    """A DATA frame as is, past the client's h2 (which checks windows and sizes)."""
-    return (len(data) << 48 | 0x0 << 40 | flags << 32 | stream_id).to_bytes(9, "big") + data
+    """A DATA frame as is."""
+    return raw_frame(DataFrame.type, stream_id, data, flags=flags)
 
 
 @pytest.mark.parametrize("piece", [1, 8, 9, 10, 1000])
@@ -715,7 +733,7 @@ async def test_data_inside_a_header_block_ends_the_connection() -> None:
         ws = await client.websocket()
         block = client.h2.encoder.encode(connect("/"))
         stream_id = client.h2.get_next_available_stream_id()
-        headers = (len(block) << 48 | 0x1 << 40 | stream_id).to_bytes(9, "big") + block
+        headers = raw_frame(HeadersFrame.type, stream_id, block)
         ws.protocol.send_message("inside")
         client.writer.write(headers + raw_data(ws.stream_id, ws.protocol.data_to_send()[0]))
         await wait(client.closed.wait())
@@ -731,13 +749,13 @@ async def test_header_block_past_twice_the_limit_ends_the_connection(flood: bool
         ws = await client.websocket()
         stream_id = client.h2.get_next_available_stream_id()
         block = client.h2.encoder.encode(connect("/"))
-        frames = [(len(block) << 48 | 0x1 << 40 | stream_id).to_bytes(9, "big") + block]
+        frames = [raw_frame(HeadersFrame.type, stream_id, block)]
         piece = b"\x00" * 4000  # never decoded: the block is refused first
         for _ in range(100 if flood else 0):
-            frames.append((len(piece) << 48 | 0x9 << 40 | stream_id).to_bytes(9, "big") + piece)
+            frames.append(raw_frame(ContinuationFrame.type, stream_id, piece))
         if not flood:  # one HEADERS frame with END_HEADERS, of 9,000 bytes
             large = block + b"\x00" * (9000 - len(block))
-            frames = [(9000 << 48 | 0x1 << 40 | 0x4 << 32 | stream_id).to_bytes(9, "big") + large]
+            frames = [raw_frame(HeadersFrame.type, stream_id, large, flags=0x4)]  # END_HEADERS
         client.writer.write(b"".join(frames))
         await wait(client.closed.wait())
         assert client.terminated is not None
@@ -765,8 +783,8 @@ async def test_data_past_the_window_ends_the_connection() -> None:
 
 
 def raw_window_update(stream_id: int, increment: int) -> bytes:
-    """A WINDOW_UPDATE frame as is, past the client's h2."""
-    return (4 << 48 | 0x8 << 40 | stream_id).to_bytes(9, "big") + increment.to_bytes(4, "big")
+    """A WINDOW_UPDATE frame as is."""
+    return raw_frame(WindowUpdateFrame.type, stream_id, increment.to_bytes(4, "big"))
 
 
 @pytest.mark.parametrize(
@@ -794,7 +812,7 @@ async def test_oversized_frame_ends_the_connection_from_its_header() -> None:
     # A frame above SETTINGS_MAX_FRAME_SIZE is refused at once, not awaited.
     async with serve(echo) as server, h2_client(server) as client:
         ws = await client.websocket()
-        client.writer.write(((MAX_FRAME + 1) << 48 | ws.stream_id).to_bytes(9, "big"))
+        client.writer.write(raw_frame(DataFrame.type, ws.stream_id, length=MAX_FRAME + 1))
         await wait(client.closed.wait())
         assert client.terminated is not None
         assert client.terminated.error_code == ErrorCodes.FRAME_SIZE_ERROR
@@ -843,7 +861,7 @@ async def test_data_right_after_a_stream_ends_is_a_stream_error(end: str) -> Non
         if end == "END_STREAM":
             frame = raw_data(ws.stream_id, b"", flags=0x1)
         else:
-            frame = (4 << 48 | 0x3 << 40 | ws.stream_id).to_bytes(9, "big") + bytes(4)
+            frame = raw_frame(RstStreamFrame.type, ws.stream_id, bytes(4))
         ws.protocol.send_message("after the end")
         client.writer.write(frame + raw_data(ws.stream_id, ws.protocol.data_to_send()[0]))
         event = await client.next_event(ws.stream_id)
