@@ -43,6 +43,7 @@ from run import (
     Server,
     build_client,
     children_cpu,
+    client_result,
     ensure_packages,
     machine,
     number,
@@ -186,10 +187,9 @@ class Generators:
         if rate is not None:
             args += ["-r", str(rate)]
         record = self.timed([str(self.loadclient), *args], server)
-        lines = [x for x in record.pop("stdout").splitlines() if x.startswith("result ")]
-        if not lines:
+        result = client_result(record.pop("stdout"))
+        if result is None:
             return {**record, "failed": record["stderr"] or "no result"}
-        result = json.loads(lines[-1][len("result ") :])
         record.update(rate=result["rate"], errors=result["errors"], count=result["count"])
         # Milliseconds, as rapidws bench reports them.
         for key in (*PERCENTILES, "p999", "max"):

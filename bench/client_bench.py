@@ -50,6 +50,7 @@ from run import (
     Running,
     Server,
     build_client,
+    client_result,
     ensure_packages,
     machine,
     other_load,
@@ -203,7 +204,9 @@ def c_floor(binary: Path, port: int, seconds: float) -> tuple[float, float]:
         capture_output=True, text=True, check=True, timeout=seconds + 30,
     )  # fmt: skip
     after = os.times()
-    result = json.loads(child.stdout.strip().splitlines()[-1][len("result ") :])
+    result = client_result(child.stdout)
+    if result is None:
+        raise RuntimeError(f"loadclient gave no result: {child.stderr[-300:]}")
     cpu = (after.children_user + after.children_system) - (
         before.children_user + before.children_system
     )

@@ -145,6 +145,12 @@ def build_client(directory: Path) -> Path:
     return build(BENCH / "loadclient.c", directory)
 
 
+def client_result(output: str) -> dict | None:
+    """Return the load client's result: its last ``result {json}`` line, if any."""
+    lines = [line for line in output.splitlines() if line.startswith("result ")]
+    return json.loads(lines[-1][len("result ") :]) if lines else None
+
+
 def ensure_node_ws() -> tuple[bool, str]:
     """Install Node's ``ws`` into a temporary directory; return (usable, note)."""
     if not shutil.which("node") or not shutil.which("npm"):
