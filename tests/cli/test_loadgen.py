@@ -75,6 +75,34 @@ def test_recorder_folds_counts_exactly() -> None:
     assert recorder.total.get_total_count() == 0
 
 
+def test_recorder_folds_in_steps_into_one_interval() -> None:
+    # The watcher folds every 50 ms and flushes every second: the second's
+    # histogram holds every value of its folds, and the next starts empty.
+    recorder = Recorder()
+    recorder.record(0.001)
+    recorder.fold()
+    assert recorder.counts == {}
+    recorder.record(0.001)
+    recorder.record(0.003)
+    recorder.fold()
+    recorder.fold()  # nothing new: no change
+    recorder.record(0.002)
+    interval = recorder.flush()
+    assert interval.get_total_count() == 4
+    assert interval.get_count_at_value(1000) == 2
+    assert recorder.total.get_total_count() == 4
+    recorder.record(0.004)
+    recorder.fold()
+    assert recorder.flush().get_total_count() == 1
+    assert recorder.total.get_total_count() == 5
+    # A reset drops what was folded but not flushed, and the total.
+    recorder.record(0.005)
+    recorder.fold()
+    recorder.reset()
+    assert recorder.flush().get_total_count() == 0
+    assert recorder.total.get_total_count() == 0
+
+
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
