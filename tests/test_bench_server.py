@@ -111,3 +111,65 @@ def test_raw_server_echoes_and_acks_length_prefixed_uploads(kind: str, tmp_path:
             acks = b""
             while acks != str(3 << 20).encode() + b"05":
                 acks += upload.recv(100)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_python_ws_floor_echoes_streams_and_acks(loop: str) -> None:
+    # The yardstick of issue 18: each read goes back as a fragment of the message.
+    port = free_port()
+    script = PEERS / "python_ws_floor.py"
+    with running([sys.executable, str(script), "--port", str(port), "--loop", loop]):
+
+        async def check() -> None:
+            url = f"ws://127.0.0.1:{port}/any"
+            async with rapidws.connect(url, max_size=None, compression=None) as ws:
+                # Text cut mid-code-point by the reads still arrives whole.
+                for message in ["text", "é" * 300_000, b"", b"x" * (3 << 20)]:
+                    await ws.send(message)
+                    assert await asyncio.wait_for(ws.recv(), 10) == message
+                async with ws.send_stream() as out:
+                    for piece in (b"a" * 10, b"", b"b" * 70_000):
+                        await out.send(piece)
+                assert await asyncio.wait_for(ws.recv(), 10) == b"a" * 10 + b"b" * 70_000
+                assert await asyncio.wait_for(ws.ping(b"p"), 10) >= 0
+            assert ws.close_code == 1000
+            async with rapidws.connect(f"ws://127.0.0.1:{port}/ack", compression=None) as ws:
+                for size in (5 << 20, 0, 7):
+                    await ws.send(bytes(size))
+                    assert await asyncio.wait_for(ws.recv(), 10) == str(size)
+
+        asyncio.run(check())
+        # Frame headers cut anywhere across reads: one byte per write.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            response = b""
+            while not response.endswith(b"\r\n\r\n"):
+                response += sock.recv(1000)
+            # The example of RFC 6455 section 1.3.
+            assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in response
+            frame = b"\x82\xfe\x01\x00" + b"\x01\x02\x03\x04" + bytes(256)
+            for byte in frame:
+                sock.sendall(bytes([byte]))
+            received = b""
+            while (echoed := _unmasked_message(received)) is None:
+                received += sock.recv(1000)
+            assert echoed == bytes((1, 2, 3, 4) * 64)
+
+
+def _unmasked_message(data: bytes) -> bytes | None:
+    """The payload of the first whole message of unmasked frames in ``data``; None before."""
+    payload, position = b"", 0
+    while len(data) >= position + 2:
+        length, start = data[position + 1], position + 2
+        if length == 126:
+            length, start = int.from_bytes(data[start : start + 2], "big"), start + 2
+        if len(data) < start + length:
+            return None
+        payload += data[start : start + length]
+        if data[position] & 0x80:
+            return payload
+        position = start + length
+    return None
