@@ -63,6 +63,8 @@ ECHO_SIZE = 16
 RATE_SIZE = 32  # room for either generator's stamp (16 and 24 bytes)
 PERCENTILES = ("p50", "p90", "p99")
 NOISY = 0.25  # cores used by other processes during a measurement
+# bench/python_rate_floor.py: no generator, the least a message costs in Python.
+PYTHON_FLOOR = "Python floor"
 SERVER = Server("rapidws callback", (sys.executable, str(BENCH / "server.py"), "--api", "callback"))
 
 # Artillery's echo: a JSON text of 16 bytes, its echo matched on a field. The
@@ -186,7 +188,18 @@ class Generators:
         args += ["-w", str(self.warmup), "-d", str(self.duration), "-p", str(server.pid)]
         if rate is not None:
             args += ["-r", str(rate)]
-        record = self.timed([str(self.loadclient), *args], server)
+        return self.result(self.timed([str(self.loadclient), *args], server), rate)
+
+    def python_floor(self, server: Running, rate: float) -> dict:
+        """bench/python_rate_floor.py: the least Python per message, at ``rate`` msg/s per conn."""
+        args = ["-P", str(server.port), "-c", str(CONNECTIONS), "-r", str(rate)]
+        args += ["-s", str(RATE_SIZE), "-w", str(self.warmup), "-d", str(self.duration)]
+        command = [sys.executable, str(BENCH / "python_rate_floor.py"), *args]
+        return self.result(self.timed(command, server), rate)
+
+    @staticmethod
+    def result(record: dict, rate: float | None) -> dict:
+        """Fill ``record`` from the ``result {json}`` line of loadclient's output format."""
         result = client_result(record.pop("stdout"))
         if result is None:
             return {**record, "failed": record["stderr"] or "no result"}
@@ -370,6 +383,18 @@ def rate_table(rates: dict) -> tuple[str, dict]:
             rows.append(
                 f"| {label} | (rapidws uncorrected vs C) | | " + " | ".join(raw.values()) + " | | |"
             )
+        floor = pair.get(PYTHON_FLOOR, {})
+        if c.get("rate") and floor.get("rate"):
+            diffs = {k: relative(floor.get(k), c.get(k)) for k in PERCENTILES}
+            within = all(
+                abs(floor[k] - c[k]) <= 0.1 * c[k] for k in PERCENTILES if c.get(k) and floor.get(k)
+            )
+            figures.setdefault(label, {})["floor_within_10pct"] = within
+            rows.append(
+                f"| {label} | {PYTHON_FLOOR} vs C | | "
+                + " | ".join(diffs.values())
+                + f" | | {'within 10%' if within else 'not within 10%'} |"
+            )
     return "\n".join(rows) + "\n", figures
 
 
@@ -413,7 +438,7 @@ def main() -> None:
         echo_runs["artillery"] = generators.artillery
     per_echo: dict[str, list[dict]] = {name: [] for name in echo_runs}
     per_rate: dict[str, dict[str, list[dict]]] = {
-        f"{CONNECTIONS} x {r:g}/s": {"C": [], "rapidws bench": []} for r in rates
+        f"{CONNECTIONS} x {r:g}/s": {"C": [], "rapidws bench": [], PYTHON_FLOOR: []} for r in rates
     }
     started = time.monotonic()
     server = Running(SERVER, "uvloop", server_prefix, workdir)
@@ -427,10 +452,13 @@ def main() -> None:
                 shown = number(record["rate"]) if record.get("rate") else record.get("failed")
                 print(f"  round {index + 1}  echo  {name:14} {shown} msg/s", flush=True)
             for rate, (label, pair) in zip(rates, per_rate.items(), strict=True):
-                order = ["C", "rapidws bench"][:: 1 if index % 2 == 0 else -1]
-                for name in order:
+                names = list(pair)
+                shift = index % len(names)
+                for name in names[shift:] + names[:shift]:
                     if name == "C":
                         record = generators.c_client(server, "rate", rate)
+                    elif name == PYTHON_FLOOR:
+                        record = generators.python_floor(server, rate)
                     else:
                         record = generators.rapidws_bench(server, rate)
                     pair[name].append(record)

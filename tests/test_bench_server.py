@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -173,3 +174,25 @@ def _unmasked_message(data: bytes) -> bytes | None:
             return payload
         position = start + length
     return None
+
+
+def test_python_rate_floor_reports_like_the_load_client() -> None:
+    # bench/cli_bench.py reads its result line as it reads loadclient's.
+    port = free_port()
+    floor = Path(__file__).parents[1] / "bench" / "python_rate_floor.py"
+    with running([sys.executable, str(SCRIPT), "--port", str(port), "--api", "callback"]):
+        args = ["-P", str(port), "-c", "5", "-r", "20", "-s", "40", "-w", "0.2", "-d", "0.5"]
+        done = subprocess.run(
+            [sys.executable, str(floor), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    line = next(line for line in done.stdout.splitlines() if line.startswith("result "))
+    result = json.loads(line[len("result ") :])
+    # 5 connections x 20/s for 0.5 s: 50 messages are due in the window.
+    assert 0 < result["count"] <= 60
+    assert result["errors"] == 0
+    assert 0 < result["p50_us"] <= result["p90_us"] <= result["p99_us"] <= result["max_us"]
+    assert result["late_p99_us"] >= 0
