@@ -15,6 +15,9 @@ with each load generator pinned to core 1:
   bench -w rate`` (corrected for coordinated omission) must agree with those of
   ``loadclient -m rate`` within 10%.
 
+The fixed-rate cases also run bench/python_rate_floor.py, the least a message
+can cost a Python generator: where it misses the band, so would any.
+
 The generators run one after the other in rounds (the order rotates each
 round); each cell keeps the median of its rounds, and a round during which
 other processes used more than a quarter of a core is flagged. Artillery is
