@@ -191,8 +191,9 @@ def test_python_rate_floor_reports_like_the_load_client() -> None:
         )
     line = next(line for line in done.stdout.splitlines() if line.startswith("result "))
     result = json.loads(line[len("result ") :])
-    # 5 connections x 20/s for 0.5 s: 50 messages are due in the window.
-    assert 0 < result["count"] <= 60
+    # 5 connections x 20/s: 50 messages are due in the 0.5 s window; a reply
+    # counted there was sent before its end, so at most the 70 of warm-up and window.
+    assert 0 < result["count"] <= 70
     assert result["errors"] == 0
     assert 0 < result["p50_us"] <= result["p90_us"] <= result["p99_us"] <= result["max_us"]
     assert result["late_p99_us"] >= 0
