@@ -6,10 +6,11 @@ Not a load generator: a yardstick for issue 15's fixed-rate target (``rapidws
 bench -w rate`` within 10% of bench/loadclient.c's latency percentiles). It
 does what ``loadclient -m rate`` does, with as little Python per message as it
 can: connection k of n sends at ``origin + (i + k / n) / rate``, in turn, on
-the timerfd ``rapidws bench`` uses; each frame is prebuilt but for its stamp
-(sequence number and intended send time) and its mask (a key from a pool of
-random ones); the echoes are parsed in ``data_received`` and their latency,
-from the intended send time, appended to a list. No HDR histogram, no checks
+the timerfd ``rapidws bench`` uses; each frame is its stamp (sequence number
+and intended send time) and padding, framed and masked in one call of
+rapidws's C ``encode_frame`` with a key from a pool of random ones; the
+echoes are parsed in ``data_received`` and their latency, from the intended
+send time, appended to a list. No HDR histogram, no checks
 beyond the sequence, no reconnects, no live display.
 
 It prints ``result {json}`` with the fields of loadclient's rate mode that
@@ -30,7 +31,7 @@ import time
 import uvloop
 
 from rapidws.cli.loadgen import _TimerFd, _timerfd
-from rapidws.speedups import apply_mask
+from rapidws.speedups import encode_frame
 
 STAMP = struct.Struct("<Qd")  # sequence number, intended send time
 # The percentiles of the result line: its names, their shares.
@@ -103,7 +104,6 @@ class Run:
         self.due = 0.0  # the next send's intended time
         self.turn = 0  # the connection that sends it
         self.keys = 0  # masking keys used
-        self.header = bytes([0x82, 0x80 | args.size])  # masked binary, under 126 bytes
         self.padding = bytes(args.size - STAMP.size)
 
     def fire(self) -> None:
@@ -115,9 +115,9 @@ class Run:
             conn = connections[self.turn]
             intended = self.due
             payload = STAMP.pack(conn.sent, intended) + self.padding
-            key = KEYS[self.keys % 4096]
+            key = KEYS[self.keys % len(KEYS)]
             self.keys += 1
-            conn.transport.write(self.header + key + apply_mask(payload, key))
+            conn.transport.write(encode_frame(0x82, payload, key))  # binary, masked
             conn.sent += 1
             if self.start <= intended < self.stop:
                 self.lateness.append(now - intended)
