@@ -352,6 +352,21 @@ def echo_table(echo: dict) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", figures
 
 
+def rotated(names: list[str], index: int) -> list[str]:
+    """Return ``names`` in round ``index``'s order: each round starts one further on."""
+    shift = index % len(names)
+    return names[shift:] + names[:shift]
+
+
+def versus(found: dict, c: dict) -> tuple[dict[str, str], bool]:
+    """Return a generator's percentiles relative to the C client's; whether all are within 10%."""
+    diffs = {k: relative(found.get(k), c.get(k)) for k in PERCENTILES}
+    within = all(
+        abs(found[k] - c[k]) <= 0.1 * c[k] for k in PERCENTILES if c.get(k) and found.get(k)
+    )
+    return diffs, within
+
+
 def rate_table(rates: dict) -> tuple[str, dict]:
     """Return the fixed-rate table (percentiles, their relative differences) and figures."""
     rows = [
@@ -372,11 +387,8 @@ def rate_table(rates: dict) -> tuple[str, dict]:
                 + " |"
             )
         if c.get("rate") and ours.get("rate"):
-            diffs = {k: relative(ours.get(k), c.get(k)) for k in PERCENTILES}
+            diffs, within = versus(ours, c)
             raw = {k: relative(ours.get("uncorrected", {}).get(k), c.get(k)) for k in PERCENTILES}
-            within = all(
-                abs(ours[k] - c[k]) <= 0.1 * c[k] for k in PERCENTILES if c.get(k) and ours.get(k)
-            )
             figures[label] = {"corrected": diffs, "uncorrected": raw, "within_10pct": within}
             rows.append(
                 f"| {label} | rapidws vs C | | "
@@ -388,10 +400,7 @@ def rate_table(rates: dict) -> tuple[str, dict]:
             )
         floor = pair.get(PYTHON_FLOOR, {})
         if c.get("rate") and floor.get("rate"):
-            diffs = {k: relative(floor.get(k), c.get(k)) for k in PERCENTILES}
-            within = all(
-                abs(floor[k] - c[k]) <= 0.1 * c[k] for k in PERCENTILES if c.get(k) and floor.get(k)
-            )
+            diffs, within = versus(floor, c)
             figures.setdefault(label, {})["floor_within_10pct"] = within
             rows.append(
                 f"| {label} | {PYTHON_FLOOR} vs C | | "
@@ -440,30 +449,26 @@ def main() -> None:
     if artillery:
         echo_runs["artillery"] = generators.artillery
     per_echo: dict[str, list[dict]] = {name: [] for name in echo_runs}
+    rate_runs: dict[str, object] = {
+        "C": lambda s, r: generators.c_client(s, "rate", r),
+        "rapidws bench": generators.rapidws_bench,
+        PYTHON_FLOOR: generators.python_floor,
+    }
     per_rate: dict[str, dict[str, list[dict]]] = {
-        f"{CONNECTIONS} x {r:g}/s": {"C": [], "rapidws bench": [], PYTHON_FLOOR: []} for r in rates
+        f"{CONNECTIONS} x {r:g}/s": {name: [] for name in rate_runs} for r in rates
     }
     started = time.monotonic()
     server = Running(SERVER, "uvloop", server_prefix, workdir)
     try:
         for index in range(rounds):
-            names = list(echo_runs)
-            shift = index % len(names)
-            for name in names[shift:] + names[:shift]:
+            for name in rotated(list(echo_runs), index):
                 record = echo_runs[name](server)  # type: ignore[operator]
                 per_echo[name].append(record)
                 shown = number(record["rate"]) if record.get("rate") else record.get("failed")
                 print(f"  round {index + 1}  echo  {name:14} {shown} msg/s", flush=True)
             for rate, (label, pair) in zip(rates, per_rate.items(), strict=True):
-                names = list(pair)
-                shift = index % len(names)
-                for name in names[shift:] + names[:shift]:
-                    if name == "C":
-                        record = generators.c_client(server, "rate", rate)
-                    elif name == PYTHON_FLOOR:
-                        record = generators.python_floor(server, rate)
-                    else:
-                        record = generators.rapidws_bench(server, rate)
+                for name in rotated(list(pair), index):
+                    record = rate_runs[name](server, rate)  # type: ignore[operator]
                     pair[name].append(record)
                     shown = (
                         f"p50 {record['p50']:.3f} ms p99 {record['p99']:.3f} ms"
